@@ -1,0 +1,51 @@
+"""The Flask application factory: ``create_app(settings)``; no module-level app."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from flask import Flask, jsonify
+from sqlalchemy import text
+
+from cds import __version__
+from cds.config import Settings, load_settings
+from cds.db import make_engine, session_factory
+
+log = logging.getLogger("mprtm.app")
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """Build the web application (CDS Hooks service, alert inbox, health endpoints)."""
+    settings = settings or load_settings()
+    app = Flask("cds", instance_relative_config=False)
+    secret = settings.server.secret_key
+    if not secret:
+        log.warning("server.secret_key is not set (MPRTM_SERVER__SECRET_KEY); "
+                    "using a random key: sessions end when the process restarts")
+        secret = secrets.token_hex(32)
+    app.config.update(
+        SECRET_KEY=secret,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.server.secure_cookies,
+        MAX_CONTENT_LENGTH=5 * 1024 * 1024,
+    )
+    app.config.update(overrides)
+    engine = make_engine(settings.database.url, echo=settings.database.echo)
+    app.extensions["mprtm.settings"] = settings
+    app.extensions["mprtm.engine"] = engine
+    app.extensions["mprtm.sessions"] = session_factory(engine)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return jsonify(status="ok", version=__version__)
+
+    return app
+
+
+def settings_of(app: Flask) -> Settings:
+    return app.extensions["mprtm.settings"]  # type: ignore[no-any-return]

@@ -1,0 +1,133 @@
+"""The clinical knowledge tables in ``cds/data/`` as typed objects.
+
+``features.csv``: one row per numeric model feature: its preferred LOINC code and
+canonical UCUM unit, the plausibility range (in the canonical unit), and alternates.
+An alternate is ``unit:factor`` (same LOINC, another unit) or ``LOINC@unit:factor``
+(another LOINC code for the same quantity); ``value_in_canonical = value * factor``.
+``seed_column``/``seed_factor`` give the seed study's CSV column and the factor from its
+unit to the canonical one.
+
+``conditions.csv``: condition flags with SNOMED CT and ICD-10(-CM) codes; an ICD-10 code
+matches itself and every code it prefixes (``I48`` matches ``I48.91``).
+
+``medications.csv``: drug classes with ingredient keywords (matched case-insensitively
+in RxNorm displays or free text).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    label: str
+    group: str
+    loinc: str
+    unit: str
+    #: (loinc, unit) -> factor to the canonical unit
+    conversions: tuple[tuple[str, str, float], ...]
+    min: float
+    max: float
+    seed_column: str
+    seed_factor: float
+
+    def factor(self, loinc: str, unit: str | None) -> float | None:
+        """Factor from ``unit`` (under ``loinc``) to the canonical unit, or None if unknown."""
+        unit = (unit or "").strip()
+        for code, u, f in self.conversions:
+            if code == loinc and u == unit:
+                return f
+        return None
+
+    @property
+    def loinc_codes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c for c, _, _ in self.conversions))
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    name: str
+    label: str
+    snomed: str
+    icd10: tuple[str, ...]
+    seed_column: str
+
+    def matches_icd10(self, code: str) -> bool:
+        return any(code == c or code.startswith(c + ".") or code.startswith(c) for c in self.icd10)
+
+
+@dataclass(frozen=True)
+class DrugClassSpec:
+    name: str
+    label: str
+    seed_label: str
+    keywords: tuple[str, ...]
+
+
+def _rows(filename: str) -> list[dict[str, str]]:
+    text = resources.files("cds.data").joinpath(filename).read_text(encoding="utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+@cache
+def feature_specs() -> tuple[FeatureSpec, ...]:
+    out = []
+    for r in _rows("features.csv"):
+        conv: list[tuple[str, str, float]] = [(r["loinc"], r["unit"], 1.0)]
+        for alt in filter(None, r["alternates"].split(";")):
+            code_unit, factor = alt.rsplit(":", 1)
+            code, unit = code_unit.split("@", 1) if "@" in code_unit else (r["loinc"], code_unit)
+            conv.append((code, unit, float(factor)))
+        out.append(
+            FeatureSpec(
+                name=r["feature"],
+                label=r["label"],
+                group=r["group"],
+                loinc=r["loinc"],
+                unit=r["unit"],
+                conversions=tuple(conv),
+                min=float(r["min"]),
+                max=float(r["max"]),
+                seed_column=r["seed_column"],
+                seed_factor=float(r["seed_factor"]),
+            )
+        )
+    return tuple(out)
+
+
+@cache
+def condition_specs() -> tuple[ConditionSpec, ...]:
+    return tuple(
+        ConditionSpec(
+            name=r["feature"],
+            label=r["label"],
+            snomed=r["snomed"],
+            icd10=tuple(filter(None, r["icd10"].split(";"))),
+            seed_column=r["seed_column"],
+        )
+        for r in _rows("conditions.csv")
+    )
+
+
+@cache
+def drug_class_specs() -> tuple[DrugClassSpec, ...]:
+    return tuple(
+        DrugClassSpec(
+            name=r["drug_class"],
+            label=r["label"],
+            seed_label=r["seed_label"],
+            keywords=tuple(k.lower() for k in r["keywords"].split(";") if k),
+        )
+        for r in _rows("medications.csv")
+    )
+
+
+@cache
+def loinc_index() -> dict[str, FeatureSpec]:
+    """Every LOINC code that maps to a feature."""
+    return {code: spec for spec in feature_specs() for code in spec.loinc_codes}

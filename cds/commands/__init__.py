@@ -1,0 +1,1 @@
+"""Subcommands of ``mprtm``; each module exposes ``register(subparsers)``."""

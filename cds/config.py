@@ -1,0 +1,343 @@
+"""Typed, frozen application settings.
+
+One TOML file plus ``MPRTM_<SECTION>__<KEY>`` environment variables.  This is the only
+module of the application that reads ``os.environ``.  Keys marked *secret* may come only
+from the environment; a secret written in the TOML file is refused so that it never lands
+in a file that is copied around or committed.
+
+Errors (unknown key, wrong type, bad choice, missing required value) raise
+:class:`ConfigError`, whose message names the key and the file; the CLI turns it into
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cds.errors import ConfigError
+
+ENV_PREFIX = "MPRTM_"
+CONFIG_ENV = "MPRTM_CONFIG"
+
+#: ``section.key`` names that may only be set from the environment.
+SECRET_KEYS = frozenset(
+    {
+        "fhir.bearer_token",
+        "fhir.client_secret",
+        "server.secret_key",
+        "batch.broker_password",
+    }
+)
+#: Keys whose value is masked when the effective configuration is printed.
+MASKED_KEYS = SECRET_KEYS | {"database.url", "batch.broker_url"}
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///mprtm.db"
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class FhirSettings:
+    source: Literal["ndjson", "server"] = "ndjson"
+    ndjson_dir: str = "demo-data/fhir"
+    base_url: str = ""
+    auth: Literal["none", "bearer", "smart-backend"] = "none"
+    token_url: str = ""
+    client_id: str = ""
+    private_key_file: str = ""
+    key_alg: Literal["RS384", "ES384"] = "RS384"
+    key_id: str = ""
+    scope: str = "system/*.rs"
+    bearer_token: str = ""
+    client_secret: str = ""
+    timeout_s: float = 30.0
+    max_concurrency: int = 4
+    max_retries: int = 4
+    page_size: int = 200
+    observation_window_days: int = 365
+    writeback: Literal["ndjson", "server", "none"] = "ndjson"
+    writeback_path: str = "out/RiskAssessment.ndjson"
+
+
+@dataclass(frozen=True)
+class PacsSettings:
+    source: Literal["folder", "dimse", "dicomweb"] = "folder"
+    folder: str = "demo-data/dicom"
+    host: str = "127.0.0.1"
+    port: int = 4242
+    called_aet: str = "ORTHANC"
+    calling_aet: str = "MPRTM"
+    storage_port: int = 11112
+    allowed_peers: tuple[str, ...] = ("ORTHANC",)
+    dicomweb_url: str = ""
+    cache_dir: str = "cache/dicom"
+    assoc_timeout_s: float = 30.0
+    retrieve: Literal["move", "get"] = "get"
+    lge_patterns: tuple[str, ...] = ("LGE", "late gad", "PSIR", "delayed enh", "MDE")
+    exclude_patterns: tuple[str, ...] = ("localizer", "scout", "survey", "cine", "SSFP", "T1 map")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    checkpoint: str = "checkpoints/mprtm-demo.pt"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    text_encoder: str = ""
+    cpu_threads: int = 0
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    moderate: float = -1.0
+    high: float = -1.0
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    outcome: str = "death"
+    on_high_tier: bool = True
+    threshold: float = 0.2
+    rise: float = 0.1
+    fibrosis_burden: float = 0.15
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    cohort: str = "all"
+    schedule: str = "0 2 * * *"
+    timezone: str = "UTC"
+    executor: Literal["local", "celery"] = "local"
+    chunk_size: int = 16
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    broker_password: str = ""
+    fhir_rate_limit_per_s: float = 20.0
+    misfire_grace_s: int = 3600
+    lock_file: str = "mprtm-batch.lock"
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    iss: str
+    jwks_url: str = ""
+    jwks_file: str = ""
+    jku_allowed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CdsHooksSettings:
+    base_url: str = "http://127.0.0.1:8080"
+    require_jwt: bool = True
+    fresh_hours: float = 36.0
+    time_budget_ms: int = 400
+    cors_origins: tuple[str, ...] = ("*",)
+    trusted_issuers: tuple[TrustedIssuer, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    secure_cookies: bool = False
+    secret_key: str = ""
+    demo_login: bool = False
+    smart_client_id: str = ""
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    fhir: FhirSettings = field(default_factory=FhirSettings)
+    pacs: PacsSettings = field(default_factory=PacsSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    risk: RiskSettings = field(default_factory=RiskSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    cds_hooks: CdsHooksSettings = field(default_factory=CdsHooksSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    #: The file these settings were read from ("" for defaults only).
+    source_file: str = ""
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with whole sections or ``section__key`` values replaced (tests, CLI flags)."""
+        data = as_dict(self)
+        for name, value in sections.items():
+            if "__" in name:
+                sec, key = name.split("__", 1)
+                data[sec][key] = value
+            else:
+                data[name] = value
+        data.pop("source_file", None)
+        return _build(Settings, data, "", self.source_file or "<override>", allow_secrets=True)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            choices = "|".join(str(a) for a in args)
+            raise ConfigError(f"{source}: key '{key}' must be one of {choices}, got {value!r}")
+        return value
+    if origin in (tuple,):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: key '{key}' must be a list, got {type(value).__name__}")
+        item_tp = args[0]
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{source}: unsupported type for '{key}'")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: key '{key}' must be a table")
+        return _build(tp, dict(value), key, source, allow_secrets=False)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: key '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: unsupported type for '{key}'")
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str, source: str, *, allow_secrets: bool) -> Any:
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in hints or name == "source_file":
+            raise ConfigError(f"{source}: unknown key '{key}'")
+        if key in SECRET_KEYS and not allow_secrets and value not in ("", None):
+            env = ENV_PREFIX + key.replace(".", "__").upper()
+            raise ConfigError(f"{source}: key '{key}' is a secret; set it with {env} instead")
+        kwargs[name] = _coerce(value, hints[name], key, source)
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING and (
+            f.default_factory is dataclasses.MISSING
+        ):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            raise ConfigError(f"{source}: missing required key '{key}'")
+    return cls(**kwargs)
+
+
+def _parse_env_value(raw: str, tp: Any) -> Any:
+    if tp is str or typing.get_origin(tp) is Literal:
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    applied = []
+    hints = _hints(Settings)
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name[len(ENV_PREFIX) :]:
+            continue
+        section, key = name[len(ENV_PREFIX) :].lower().split("__", 1)
+        if section not in hints or section == "source_file":
+            raise ConfigError(f"environment: {name} names unknown section '{section}'")
+        sec_hints = _hints(hints[section])
+        if key not in sec_hints:
+            raise ConfigError(f"environment: {name} names unknown key '{section}.{key}'")
+        data.setdefault(section, {})[key] = _parse_env_value(raw, sec_hints[key])
+        applied.append(f"{section}.{key}")
+    return applied
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings from ``path`` (or ``$MPRTM_CONFIG``), then environment overrides.
+
+    Raises:
+        ConfigError: naming the file and key for unknown keys, wrong types or bad values.
+    """
+    env = os.environ if environ is None else environ
+    if path is None:
+        path = env.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: configuration file not found")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    # Validate the file alone first (so secrets in the file are refused), then merge env.
+    _build(Settings, {k: v for k, v in data.items()}, "", source, allow_secrets=False)
+    _apply_env(data, env)
+    settings: Settings = _build(Settings, data, "", source, allow_secrets=True)
+    return dataclasses.replace(settings, source_file=str(path or ""))
+
+
+def as_dict(settings: Any) -> dict[str, Any]:
+    """Plain nested dict of a settings object (tuples become lists)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return typing.cast(dict[str, Any], conv(settings))
+
+
+def masked_dict(settings: Settings) -> dict[str, Any]:
+    """Effective settings with secrets and credential-bearing URLs masked."""
+    data = as_dict(settings)
+    for dotted in MASKED_KEYS:
+        sec, key = dotted.split(".")
+        value = data.get(sec, {}).get(key)
+        if not value:
+            continue
+        if key.endswith("url"):
+            data[sec][key] = _mask_url(str(value))
+        else:
+            data[sec][key] = "********"
+    return data
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password part of ``scheme://user:password@host``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    cred, host = rest.rsplit("@", 1)
+    user = cred.split(":", 1)[0]
+    return f"{scheme}://{user}:********@{host}"

@@ -1,0 +1,26 @@
+"""Errors of the application layer (``cds``).
+
+Each exception names the offending key, file or resource id in its message, never
+protected health information (no names, birth dates or note text).
+"""
+
+from __future__ import annotations
+
+
+class MprtmError(Exception):
+    """Base class of every error the application raises on purpose."""
+
+
+class ConfigError(MprtmError):
+    """The configuration file or environment is invalid; the message names file and key.
+
+    The CLI exits with status 2 on this error.
+    """
+
+
+class DatabaseError(MprtmError):
+    """The application database cannot be reached or is not at the expected revision."""
+
+
+class UsageError(MprtmError):
+    """A command was called with arguments that cannot work together (exit status 2)."""

@@ -1,0 +1,1 @@
+"""M-PRTM, the multimodal heart-failure prognosis model (pure PyTorch)."""
