@@ -1,0 +1,67 @@
+"""Plain domain objects at the model's boundary.
+
+``cds`` builds :class:`ModelInput` from FHIR and DICOM; ``model`` returns
+:class:`PatientPrediction`.  Nothing here knows about FHIR or networking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: The binary 1-year outcomes, in head order.
+OUTCOMES: tuple[str, ...] = (
+    "death",
+    "cv_death",
+    "rehospitalization",
+    "cardiology_rehospitalization",
+    "macce",
+)
+#: Modalities in fusion order.
+MODALITIES: tuple[str, ...] = ("numeric", "text", "image")
+TIERS: tuple[str, ...] = ("low", "moderate", "high")
+
+
+@dataclass
+class ModelInput:
+    """One patient's inputs, each modality optional.
+
+    Attributes:
+        patient_id: an opaque id (FHIR logical id); never a name.
+        numeric: feature name -> value in the canonical unit of ``cds/data/features.csv``
+            (plus ``age``, ``sex_male``, ``cond_<name>`` and ``med_<name>`` flags).  A key
+            that is absent is missing; the model adds missingness indicators itself.
+        text: medication list and notes as one string, or None when there is none.
+        image: LGE short-axis slices, float32 array (S, H, W), ordered apex-to-base or
+            base-to-apex consistently, intensities normalised to about [0, 1]; or None.
+        image_fingerprint: a stable hash of the series, the key of the embedding cache.
+    """
+
+    patient_id: str
+    numeric: dict[str, float] = field(default_factory=dict)
+    text: str | None = None
+    image: np.ndarray | None = None
+    image_fingerprint: str | None = None
+
+
+@dataclass
+class ImageFeatures:
+    """What the image branch produces for one series (cacheable)."""
+
+    embedding: np.ndarray  # (D,) float32
+    fibrosis_burden: float  # enhanced / myocardial area, 0..1
+    segmentation: np.ndarray | None = None  # (S, H, W) uint8: 0 bg, 1 myocardium, 2 enhancement
+
+
+@dataclass
+class PatientPrediction:
+    """The model's answer for one patient."""
+
+    patient_id: str
+    probabilities: dict[str, float]  # outcome -> calibrated 1-year probability
+    tiers: dict[str, str]  # outcome -> low / moderate / high
+    modality_weights: dict[str, float]  # numeric / text / image; a missing modality is 0.0
+    fibrosis_burden: float | None
+    cause_probabilities: dict[str, float] = field(default_factory=dict)
+    image_features: ImageFeatures | None = None
