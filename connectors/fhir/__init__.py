@@ -1,0 +1,1 @@
+"""FHIR R4 sources (NDJSON folder, REST server) and write-back."""

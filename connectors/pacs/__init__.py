@@ -1,0 +1,1 @@
+"""Imaging sources (DICOM folder, DIMSE, DICOMweb), series selection and pixel handling."""
