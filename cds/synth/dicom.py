@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 
 from cds.synth import _ids
 from cds.synth.cohort import Cohort
@@ -130,7 +130,7 @@ class _SeriesWriter:
         c, i, size = self.c, self.i, self.size
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = sop
+        meta.MediaStorageSOPInstanceUID = UID(sop)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
