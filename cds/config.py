@@ -34,6 +34,8 @@ SECRET_KEYS = frozenset(
         "fhir.client_secret",
         "server.secret_key",
         "batch.broker_password",
+        "pacs.dicomweb_password",
+        "pacs.dicomweb_token",
     }
 )
 #: Keys whose value is masked when the effective configuration is printed.
@@ -82,6 +84,16 @@ class PacsSettings:
     dicomweb_url: str = ""
     cache_dir: str = "cache/dicom"
     assoc_timeout_s: float = 30.0
+    dimse_timeout_s: float = 120.0
+    network_timeout_s: float = 120.0
+    max_retries: int = 3
+    retry_backoff_s: float = 1.0
+    storage_bind: str = "127.0.0.1"
+    dicomweb_auth: Literal["none", "basic", "bearer"] = "none"
+    dicomweb_username: str = ""
+    dicomweb_password: str = ""
+    dicomweb_token: str = ""
+    dicomweb_timeout_s: float = 60.0
     retrieve: Literal["move", "get"] = "get"
     lge_patterns: tuple[str, ...] = ("LGE", "late gad", "PSIR", "delayed enh", "MDE")
     exclude_patterns: tuple[str, ...] = ("localizer", "scout", "survey", "cine", "SSFP", "T1 map")
@@ -242,8 +254,10 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, source: str, *, allow_se
             raise ConfigError(f"{source}: key '{key}' is a secret; set it with {env} instead")
         kwargs[name] = _coerce(value, hints[name], key, source)
     for f in dataclasses.fields(cls):
-        if f.name not in kwargs and f.default is dataclasses.MISSING and (
-            f.default_factory is dataclasses.MISSING
+        if (
+            f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and (f.default_factory is dataclasses.MISSING)
         ):
             key = f"{prefix}.{f.name}" if prefix else f.name
             raise ConfigError(f"{source}: missing required key '{key}'")

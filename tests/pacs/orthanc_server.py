@@ -162,7 +162,9 @@ class OrthancServer:
                 return self
             time.sleep(0.1)
         self.stop()
-        raise OrthancUnavailable(f"Orthanc did not answer within {timeout_s} s; log: {self.log_file}")
+        raise OrthancUnavailable(
+            f"Orthanc did not answer within {timeout_s} s; log: {self.log_file}"
+        )
 
     def _ready(self) -> bool:
         try:
@@ -171,8 +173,9 @@ class OrthancServer:
             return False
         if r.status_code != 200:
             return False
-        with contextlib.suppress(OSError), socket.create_connection(
-            ("127.0.0.1", self.dicom_port), timeout=1.0
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.dicom_port), timeout=1.0),
         ):
             return True
         return False
@@ -207,7 +210,11 @@ class OrthancServer:
     def rest(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         """One call to Orthanc's own REST API (test set-up and checks)."""
         return httpx.request(
-            method, f"{self.http_url}{path}", auth=self.auth, timeout=30.0, **kwargs  # type: ignore[arg-type]
+            method,
+            f"{self.http_url}{path}",
+            auth=self.auth,
+            timeout=30.0,
+            **kwargs,  # type: ignore[arg-type]
         )
 
     def statistics(self) -> dict[str, object]:
