@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydicom import Dataset
+
 from connectors.errors import AssociationError, DicomInvalid, DimseStatusError, PacsError
 from connectors.pacs._scp import StorageScp
 from connectors.pacs.base import SeriesRef
 from connectors.pacs.cache import SeriesCache
 from connectors.pacs.dimse import DimseSource
-from pydicom import Dataset
-
 from tests.pacs.conftest import IGNORE_PYNETDICOM_SOCKET_LEAK, OUR_AET, PATIENTS, Pacs
 from tests.pacs.orthanc_server import free_port
 

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE, evt
+
 from connectors.errors import AssociationError, StorageScpError
 from connectors.pacs._contexts import MR_STORAGE_CLASSES, VERIFICATION
 from connectors.pacs._scp import STATUS_UNSOLICITED, StorageScp
 from connectors.pacs.cache import SeriesCache
 from connectors.pacs.dimse import DimseSource
-from pynetdicom import AE, evt
-
 from tests.pacs.conftest import Pacs
 from tests.pacs.orthanc_server import free_port
 
