@@ -1,21 +1,85 @@
-"""Build the configured data sources from :class:`~cds.config.Settings`.
+"""The configured FHIR and imaging sources (one small dispatch each).
 
-``make_imaging_source(settings)`` returns the ``ImagingSource`` named by ``pacs.source``:
-a DICOM folder, a PACS over DIMSE (C-FIND + C-GET/C-MOVE) or over DICOMweb.  Settings
-that cannot work raise :class:`ConfigError` naming the key.
+Each branch imports its connector lazily, so a deployment only loads what it uses and a
+new source is a two-line addition here.  Also: the cohort placeholders
+(``{as_of}``, ``{as_of-30d}``) that make a relative ``search:`` cohort possible for every
+source.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from typing import TYPE_CHECKING
+
 from cds.config import PacsSettings, Settings
 from cds.errors import ConfigError
-from connectors.errors import StorageScpError
+from connectors.fhir.base import FhirSource
 from connectors.pacs.base import ImagingSource
-from connectors.pacs.factory import NetworkSourceParams, open_network_source
+
+if TYPE_CHECKING:
+    from connectors.pacs.factory import NetworkSourceParams
+
+_PLACEHOLDER = re.compile(r"\{as_of(?:([+-])(\d+)d)?\}")
+
+
+def make_fhir_source(settings: Settings) -> FhirSource:
+    """The FHIR source of ``fhir.source``.
+
+    Raises:
+        ConfigError: the source cannot be opened with these settings (names the key).
+    """
+    kind = settings.fhir.source
+    if kind == "ndjson":
+        from connectors.errors import FhirError
+        from connectors.fhir.ndjson import NdjsonFolderSource
+
+        try:
+            return NdjsonFolderSource(settings.fhir.ndjson_dir)
+        except FhirError as exc:
+            raise ConfigError(f"fhir.ndjson_dir: {exc}") from None
+    raise ConfigError(f"fhir.source = {kind!r} is not available in this build")
+
+
+def make_imaging_source(settings: Settings) -> ImagingSource:
+    """The imaging source of ``pacs.source``: a DICOM folder, or a PACS over DIMSE
+    (C-FIND + C-GET/C-MOVE; a C-MOVE source runs our Storage SCP until closed) or
+    DICOMweb (QIDO-RS/WADO-RS).  Close it after use.
+
+    Raises:
+        ConfigError: the source cannot be opened with these settings (names the key).
+    """
+    kind = settings.pacs.source
+    if kind == "folder":
+        from connectors.errors import DicomInvalid
+        from connectors.pacs.folder import DicomFolderSource
+
+        try:
+            return DicomFolderSource(settings.pacs.folder)
+        except DicomInvalid as exc:
+            raise ConfigError(f"pacs.folder: {exc}") from None
+    if kind in ("dimse", "dicomweb"):
+        from connectors.errors import PacsError, StorageScpError
+        from connectors.pacs.factory import open_network_source
+
+        params = network_params(settings.pacs)
+        try:
+            return open_network_source(params)
+        except StorageScpError as exc:
+            raise ConfigError(f"pacs.storage_port / pacs.storage_bind: {exc}") from None
+        except (ValueError, PacsError) as exc:
+            raise ConfigError(f"[pacs]: {exc}") from None
+    raise ConfigError(f"pacs.source = {kind!r} is not available in this build")
 
 
 def network_params(pacs: PacsSettings) -> NetworkSourceParams:
-    """The connector parameters of a DIMSE or DICOMweb ``[pacs]`` section."""
+    """The connector parameters of a DIMSE or DICOMweb ``[pacs]`` section.
+
+    Raises:
+        ConfigError: naming the key that cannot work.
+    """
+    from connectors.pacs.factory import NetworkSourceParams
+
     if pacs.source not in ("dimse", "dicomweb"):
         raise ConfigError(f"pacs.source {pacs.source!r} is not a network source")
     if pacs.source == "dicomweb" and not pacs.dicomweb_url:
@@ -55,32 +119,15 @@ def network_params(pacs: PacsSettings) -> NetworkSourceParams:
     )
 
 
-def make_imaging_source(settings: Settings) -> ImagingSource:
-    """The imaging source of ``settings.pacs``; close it after use.
+def expand_cohort(cohort: str, as_of: dt.date) -> str:
+    """Replace ``{as_of}``, ``{as_of-30d}``, ``{as_of+7d}`` by ISO dates.
 
-    Raises:
-        ConfigError: settings that cannot work (the message names the key), or our
-            Storage SCP cannot listen on ``pacs.storage_port``.
+    ``search:Patient?_has:Encounter:patient:date=ge{as_of-30d}`` is every patient with an
+    encounter ongoing or ended in the last 30 days, on any source.
     """
-    pacs = settings.pacs
-    if pacs.source == "folder":
-        return _folder_source(pacs)
-    params = network_params(pacs)
-    try:
-        return open_network_source(params)
-    except ValueError as exc:
-        raise ConfigError(f"[pacs] in {settings.source_file or '<defaults>'}: {exc}") from exc
-    except StorageScpError as exc:
-        raise ConfigError(f"pacs.storage_port / pacs.storage_bind: {exc}") from exc
 
+    def sub(m: re.Match[str]) -> str:
+        days = int(m.group(2) or 0) * (-1 if m.group(1) == "-" else 1)
+        return (as_of + dt.timedelta(days=days)).isoformat()
 
-def _folder_source(pacs: PacsSettings) -> ImagingSource:
-    """The DICOM folder source (``connectors.pacs.folder``, built on branch h/pipeline)."""
-    try:
-        from connectors.pacs import folder as folder_mod  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ConfigError(
-            "pacs.source = 'folder' needs connectors.pacs.folder, which is not installed"
-        ) from exc
-    source: ImagingSource = folder_mod.FolderSource(pacs.folder)
-    return source
+    return _PLACEHOLDER.sub(sub, cohort)
