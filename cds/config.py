@@ -65,6 +65,8 @@ class FhirSettings:
     max_retries: int = 4
     page_size: int = 200
     observation_window_days: int = 365
+    max_notes: int = 3
+    notes_window_days: int = 365
     writeback: Literal["ndjson", "server", "none"] = "ndjson"
     writeback_path: str = "out/RiskAssessment.ndjson"
 
@@ -85,6 +87,8 @@ class PacsSettings:
     retrieve: Literal["move", "get"] = "get"
     lge_patterns: tuple[str, ...] = ("LGE", "late gad", "PSIR", "delayed enh", "MDE")
     exclude_patterns: tuple[str, ...] = ("localizer", "scout", "survey", "cine", "SSFP", "T1 map")
+    lge_max_age_days: int = 0
+    patient_id_system: str = ""
 
 
 @dataclass(frozen=True)
@@ -242,8 +246,10 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, source: str, *, allow_se
             raise ConfigError(f"{source}: key '{key}' is a secret; set it with {env} instead")
         kwargs[name] = _coerce(value, hints[name], key, source)
     for f in dataclasses.fields(cls):
-        if f.name not in kwargs and f.default is dataclasses.MISSING and (
-            f.default_factory is dataclasses.MISSING
+        if (
+            f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and (f.default_factory is dataclasses.MISSING)
         ):
             key = f"{prefix}.{f.name}" if prefix else f.name
             raise ConfigError(f"{source}: missing required key '{key}'")
