@@ -247,7 +247,7 @@ class PatientWriter:
             spec = vis.specs[f]
             code, unit, factor = spec.conversions[int(vis.alt[i, f])]
             value = float(vis.value[i, k, f]) / factor
-            value = round(value, decimals(spec, value))
+            value = round(value, decimals(spec, value, unit))
             if spec.name == "nyha_class" and not vis.implausible[i, k, f]:
                 value = int(value)
             oid = f"{pid}-obs-{k}-{spec.name.replace('_', '-')}"

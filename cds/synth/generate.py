@@ -139,7 +139,9 @@ def generate(
     burden_out: list[str] = []
     write_study: Any = None
     if images:
-        raise UsageError("DICOM images are not in this build yet; run with --no-images")
+        from cds.synth import dicom  # noqa: PLC0415 - pydicom work only when asked for
+
+        write_study = dicom.write_study
 
     def emit(resources: list[Resource]) -> None:
         for r in resources:

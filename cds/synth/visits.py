@@ -79,9 +79,9 @@ class Visits:
     specs: tuple[FeatureSpec, ...]
 
 
-def decimals(spec: FeatureSpec, value: float) -> int:
-    """Digits to report: about three significant figures."""
-    if spec.name in ("nyha_class", "lvef"):
+def decimals(spec: FeatureSpec, value: float, unit: str) -> int:
+    """Digits to report in ``unit``: whole numbers for NYHA and LVEF %, else ~3 figures."""
+    if spec.name in ("nyha_class", "lvef") and unit == spec.unit:
         return 0
     a = abs(value)
     return 0 if a >= 100 else 1 if a >= 10 else 2 if a >= 1 else 3 if a >= 0.01 else 4
@@ -137,7 +137,7 @@ def build_visits(c: Cohort, seed: int) -> Visits:
     # Plausible values stay inside the table's range.
     lo = np.array([s.min for s in specs])
     hi = np.array([s.max for s in specs])
-    val = np.clip(val, lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo))
+    val = np.clip(val, lo + 1e-2 * (hi - lo), hi - 1e-2 * (hi - lo))
 
     # What gets measured.
     never = np.stack([rng.random(n) < NEVER_MEASURED.get(s, 0.02) for s in names], axis=1)
