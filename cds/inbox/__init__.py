@@ -33,11 +33,7 @@ def init_app(app: Flask) -> None:
     """Register the inbox's blueprints, hooks, Jinja helpers and error pages on ``app``."""
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", dt.timedelta(hours=auth.SESSION_HOURS))
     app.extensions["mprtm.login_throttle"] = auth.LoginThrottle()
-    for bp in (auth.bp, views.bp, smart.bp, admin.bp, admin.public):
-        bp.before_request(auth.load_principal)
-        bp.before_request(csrf.protect)
-        bp.after_request(_security_headers)
-        bp.register_error_handler(HTTPException, _error_page)
+    for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     app.teardown_appcontext(close_db)
     app.jinja_env.globals.update(
@@ -77,3 +73,11 @@ def _error_page(exc: HTTPException) -> Any:
         mimetype="text/html",
     )
     return _security_headers(resp)
+
+
+BLUEPRINTS = (auth.bp, views.bp, smart.bp, admin.bp, admin.public)
+for _bp in BLUEPRINTS:  # once, at import: blueprints are shared by every app instance
+    _bp.before_request(auth.load_principal)
+    _bp.before_request(csrf.protect)
+    _bp.after_request(_security_headers)
+    _bp.register_error_handler(HTTPException, _error_page)

@@ -254,6 +254,7 @@ def demo_login() -> Any:
         user = User(
             username=DEMO_USER,
             role="clinician",
+            active=True,
             password_hash=hash_password(secrets.token_urlsafe(32)),  # no usable password
         )
         db().add(user)

@@ -6,6 +6,7 @@ Every helper takes a SQLAlchemy session, adds and flushes; the caller commits.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 import numpy as np
@@ -25,15 +26,24 @@ from cds.db.models import (
     User,
 )
 from cds.overlay import render_overlay
-from cds.users import add_user
+from cds.users import hash_password
 
 PASSWORD = "correct horse battery"
 NOW = dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC)
 OUTCOMES = ("death", "cv_death", "rehospitalization", "cardiology_rehospitalization", "macce")
 
 
+@functools.cache
+def _hash(password: str) -> str:
+    return hash_password(password)
+
+
 def user(session: Session, name: str, role: str = "clinician", password: str = PASSWORD) -> User:
-    return add_user(session, name, role, password)
+    """A user with ``password`` (hashed once per test session: argon2 is slow on purpose)."""
+    u = User(username=name, role=role, password_hash=_hash(password), active=True)
+    session.add(u)
+    session.flush()
+    return u
 
 
 def patient(
@@ -306,3 +316,15 @@ def demo_dataset(session: Session) -> dict[str, Any]:
         "runs": runs,
         "model": mv,
     }
+
+
+def more_alerts(session: Session, n: int) -> None:
+    """``n`` more patients with one open alert each (tiers and reasons vary)."""
+    tiers = ("high", "moderate", "low")
+    reasons = ("high_tier", "rise", "threshold_crossing", "fibrosis")
+    for i in range(n):
+        pat = patient(session, f"p-{100 + i}", ("hf-clinic", "telemonitoring")[i % 2])
+        risk = (0.36, 0.16, 0.06)[i % 3] + 0.01 * i
+        pred = prediction(session, pat, as_of=NOW, risk=risk / 1.1)
+        alert(session, pat, reason=reasons[i % 4], tier=tiers[i % 3], probability=risk,
+              created=NOW - dt.timedelta(hours=5 * i + 1), pred=pred)
