@@ -28,7 +28,7 @@ def close_db(_exc: BaseException | None = None) -> None:
 
 
 def settings() -> Settings:
-    return current_app.extensions["mprtm.settings"]  # type: ignore[no-any-return]
+    return current_app.extensions["mprtm.settings"]
 
 
 def safe_next(target: Any, default: str) -> str:

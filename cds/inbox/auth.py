@@ -123,7 +123,7 @@ class LoginThrottle:
 
 
 def throttle() -> LoginThrottle:
-    return current_app.extensions["mprtm.login_throttle"]  # type: ignore[no-any-return]
+    return current_app.extensions["mprtm.login_throttle"]
 
 
 def load_principal() -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
@@ -40,7 +40,7 @@ def _style(fig: Figure) -> None:
 
 def risk_trend_svg(
     dates: Sequence[dt.datetime],
-    series: dict[str, Sequence[float | None]],
+    series: Mapping[str, Sequence[float | None]],
     labels: dict[str, str],
     thresholds: tuple[float, float] | None = None,
 ) -> bytes:
@@ -91,7 +91,7 @@ def risk_trend_svg(
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     if len(dates) == 1:
         d = dates[0]
-        ax.set_xlim(d - dt.timedelta(days=3), d + dt.timedelta(days=3))
+        ax.set_xlim(date2num(d - dt.timedelta(days=3)), date2num(d + dt.timedelta(days=3)))
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _style(fig)
     return _svg(fig)

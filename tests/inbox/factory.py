@@ -326,5 +326,12 @@ def more_alerts(session: Session, n: int) -> None:
         pat = patient(session, f"p-{100 + i}", ("hf-clinic", "telemonitoring")[i % 2])
         risk = (0.36, 0.16, 0.06)[i % 3] + 0.01 * i
         pred = prediction(session, pat, as_of=NOW, risk=risk / 1.1)
-        alert(session, pat, reason=reasons[i % 4], tier=tiers[i % 3], probability=risk,
-              created=NOW - dt.timedelta(hours=5 * i + 1), pred=pred)
+        alert(
+            session,
+            pat,
+            reason=reasons[i % 4],
+            tier=tiers[i % 3],
+            probability=risk,
+            created=NOW - dt.timedelta(hours=5 * i + 1),
+            pred=pred,
+        )

@@ -77,8 +77,14 @@ class SmartTestServer:
 
     def id_token(self, sub: str) -> str:
         now = int(time.time())
-        claims = {"iss": self.fhir_base, "sub": sub, "aud": self.client_id, "iat": now,
-                  "exp": now + 300, "fhirUser": self.practitioner}
+        claims = {
+            "iss": self.fhir_base,
+            "sub": sub,
+            "aud": self.client_id,
+            "iat": now,
+            "exp": now + 300,
+            "fhirUser": self.practitioner,
+        }
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
 
     def app(self) -> Flask:
@@ -96,8 +102,13 @@ class SmartTestServer:
                 token_endpoint_auth_methods_supported=["none"],
                 scopes_supported=["launch", "openid", "fhirUser", "patient/*.rs"],
                 response_types_supported=["code"],
-                capabilities=["launch-ehr", "client-public", "context-ehr-patient",
-                              "sso-openid-connect", "permission-v2"],
+                capabilities=[
+                    "launch-ehr",
+                    "client-public",
+                    "context-ehr-patient",
+                    "sso-openid-connect",
+                    "permission-v2",
+                ],
             )
 
         @app.get("/auth/jwks")
@@ -113,8 +124,9 @@ class SmartTestServer:
             state = q.get("state", "")
 
             def error(code: str) -> Any:
-                return redirect(self.redirect_uri + "?" + urlencode({"error": code,
-                                                                     "state": state}))
+                return redirect(
+                    self.redirect_uri + "?" + urlencode({"error": code, "state": state})
+                )
 
             if q.get("response_type") != "code":
                 return error("unsupported_response_type")
@@ -126,8 +138,12 @@ class SmartTestServer:
             if patient is None or "launch" not in q.get("scope", "").split():
                 return error("access_denied")
             code = secrets.token_urlsafe(24)
-            self.codes[code] = {"challenge": q["code_challenge"], "patient": patient,
-                                "scope": q.get("scope", ""), "at": time.time()}
+            self.codes[code] = {
+                "challenge": q["code_challenge"],
+                "patient": patient,
+                "scope": q.get("scope", ""),
+                "at": time.time(),
+            }
             return redirect(self.redirect_uri + "?" + urlencode({"code": code, "state": state}))
 
         @app.post("/auth/token")
@@ -151,8 +167,11 @@ class SmartTestServer:
             if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != grant["challenge"]:
                 return fail("invalid_grant")
             body: dict[str, Any] = {
-                "access_token": secrets.token_urlsafe(32), "token_type": "Bearer",
-                "expires_in": 300, "scope": grant["scope"], "patient": grant["patient"],
+                "access_token": secrets.token_urlsafe(32),
+                "token_type": "Bearer",
+                "expires_in": 300,
+                "scope": grant["scope"],
+                "patient": grant["patient"],
             }
             if "openid" in grant["scope"].split():
                 body["id_token"] = self.id_token("user-123")

@@ -26,8 +26,13 @@ PAGES = [
     "/inbox/admin/model",
     "/inbox/admin/feedback",
 ]
-ADMIN_PAGES = ["/inbox/admin/", "/inbox/admin/runs", "/inbox/admin/runs/1",
-               "/inbox/admin/model", "/inbox/admin/feedback"]
+ADMIN_PAGES = [
+    "/inbox/admin/",
+    "/inbox/admin/runs",
+    "/inbox/admin/runs/1",
+    "/inbox/admin/model",
+    "/inbox/admin/feedback",
+]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -111,8 +116,12 @@ def test_open_redirect_is_refused(app: Flask, data: Any) -> None:
     for target in (*targets, "/inbox/patients/p-mod"):
         client = app.test_client()
         token = csrf_of(client.get("/inbox/login").get_data(as_text=True))
-        form = {"username": "alice", "password": factory.PASSWORD, "csrf_token": token,
-                "next": target}
+        form = {
+            "username": "alice",
+            "password": factory.PASSWORD,
+            "csrf_token": token,
+            "next": target,
+        }
         resp = client.post("/inbox/login", data=form)
         expected = target if target == "/inbox/patients/p-mod" else "/inbox/"
         assert resp.headers["Location"] == expected, target
@@ -155,8 +164,13 @@ POSTS = [
 
 @pytest.mark.parametrize("path", POSTS)
 def test_every_form_needs_the_csrf_token(clinician: Any, dbs: Any, path: str) -> None:
-    body = {"alert_id": "1", "assignee": "me", "until": "2099-01-01", "reason": "other",
-            "comment": "x"}
+    body = {
+        "alert_id": "1",
+        "assignee": "me",
+        "until": "2099-01-01",
+        "reason": "other",
+        "comment": "x",
+    }
     assert clinician.post(path, data=body).status_code == 400
     bad = clinician.post(path, data={**body, "csrf_token": "forged-" + "x" * 40})
     assert bad.status_code == 400
@@ -176,8 +190,10 @@ def test_login_form_itself_needs_csrf(app: Flask, data: Any) -> None:
 def test_csrf_token_is_rotated_at_login(app: Flask, data: Any) -> None:
     client = app.test_client()
     before = csrf_of(client.get("/inbox/login").get_data(as_text=True))
-    client.post("/inbox/login", data={"username": "alice", "password": factory.PASSWORD,
-                                      "csrf_token": before})
+    client.post(
+        "/inbox/login",
+        data={"username": "alice", "password": factory.PASSWORD, "csrf_token": before},
+    )
     after = token_of(client)
     assert before != after
     resp = client.post("/inbox/alerts/1/acknowledge", data={"csrf_token": before})
@@ -201,8 +217,9 @@ def test_demo_login_only_when_enabled(app: Flask, data: Any, db_url: str) -> Non
     c2 = demo.test_client()
     page = c2.get("/inbox/login?next=/inbox/patients/p-high").get_data(as_text=True)
     assert "Continue as the demo clinician" in page
-    resp = c2.post("/inbox/demo-login", data={"csrf_token": csrf_of(page),
-                                              "next": "/inbox/patients/p-high"})
+    resp = c2.post(
+        "/inbox/demo-login", data={"csrf_token": csrf_of(page), "next": "/inbox/patients/p-high"}
+    )
     assert resp.status_code == 302 and resp.headers["Location"] == "/inbox/patients/p-high"
     assert b"demo-clinician" in c2.get("/inbox/patients/p-high").data
     demo.extensions["mprtm.engine"].dispose()

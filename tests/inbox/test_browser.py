@@ -115,8 +115,13 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
     page.locator("table.alerts").get_by_role("link", name="p-high").click()
     page.wait_for_url(re.compile(r"/inbox/patients/p-high"))
     assert page.get_by_role("heading", name=re.compile("Patient p-high")).is_visible()
-    for name in ("Current 1-year risk", "Risk trend across runs", "Fibrosis on LGE cardiac MRI",
-                 "Key inputs", "Audit trail"):
+    for name in (
+        "Current 1-year risk",
+        "Risk trend across runs",
+        "Fibrosis on LGE cardiac MRI",
+        "Key inputs",
+        "Audit trail",
+    ):
         assert page.get_by_role("heading", name=name).is_visible()
     for img in page.locator("main img").all():  # charts and overlay really loaded
         assert img.evaluate("el => el.complete && el.naturalWidth > 0"), img.get_attribute("src")
@@ -137,8 +142,11 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
     with live["sessions"]() as s:
         alert = s.get(Alert, alert_id)
         assert alert is not None and alert.status == "acknowledged"
-        events = s.scalars(select(AlertEvent).where(AlertEvent.alert_id == alert_id,
-                                                    AlertEvent.action == "acknowledge")).all()
+        events = s.scalars(
+            select(AlertEvent).where(
+                AlertEvent.alert_id == alert_id, AlertEvent.action == "acknowledge"
+            )
+        ).all()
         assert [e.actor for e in events] == ["alice"]
 
 
