@@ -23,8 +23,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app = Flask("cds", instance_relative_config=False)
     secret = settings.server.secret_key
     if not secret:
-        log.warning("server.secret_key is not set (MPRTM_SERVER__SECRET_KEY); "
-                    "using a random key: sessions end when the process restarts")
+        log.warning(
+            "server.secret_key is not set (MPRTM_SERVER__SECRET_KEY); "
+            "using a random key: sessions end when the process restarts"
+        )
         secret = secrets.token_hex(32)
     app.config.update(
         SECRET_KEY=secret,
@@ -51,4 +53,5 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
 
 def settings_of(app: Flask) -> Settings:
-    return app.extensions["mprtm.settings"]  # type: ignore[no-any-return]
+    settings: Settings = app.extensions["mprtm.settings"]
+    return settings

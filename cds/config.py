@@ -194,7 +194,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, source: str, allow_secrets: bool = False) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is Literal:
@@ -212,7 +212,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{source}: key '{key}' must be a table")
-        return _build(tp, dict(value), key, source, allow_secrets=False)
+        return _build(tp, dict(value), key, source, allow_secrets=allow_secrets)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: key '{key}' must be true or false, got {value!r}")
@@ -242,10 +242,12 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, source: str, *, allow_se
         if key in SECRET_KEYS and not allow_secrets and value not in ("", None):
             env = ENV_PREFIX + key.replace(".", "__").upper()
             raise ConfigError(f"{source}: key '{key}' is a secret; set it with {env} instead")
-        kwargs[name] = _coerce(value, hints[name], key, source)
+        kwargs[name] = _coerce(value, hints[name], key, source, allow_secrets)
     for f in dataclasses.fields(cls):
-        if f.name not in kwargs and f.default is dataclasses.MISSING and (
-            f.default_factory is dataclasses.MISSING
+        if (
+            f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and (f.default_factory is dataclasses.MISSING)
         ):
             key = f"{prefix}.{f.name}" if prefix else f.name
             raise ConfigError(f"{source}: missing required key '{key}'")
