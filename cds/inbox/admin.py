@@ -93,10 +93,16 @@ def run(run_id: int) -> Any:
             .limit(500)
         )
     )
+    errors = {item.patient_fhir_id: item.error or "" for item in failures}
+    summary_failures = (batch_run.summary or {}).get("failures")
+    if isinstance(summary_failures, dict):  # a run whose items were not kept
+        for pid, err in summary_failures.items():
+            errors.setdefault(str(pid), str(err))
     reasons: dict[str, int] = {}
-    for item in failures:
-        key = (item.error or "").split(":", 1)[0].strip()[:120] or "unknown"
+    for err in errors.values():
+        key = err.split(":", 1)[0].strip()[:120] or "unknown"
         reasons[key] = reasons.get(key, 0) + 1
+    summary = {k: v for k, v in (batch_run.summary or {}).items() if k not in _SUMMARY_SHOWN}
     model = (
         session.get(ModelVersion, batch_run.model_version_id)
         if batch_run.model_version_id
@@ -105,8 +111,9 @@ def run(run_id: int) -> Any:
     return render_template(
         "inbox/admin/run.html",
         run=batch_run,
+        summary=summary,
+        errors=sorted(errors.items()),
         by_status=by_status,
-        failures=failures,
         reasons=sorted(reasons.items(), key=lambda kv: -kv[1]),
         model=model,
         duration=fmt_duration(duration_s(batch_run)),
@@ -115,14 +122,18 @@ def run(run_id: int) -> Any:
 
 
 def _timings(timings: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Rows of the timings table: ``BatchRun.timings`` is stage -> seconds (summed)."""
     out = []
     for key, value in sorted((timings or {}).items()):
         if isinstance(value, int | float) and not isinstance(value, bool):
-            shown = fmt_duration(float(value)) if key.endswith(("_s", "seconds")) else f"{value:g}"
+            out.append((key, fmt_duration(float(value))))
         else:
-            shown = str(value)
-        out.append((key, shown))
+            out.append((key, str(value)))
     return out
+
+
+#: Summary keys shown elsewhere on the run page.
+_SUMMARY_SHOWN = {"failures", "timings_s", "run_id", "run_key", "status"}
 
 
 def model_in_use() -> ModelVersion | None:

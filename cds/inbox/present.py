@@ -32,7 +32,8 @@ REASON_LABELS = {
     "fibrosis": "Fibrosis burden",
 }
 ACTION_LABELS = {
-    "create": "raised",
+    "created": "raised",
+    "refreshed": "refreshed by the batch",
     "acknowledge": "acknowledged",
     "assign": "assigned",
     "snooze": "snoozed",

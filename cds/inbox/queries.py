@@ -170,7 +170,7 @@ def _conditions(q: AlertQuery, user_id: int | None, *, with_status: bool) -> lis
     return conds
 
 
-def _order(q: AlertQuery, assignee: Any) -> list[Any]:
+def _order(q: AlertQuery) -> list[Any]:
     key: Any = {
         "created": Alert.created_at,
         "probability": Alert.probability,
@@ -183,55 +183,48 @@ def _order(q: AlertQuery, assignee: Any) -> list[Any]:
     return [primary, Alert.id.desc() if q.direction == "desc" else Alert.id.asc()]
 
 
+def _count_from(q: AlertQuery) -> Select[Any]:
+    """``alerts`` alone, joined to ``patients`` only when a patient column is filtered."""
+    if q.cohort or q.patient:
+        return select(Alert).join(Patient, Alert.patient_id == Patient.id)
+    return select(Alert)
+
+
 def list_alerts(session: Session, q: AlertQuery, user_id: int | None) -> AlertPage:
     """One page of alerts matching ``q`` plus counts by status and by tier."""
     assignee = aliased(User)
-    base: Select[Any] = (
-        select(Alert, Patient, assignee.username)
-        .join(Patient, Alert.patient_id == Patient.id)
-        .outerjoin(assignee, Alert.assignee_id == assignee.id)
-    )
     conds = _conditions(q, user_id, with_status=True)
-    total = (
-        session.scalar(
-            select(func.count(Alert.id)).join(Patient, Alert.patient_id == Patient.id).where(*conds)
-        )
-        or 0
-    )
+    tier_counts = {t: 0 for t in TIER_CHOICES}
+    total = 0
+    by_tier = _count_from(q).with_only_columns(Alert.tier, func.count(Alert.id))
+    for tier, n in session.execute(by_tier.where(*conds).group_by(Alert.tier)):
+        tier_counts[tier] = tier_counts.get(tier, 0) + n
+        total += n
     pages = max(1, math.ceil(total / q.per_page))
     page = min(q.page, pages)
     rows = session.execute(
-        base.where(*conds)
-        .order_by(*_order(q, assignee))
+        select(Alert, Patient, assignee.username)
+        .join(Patient, Alert.patient_id == Patient.id)
+        .outerjoin(assignee, Alert.assignee_id == assignee.id)
+        .where(*conds)
+        .order_by(*_order(q))
         .limit(q.per_page)
         .offset((page - 1) * q.per_page)
     ).all()
     others = _conditions(q, user_id, with_status=False)
     status_counts = {s: 0 for s in ALERT_STATUSES}
-    for status, n in session.execute(
-        select(Alert.status, func.count(Alert.id))
-        .join(Patient, Alert.patient_id == Patient.id)
-        .where(*others)
-        .group_by(Alert.status)
-    ):
+    by_status = _count_from(q).with_only_columns(Alert.status, func.count(Alert.id))
+    for status, n in session.execute(by_status.where(*others).group_by(Alert.status)):
         status_counts[status] = n
     status_counts["open"] = sum(status_counts[s] for s in OPEN_STATUSES)
     status_counts["all"] = status_counts["open"] + status_counts["resolved"]
-    tier_counts = {t: 0 for t in TIER_CHOICES}
-    for tier, n in session.execute(
-        select(Alert.tier, func.count(Alert.id))
-        .join(Patient, Alert.patient_id == Patient.id)
-        .where(*conds)
-        .group_by(Alert.tier)
-    ):
-        tier_counts[tier] = n
     return AlertPage(
         rows=[AlertRow(a, p, name) for a, p, name in rows],
         total=total,
         page=page,
         pages=pages,
         status_counts=status_counts,
-        tier_counts=tier_counts,
+        tier_counts={t: tier_counts.get(t, 0) for t in TIER_CHOICES},
     )
 
 

@@ -112,3 +112,30 @@ def token_of(client: FlaskClient, path: str = "/inbox/") -> str:
 
 def make_db(url: str) -> Session:
     return session_factory(make_engine(url))()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright (one per test session)."""
+    from .browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is not installed (.ci/apt-packages.txt lists chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def smart_server() -> Iterator[Any]:
+    """The SMART test authorization server (smart_server.py) on a free port."""
+    from .browser import serve
+    from .smart_server import SmartTestServer
+
+    server = SmartTestServer(client_id="mprtm-inbox", redirect_uri="")
+    with serve(server.app()) as url:
+        server.base_url = url
+        yield server

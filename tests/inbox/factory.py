@@ -84,7 +84,7 @@ def batch_run(
     run = BatchRun(
         run_key=key,
         run_date=day,
-        status="failed" if n_failed == n_total else "succeeded",
+        status="completed_with_failures" if n_failed else "completed",
         cohort="all",
         executor="local",
         started_at=start,
@@ -207,7 +207,15 @@ def alert(
     )
     session.add(a)
     session.flush()
-    session.add(AlertEvent(alert_id=a.id, actor="system", action="create", detail={}, at=created))
+    session.add(
+        AlertEvent(
+            alert_id=a.id,
+            actor="system",
+            action="created",
+            detail={"message": a.message, "run_id": None},
+            at=created,
+        )
+    )
     session.flush()
     return a
 

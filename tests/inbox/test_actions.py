@@ -179,7 +179,7 @@ def test_resolved_alert_refuses_every_action(clinician: Any, data: Any, dbs: Any
         resp = post(clinician, f"/inbox/alerts/{alert_id}/{action}", **form)
         assert resp.status_code == 409, action
         assert b"is resolved" in resp.data
-    assert [e.action for e in events(dbs, alert_id)] == ["create"]
+    assert [e.action for e in events(dbs, alert_id)] == ["created"]
 
 
 def test_unknown_alert_is_404(clinician: Any, data: Any) -> None:

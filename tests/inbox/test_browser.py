@@ -21,15 +21,10 @@ from cds.db import session_factory
 from cds.db.models import Alert, AlertEvent, Patient
 
 from . import factory
-from .browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DOCS_IMG, serve
+from .browser import ARTIFACTS, DOCS_IMG, free_port, serve
 from .conftest import make_settings
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
-]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +43,6 @@ def live(migrated_template: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     app.extensions["mprtm.engine"].dispose()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1366, "height": 900})
@@ -66,6 +53,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str, docs: bool = False) -> None:
+    """Save a full-page screenshot as a test artifact (and for the docs when asked)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
@@ -207,3 +195,44 @@ def test_form_without_csrf_token_is_refused(page: Any, live: Any) -> None:
         assert pat is not None
         alerts = s.scalars(select(Alert).where(Alert.patient_id == pat.id)).all()
         assert all(a.status != "snoozed" for a in alerts)
+
+
+def test_ehr_launch_in_chromium(
+    page: Any, migrated_template: Path, tmp_path: Path, smart_server: Any
+) -> None:
+    """SMART EHR launch end to end: the EHR opens the card's link with launch and iss."""
+    db_path = tmp_path / "smart.db"
+    shutil.copy(migrated_template, db_path)
+    port = free_port()
+    inbox_url = f"http://127.0.0.1:{port}"
+    smart_server.redirect_uri = f"{inbox_url}/inbox/callback"
+    app = create_app(
+        make_settings(
+            f"sqlite:///{db_path}",
+            public_url=inbox_url,
+            smart_client_id=smart_server.client_id,
+            smart_issuers=[smart_server.fhir_base],
+        )
+    )
+    sessions = session_factory(app.extensions["mprtm.engine"])
+    with sessions() as s:
+        alert_id = factory.demo_dataset(s)["alerts"]["high"].id
+        s.commit()
+    launch = smart_server.new_launch("p-high")
+    with serve(app, port):
+        page.goto(f"{inbox_url}/inbox/patients/p-high?launch={launch}&iss={smart_server.fhir_base}")
+        page.wait_for_url(f"{inbox_url}/inbox/patients/p-high")
+        assert page.get_by_text("smart:Practitioner/dr-test").is_visible()
+        assert page.get_by_role("link", name="Inbox").count() == 0  # bound to one patient
+        page.locator(f"#alert-{alert_id}").get_by_role("button", name="Acknowledge").click()
+        assert (
+            page.locator("#audit tbody tr")
+            .first.get_by_text("smart:Practitioner/dr-test")
+            .is_visible()
+        )
+        shot(page, "smart-launch")
+        response = page.goto(f"{inbox_url}/inbox/patients/p-mod")
+        assert response is not None and response.status == 403
+    with sessions() as s:
+        assert s.get(Alert, alert_id).status == "acknowledged"
+    app.extensions["mprtm.engine"].dispose()
