@@ -12,6 +12,7 @@ from sqlalchemy import text
 from cds import __version__
 from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
+from cds.inbox import init_app as init_inbox
 
 log = logging.getLogger("mprtm.app")
 
@@ -45,6 +46,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return jsonify(status="ok", version=__version__)
+
+    init_inbox(app)
 
     return app
 

@@ -168,6 +168,8 @@ class ServerSettings:
     secret_key: str = ""
     demo_login: bool = False
     smart_client_id: str = ""
+    smart_issuers: tuple[str, ...] = ()
+    smart_scope: str = "launch openid fhirUser"
 
 
 @dataclass(frozen=True)
