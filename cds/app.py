@@ -12,6 +12,7 @@ from sqlalchemy import text
 from cds import __version__
 from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
+from cds.hooks import init_app as init_hooks
 
 log = logging.getLogger("mprtm.app")
 
@@ -22,8 +23,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app = Flask("cds", instance_relative_config=False)
     secret = settings.server.secret_key
     if not secret:
-        log.warning("server.secret_key is not set (MPRTM_SERVER__SECRET_KEY); "
-                    "using a random key: sessions end when the process restarts")
+        log.warning(
+            "server.secret_key is not set (MPRTM_SERVER__SECRET_KEY); "
+            "using a random key: sessions end when the process restarts"
+        )
         secret = secrets.token_hex(32)
     app.config.update(
         SECRET_KEY=secret,
@@ -37,6 +40,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["mprtm.settings"] = settings
     app.extensions["mprtm.engine"] = engine
     app.extensions["mprtm.sessions"] = session_factory(engine)
+
+    init_hooks(app, settings)  # CDS Hooks service: /cds-services
 
     @app.get("/healthz")
     def healthz() -> Any:

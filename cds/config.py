@@ -141,6 +141,10 @@ class CdsHooksSettings:
     time_budget_ms: int = 400
     cors_origins: tuple[str, ...] = ("*",)
     trusted_issuers: tuple[TrustedIssuer, ...] = ()
+    jwt_leeway_s: int = 60
+    max_token_lifetime_s: int = 3600
+    jwks_cache_s: int = 300
+    workers: int = 4
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class ServerSettings:
     secret_key: str = ""
     demo_login: bool = False
     smart_client_id: str = ""
+    threads: int = 8
 
 
 @dataclass(frozen=True)
@@ -242,8 +247,10 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, source: str, *, allow_se
             raise ConfigError(f"{source}: key '{key}' is a secret; set it with {env} instead")
         kwargs[name] = _coerce(value, hints[name], key, source)
     for f in dataclasses.fields(cls):
-        if f.name not in kwargs and f.default is dataclasses.MISSING and (
-            f.default_factory is dataclasses.MISSING
+        if (
+            f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and (f.default_factory is dataclasses.MISSING)
         ):
             key = f"{prefix}.{f.name}" if prefix else f.name
             raise ConfigError(f"{source}: missing required key '{key}'")
