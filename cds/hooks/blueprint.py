@@ -41,7 +41,8 @@ class HooksState:
 
 
 def _state() -> HooksState:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    state: HooksState = current_app.extensions[EXTENSION]
+    return state
 
 
 def _base() -> str:

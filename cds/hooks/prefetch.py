@@ -213,7 +213,7 @@ def _absorb_resource(
         out.record.warnings.append(f"{label}: unexpected under prefetch {pk.key}, ignored")
         return
     try:
-        resource = get_fhir_model_class(rtype).model_validate(raw)
+        resource: Any = get_fhir_model_class(rtype).model_validate(raw)
     except ValueError as exc:
         where = _first_error_location(exc)
         out.record.warnings.append(f"{label}: skipped, does not parse as R4 ({where})")
