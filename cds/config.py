@@ -65,6 +65,8 @@ class FhirSettings:
     max_retries: int = 4
     page_size: int = 200
     observation_window_days: int = 365
+    max_notes: int = 3
+    notes_window_days: int = 365
     writeback: Literal["ndjson", "server", "none"] = "ndjson"
     writeback_path: str = "out/RiskAssessment.ndjson"
 
@@ -85,6 +87,8 @@ class PacsSettings:
     retrieve: Literal["move", "get"] = "get"
     lge_patterns: tuple[str, ...] = ("LGE", "late gad", "PSIR", "delayed enh", "MDE")
     exclude_patterns: tuple[str, ...] = ("localizer", "scout", "survey", "cine", "SSFP", "T1 map")
+    lge_max_age_days: int = 0
+    patient_id_system: str = ""
 
 
 @dataclass(frozen=True)
