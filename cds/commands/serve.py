@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 from typing import Any
 
 from cds.config import Settings
@@ -47,6 +48,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if threads < 1:
         raise UsageError("--threads must be at least 1")
     app = create_app(settings)
+    scorer = app.extensions["mprtm.hooks"].engine.scorer
+    if hasattr(scorer, "warm_up"):  # load the model before the first hook call needs it
+        threading.Thread(target=scorer.warm_up, name="scorer-warm-up", daemon=True).start()
     kwargs: dict[str, Any] = {}
     if args.trusted_proxy:
         kwargs.update(

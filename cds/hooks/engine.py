@@ -83,10 +83,9 @@ class HooksEngine:
         hooks = self.settings.cds_hooks
         deadline = Deadline(hooks.time_budget_ms)
         now = dt.datetime.now(dt.UTC)
-        image_key = self._image_cache_key()
         with self.sessions() as session:
             preds = store.recent_batch_predictions(session, req.patient_id, limit=2)
-            newest_img, usable_img = store.latest_lge_image(session, req.patient_id, image_key)
+            newest_img, _ = store.latest_lge_image(session, req.patient_id, None)
         latest, mv = preds[0] if preds else (None, None)
         before = preds[1][0] if len(preds) > 1 else None
         ctx = CardContext(
@@ -107,7 +106,7 @@ class HooksEngine:
             prediction_id: int | None = latest.id
         else:
             path, cards, prediction_id, ctx = self._not_fresh(
-                service, req, deadline, now, ctx, latest, mv, before, usable_img
+                service, req, deadline, now, ctx, latest, mv, before
             )
         out = [c for c in cards if c is not None]
         store.record_issued(self.sessions, out, service.id, req.patient_id, prediction_id)
@@ -121,14 +120,6 @@ class HooksEngine:
         )
         return {"cards": out}
 
-    def _image_cache_key(self) -> str | None:
-        if self.scorer is None:
-            return None
-        try:
-            return self.scorer.info().image_cache_key or None
-        except ScoringError:
-            return None
-
     def _not_fresh(
         self,
         service: ServiceDefinition,
@@ -139,7 +130,6 @@ class HooksEngine:
         latest: Prediction | None,
         mv: ModelVersion | None,
         before: Prediction | None,
-        usable_img: CachedImage | None,
     ) -> tuple[str, list[dict[str, Any] | None], int | None, CardContext]:
         nothing_sent = all(req.prefetch_value(p.key) is ABSENT for p in service.prefetch)
         if self.scorer is None:
@@ -152,9 +142,7 @@ class HooksEngine:
                 )
             reason = "the EHR sent no prefetch data and no FHIR access"
         else:
-            future = self._pool.submit(
-                self._compute, service, req, deadline, now, usable_img, latest
-            )
+            future = self._pool.submit(self._compute, service, req, deadline, now, latest)
             computed = self._wait(future, deadline, req.patient_id)
             if computed.last_lge and (
                 ctx.last_lge_date is None or computed.last_lge > ctx.last_lge_date
@@ -220,7 +208,6 @@ class HooksEngine:
         req: HookRequest,
         deadline: Deadline,
         now: dt.datetime,
-        usable_img: CachedImage | None,
         latest: Prediction | None,
     ) -> _Computed:
         assert self.scorer is not None
@@ -228,7 +215,8 @@ class HooksEngine:
         last_lge = self._record_lge_date(data)
         if not data.patient_found and data.n_resources == 0:
             raise DataUnavailable("the EHR has no usable data for this patient")
-        info = self.scorer.info()
+        info = self.scorer.info()  # loads the model on first use (off the request thread)
+        usable_img = self._cached_image(req.patient_id, info.image_cache_key)
         score = self.scorer.score(data.record, usable_img, now)
         notes = _key_notes(data)
         prediction_id = store.save_on_demand(
@@ -250,6 +238,12 @@ class HooksEngine:
             [*notes, *data.record.warnings],
         )
         return _Computed(view, "", last_lge)
+
+    def _cached_image(self, patient_id: str, key: str) -> CachedImage | None:
+        if not key:
+            return None
+        with self.sessions() as session:
+            return store.latest_lge_image(session, patient_id, key)[1]
 
     def _record_lge_date(self, data: GatheredData) -> dt.date | None:
         """Newest prefetched ImagingStudy holding an LGE series (by description)."""

@@ -225,6 +225,9 @@ def _absorb_resource(
         out.record.patient = resource
         out.patient_found = True
         return
+    if rtype == "Medication":  # no subject: kept for the requests that point at it
+        out.record.medications[f"Medication/{resource.id}"] = resource
+        return
     if not _belongs_to(resource, rtype, req.patient_id):
         out.record.warnings.append(f"{label}: refers to another patient, ignored")
         return

@@ -93,13 +93,16 @@ def _patient_prefetch() -> tuple[PrefetchKey, ...]:
         PrefetchKey("patient", f"Patient/{pid}", ("Patient",), search=False),
         PrefetchKey("observations", _observation_template(), ("Observation",)),
         PrefetchKey("conditions", f"Condition?patient={pid}", ("Condition",)),
+        # Medication resources a client adds (e.g. by _include) are accepted too.
         PrefetchKey(
-            "medicationRequests", f"MedicationRequest?patient={pid}", ("MedicationRequest",)
+            "medicationRequests",
+            f"MedicationRequest?patient={pid}",
+            ("MedicationRequest", "Medication"),
         ),
         PrefetchKey(
             "medicationStatements",
             f"MedicationStatement?patient={pid}",
-            ("MedicationStatement",),
+            ("MedicationStatement", "Medication"),
         ),
         PrefetchKey(
             "documents",
