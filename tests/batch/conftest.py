@@ -62,13 +62,24 @@ def checkpoint(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     bert = write_tiny_bert(root / "bert")
     examples = load_model_examples(cohort_dir, 32, load_settings(environ={}), progress=False)
     cfg = preset(
-        "small", image_size=32, max_slices=4, enc_dims=(8, 16, 16), embed_dim=32,
-        fusion_heads=2, numeric_hidden=16, text_encoder=str(bert), text_window=32,
-        seg_epochs=1, fusion_epochs=2, seg_batch=8, fusion_batch=16,
+        "small",
+        image_size=32,
+        max_slices=4,
+        enc_dims=(8, 16, 16),
+        embed_dim=32,
+        fusion_heads=2,
+        numeric_hidden=16,
+        text_encoder=str(bert),
+        text_window=32,
+        seg_epochs=1,
+        fusion_epochs=2,
+        seg_batch=8,
+        fusion_batch=16,
         causes=cause_classes(examples),
     )
-    res = train_mprtm(examples, cfg, seed=3, out=root / "m.pt", progress=False,
-                      synthetic=True, baselines=False)
+    res = train_mprtm(
+        examples, cfg, seed=3, out=root / "m.pt", progress=False, synthetic=True, baselines=False
+    )
     return Path(res.path)
 
 

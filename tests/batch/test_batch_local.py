@@ -87,9 +87,24 @@ def test_killed_run_is_finished_by_the_next_run(
     cfg = write_config(tmp_path / "batch.toml", s)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPRTM_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cds.cli", "--config", str(cfg), "batch", "run", "--no-progress",
-         "--date", AS_OF.date().isoformat(), "--as-of", AS_OF.date().isoformat()],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "cds.cli",
+            "--config",
+            str(cfg),
+            "batch",
+            "run",
+            "--no-progress",
+            "--date",
+            AS_OF.date().isoformat(),
+            "--as-of",
+            AS_OF.date().isoformat(),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     engine = make_engine(s.database.url)
     sessions = session_factory(engine)
@@ -97,9 +112,12 @@ def test_killed_run_is_finished_by_the_next_run(
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
         with session_scope(sessions) as db:
-            done = db.scalar(
-                select(func.count()).select_from(BatchItem).where(BatchItem.status == "done")
-            ) or 0
+            done = (
+                db.scalar(
+                    select(func.count()).select_from(BatchItem).where(BatchItem.status == "done")
+                )
+                or 0
+            )
         if done >= 2:
             os.kill(proc.pid, signal.SIGKILL)
             break
