@@ -99,7 +99,7 @@ class Scorer:
         self.checkpoint_sha256 = file_sha256(checkpoint_path)
         self.model_name: str = predictor.model_name
         self.model_version: str = predictor.version
-        self.metrics: dict[str, Any] = dict(getattr(predictor, "metrics", {}) or {})
+        self.metrics: dict[str, Any] = dict(getattr(predictor.checkpoint, "metrics", {}) or {})
         self.card_markdown: str = getattr(predictor, "card_markdown", "") or ""
         self.synthetic_training_data: bool = bool(
             getattr(predictor, "synthetic_training_data", True)
@@ -131,6 +131,7 @@ class Scorer:
             device=settings.model.device,
             threads=settings.model.cpu_threads,
             text_encoder_path=settings.model.text_encoder or None,
+            batch_size=settings.model.batch_size,
         )
         return cls(
             settings,
@@ -167,8 +168,8 @@ class Scorer:
                 mapped[pid] = assemble(
                     record,
                     self.imaging,
-                    as_of=ctx.as_of,
-                    image_size=self.predictor.image_size,
+                    as_of=ctx.as_of.date(),
+                    image_size=self.predictor.config.image_size,
                     settings=self.settings,
                 )
                 t["pull"] += t1 - t0
