@@ -220,4 +220,13 @@ def load_dataset(
         fhir.close()
         if imaging is not None:
             imaging.close()
+    log.info(
+        "loaded %d of %d patients from %s (as of %s): %d with an LGE image, %d with masks",
+        len(out),
+        len(labels),
+        root,
+        as_of,
+        sum(e.model_input.image is not None for e in out),
+        sum(e.masks is not None for e in out),
+    )
     return out
