@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ class DicomFolderSource:
             raise DicomInvalid(f"DICOM folder not found: {self.folder}")
         self.warnings: list[str] = []
         self._series: dict[str, _Series] | None = None
+        self._lock = threading.Lock()
         self._by_patient: dict[str, list[str]] = {}
 
     def _files(self) -> list[Path]:
@@ -199,10 +201,14 @@ class DicomFolderSource:
         self._by_patient = by_patient
 
     def _index(self) -> dict[str, _Series]:
-        if self._series is None:
-            self.scan()
-        assert self._series is not None
-        return self._series
+        series = self._series
+        if series is None:
+            with self._lock:  # one scan even when several threads ask at once
+                if self._series is None:
+                    self.scan()
+                series = self._series
+        assert series is not None
+        return series
 
     def patient_ids(self) -> list[str]:
         """Every PatientID that has at least one series."""
