@@ -19,6 +19,7 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from connectors.errors import DicomInvalid, StorageScpError
+from connectors.pacs._assoc import set_nodelay
 from connectors.pacs._contexts import MR_STORAGE_CLASSES, STORAGE_TRANSFER_SYNTAXES, VERIFICATION
 from connectors.pacs.cache import StagedSeries
 
@@ -98,7 +99,10 @@ class StorageScp:
             self._server = ae.start_server(
                 (self.bind_address, self._port),
                 block=False,
-                evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+                evt_handlers=[
+                    (evt.EVT_C_STORE, self._on_store),
+                    (evt.EVT_CONN_OPEN, set_nodelay),
+                ],
             )
         except OSError as exc:
             raise StorageScpError(
