@@ -170,7 +170,7 @@ def _plot(rates: dict[str, float], args: argparse.Namespace, path: Path) -> None
     )
     ax.bar_label(bars, fmt="%.1f")
     ax.set_ylabel("series / s")
-    ax.set_yscale("log")
+    ax.set_ylim(0, max(rates.values()) * 1.15)
     ax.set_title(
         f"Orthanc 1.10 on 127.0.0.1: {args.series} series x {args.slices} slices "
         f"{args.size}x{args.size}",
