@@ -14,8 +14,8 @@ from connectors.pacs._scp import StorageScp
 from connectors.pacs.base import SeriesRef
 from connectors.pacs.cache import SeriesCache
 from connectors.pacs.dimse import DimseSource
-from tests.pacs.conftest import IGNORE_PYNETDICOM_SOCKET_LEAK, OUR_AET, PATIENTS, Pacs
 from tests.pacs.orthanc_server import free_port
+from tests.pacs.pacs_env import IGNORE_PYNETDICOM_SOCKET_LEAK, OUR_AET, PATIENTS, Pacs
 
 pytestmark = pytest.mark.orthanc
 
