@@ -9,12 +9,15 @@ The benchmark (``benchmarks/bench_pacs.py``) starts its Orthanc with the same cl
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,14 @@ DICOMWEB_PLUGINS = (
     "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
     "/usr/lib/orthanc/libOrthancDicomWeb.so",
 )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies (Linux prctl
+    PR_SET_PDEATHSIG), so a killed pytest never leaves an Orthanc behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class OrthancUnavailable(RuntimeError):
@@ -154,6 +165,7 @@ class OrthancServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             env={**os.environ, "TCP_NODELAY": "1" if self.tcp_nodelay else "0"},
         )
         log.close()

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
+from cds.config import PacsSettings
 from connectors.errors import AssociationError, DicomInvalid, DimseStatusError, PacsError
 from connectors.pacs._scp import StorageScp
 from connectors.pacs.base import SeriesRef
 from connectors.pacs.cache import SeriesCache
 from connectors.pacs.dimse import DimseSource
+from connectors.pacs.series import select_lge_series
 from tests.pacs.orthanc_server import free_port
 from tests.pacs.pacs_env import IGNORE_PYNETDICOM_SOCKET_LEAK, OUR_AET, PATIENTS, Pacs
 
@@ -51,6 +53,9 @@ def test_find_series_after_load_dicom(pacs: Pacs, tmp_path: Path) -> None:
                 assert ref.modality == "MR"
                 assert ref.n_instances == len(w.files)
                 assert ref.study_date == "20250115"
+            cfg = PacsSettings()
+            lge = select_lge_series(refs, include=cfg.lge_patterns, exclude=cfg.exclude_patterns)
+            assert lge is not None and lge.series_description == "LGE PSIR SAX"
         assert src.find_series("NOBODY") == []
         assert src.find_series(PATIENTS[0], modality="CT") == []
 
