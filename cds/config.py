@@ -157,6 +157,10 @@ class CdsHooksSettings:
     time_budget_ms: int = 400
     cors_origins: tuple[str, ...] = ("*",)
     trusted_issuers: tuple[TrustedIssuer, ...] = ()
+    jwt_leeway_s: int = 60
+    max_token_lifetime_s: int = 3600
+    jwks_cache_s: int = 300
+    workers: int = 4
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,9 @@ class ServerSettings:
     secret_key: str = ""
     demo_login: bool = False
     smart_client_id: str = ""
+    smart_issuers: tuple[str, ...] = ()
+    smart_scope: str = "launch openid fhirUser"
+    threads: int = 8
 
 
 @dataclass(frozen=True)

@@ -101,23 +101,25 @@ class _SeriesWriter:
         normal = np.cross(r, col)
         spacing = SLICE_THICKNESS_MM + SLICE_GAP_MM
         s_n = img.shape[0]
+        ds = self._dataset(series_uid, number, description, protocol, kind)
+        ds.ImageOrientationPatient = _ds([*r, *col], 6)
+        ds.RescaleSlope = _ds([slope])[0]
+        ds.RescaleIntercept = _ds([intercept])[0]
+        ds.RescaleType = "US"
+        ds.WindowCenter = _ds([(lo + hi) / 2], 1)[0]
+        ds.WindowWidth = _ds([max(hi - lo, 1.0)], 1)[0]
         sop_uids = []
-        for k in range(s_n):
-            sop = _ids.dicom_uid(c.seed, i, "sop", number, k)
-            sop_uids.append(sop)
+        for k in range(s_n):  # one dataset per series; only slice attributes change
+            sop = UID(_ids.dicom_uid(c.seed, i, "sop", number, k))
+            sop_uids.append(str(sop))
             off = (k - (s_n - 1) / 2) * spacing if kind != "cine" else 0.0
             centre = self.centre + off * normal
             pos = centre - (size / 2) * self.pixel_mm * (r + col)
-            ds = self._dataset(sop, series_uid, number, description, protocol, kind)
+            ds.file_meta.MediaStorageSOPInstanceUID = sop
+            ds.SOPInstanceUID = sop
             ds.InstanceNumber = k + 1
             ds.ImagePositionPatient = _ds(list(pos), 4)
-            ds.ImageOrientationPatient = _ds([*r, *col], 6)
             ds.SliceLocation = _ds([float(np.dot(centre, normal))], 4)[0]
-            ds.RescaleSlope = _ds([slope])[0]
-            ds.RescaleIntercept = _ds([intercept])[0]
-            ds.RescaleType = "US"
-            ds.WindowCenter = _ds([(lo + hi) / 2], 1)[0]
-            ds.WindowWidth = _ds([max(hi - lo, 1.0)], 1)[0]
             if kind == "cine":
                 ds.TriggerTime = _ds([k * 45.0], 1)[0]
             ds.PixelData = stored[k].tobytes()
@@ -125,12 +127,11 @@ class _SeriesWriter:
         return SeriesInfo(series_uid, number, description, tuple(sop_uids))
 
     def _dataset(
-        self, sop: str, series_uid: str, number: int, desc: str, protocol: str, kind: str
+        self, series_uid: str, number: int, desc: str, protocol: str, kind: str
     ) -> Dataset:
         c, i, size = self.c, self.i, self.size
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = UID(sop)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
@@ -141,7 +142,6 @@ class _SeriesWriter:
             else ["ORIGINAL", "PRIMARY", "LOCALIZER"]
         )
         ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = sop
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = self.date
         ds.StudyTime = "130000"
         ds.SeriesTime = ds.ContentTime = f"13{number:02d}00"

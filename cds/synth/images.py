@@ -49,7 +49,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _angle_diff(a: np.ndarray, b: float) -> np.ndarray:
-    return np.angle(np.exp(1j * (a - b)))
+    return (a - b + np.pi) % (2 * np.pi) - np.pi
 
 
 def lge_volume(

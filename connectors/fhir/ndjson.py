@@ -246,9 +246,12 @@ class NdjsonFolderSource:
                 if member.get("inactive"):
                     continue
                 pid = patient_id_from_reference((member.get("entity") or {}).get("reference"))
-                if pid is None or pid not in self._patients:
-                    self._warn(f"Group/{gid}: member {pid or '?'} is not a Patient in the folder")
+                if pid is None:
+                    self._warn(f"Group/{gid}: a member is not a Patient reference; skipped")
                     continue
+                if pid not in self._patients:
+                    # kept: the batch reports it as failed (not found) instead of losing it
+                    self._warn(f"Group/{gid}: member Patient/{pid} is not in the folder")
                 if pid not in out:
                     out.append(pid)
             return out

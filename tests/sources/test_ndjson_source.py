@@ -110,8 +110,11 @@ def test_loinc_and_since_filters(folder):
 def test_cohorts(folder):
     src = NdjsonFolderSource(folder)
     assert src.cohort_patient_ids("all") == ["p1", "p2", "p3"]
-    assert src.cohort_patient_ids("group:hf") == ["p2"]
-    assert any("Group/hf" in w and "ghost" in w for w in src.warnings)
+    # a member without a Patient in the folder stays in the cohort (the batch reports it)
+    assert src.cohort_patient_ids("group:hf") == ["p2", "ghost"]
+    assert any("Group/hf" in w and "Patient/ghost" in w for w in src.warnings)
+    with pytest.raises(ResourceNotFound, match="Patient/ghost"):
+        src.patient_record("ghost")
     with pytest.raises(ResourceNotFound, match="Group/nope"):
         src.cohort_patient_ids("group:nope")
     with pytest.raises(FhirError, match="unknown cohort"):
