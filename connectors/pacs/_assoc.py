@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ class Peer:
             pending response).
         network_timeout_s: an association idle this long is aborted.
         retry: retries of a refused, aborted or timed-out association.
+        tls: a client TLS context (DICOM over TLS), or None for plain TCP.
     """
 
     host: str
@@ -54,6 +56,7 @@ class Peer:
     dimse_timeout_s: float = 120.0
     network_timeout_s: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("called_aet", "calling_aet"):
@@ -64,7 +67,8 @@ class Peer:
             raise ValueError(f"port {self.port} out of range")
 
     def describe(self) -> str:
-        return f"{self.calling_aet} -> {self.called_aet}@{self.host}:{self.port}"
+        tls = " (TLS)" if self.tls is not None else ""
+        return f"{self.calling_aet} -> {self.called_aet}@{self.host}:{self.port}{tls}"
 
     def make_ae(self) -> AE:
         """A requestor AE carrying our AE title and the timeouts."""
@@ -124,7 +128,7 @@ class _Watch:
             self.aborted_by_peer = True
 
 
-def _reason(assoc: Association, watch: _Watch) -> str:
+def _reason(assoc: Association, watch: _Watch, tls: bool = False) -> str:
     if assoc.is_rejected:
         rsp = assoc.acceptor.primitive
         if rsp is not None:
@@ -134,6 +138,11 @@ def _reason(assoc: Association, watch: _Watch) -> str:
             )
         return "association rejected"
     if not watch.connected:
+        if tls:
+            return (
+                "TCP/TLS connection failed (refused, unreachable, connect timeout or TLS "
+                "handshake: certificate not trusted, wrong host name, no client certificate)"
+            )
         return "TCP connection failed (refused, unreachable or connect timeout)"
     if watch.aborted_by_peer:
         return "association aborted by the peer (A-ABORT)"
@@ -187,9 +196,10 @@ def run_with_association(
             ae_title=peer.called_aet,
             ext_neg=ext_neg,
             evt_handlers=[*watch.handlers(), *(handlers or [])],
+            tls_args=(peer.tls, peer.host) if peer.tls is not None else None,
         )
         if not assoc.is_established:
-            reason = _reason(assoc, watch)
+            reason = _reason(assoc, watch, tls=peer.tls is not None)
             continue
         if require is not None and not any(
             cx.abstract_syntax == require for cx in assoc.accepted_contexts

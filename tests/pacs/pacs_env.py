@@ -20,7 +20,8 @@ from tests.pacs.orthanc_server import OrthancServer
 #: skips ``close()`` when ``shutdown()`` fails; pydicom/pynetdicom#979, fixed upstream by
 #: PR #999 after 3.0.4).  Tests that connect to a closed port ignore that one warning.
 IGNORE_PYNETDICOM_SOCKET_LEAK = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in.*socket.socket:pytest.PytestUnraisableExceptionWarning"
+    "ignore:Exception ignored in.*(socket.socket|ssl.SSLSocket):"
+    "pytest.PytestUnraisableExceptionWarning"
 )
 
 #: Our AE title, as registered in Orthanc's DicomModalities (the C-MOVE destination).
