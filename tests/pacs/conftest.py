@@ -35,6 +35,8 @@ def start_orthanc(
         return server
 
     yield start
+    for server in started:  # all at once: each takes ~3 s to shut down
+        server.terminate()
     for server in started:
         server.stop()
 

@@ -207,13 +207,20 @@ class OrthancServer:
         if self._proc is not None:
             self._proc.send_signal(signal.SIGCONT)
 
+    def terminate(self) -> None:
+        """Ask Orthanc to stop (SIGTERM) without waiting; :meth:`stop` waits."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+            self._proc.terminate()
+
     def stop(self) -> None:
-        """Terminate Orthanc (SIGTERM, then SIGKILL after 10 s)."""
+        """Terminate Orthanc (SIGTERM, then SIGKILL after 10 s) and wait for it."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
