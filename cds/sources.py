@@ -127,6 +127,10 @@ def network_params(pacs: PacsSettings) -> NetworkSourceParams:
         dicomweb_password=pacs.dicomweb_password,
         dicomweb_token=pacs.dicomweb_token,
         dicomweb_timeout_s=pacs.dicomweb_timeout_s,
+        tls=pacs.tls,
+        tls_ca_file=pacs.tls_ca_file,
+        tls_cert_file=pacs.tls_cert_file,
+        tls_key_file=pacs.tls_key_file,
     )
 
 
