@@ -43,6 +43,9 @@ from cds.inbox.queries import (
 
 bp = Blueprint("inbox", __name__, url_prefix="/inbox")
 
+#: Alerts one bulk acknowledge may touch (a page holds at most 100).
+MAX_BULK = 200
+
 
 @bp.get("/")
 @account_required
@@ -68,8 +71,11 @@ def index() -> Any:
 @bp.post("/alerts/acknowledge")
 @account_required
 def bulk_acknowledge() -> Any:
+    raw_ids = request.form.getlist("alert_id")
+    if len(raw_ids) > MAX_BULK:
+        abort(400, description=f"alert_id: at most {MAX_BULK} alerts at once")
     ids = []
-    for raw in request.form.getlist("alert_id"):
+    for raw in raw_ids:
         try:
             ids.append(int(raw))
         except ValueError:
