@@ -24,7 +24,7 @@ from cds.inbox._db import close_db, settings
 #: opened by the EHR in its own window rather than inside an iframe).
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self' https: http:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
 
