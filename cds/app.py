@@ -12,6 +12,7 @@ from sqlalchemy import text
 from cds import __version__
 from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
+from cds.hooks import init_app as init_hooks
 from cds.inbox import init_app as init_inbox
 
 log = logging.getLogger("mprtm.app")
@@ -40,6 +41,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["mprtm.settings"] = settings
     app.extensions["mprtm.engine"] = engine
     app.extensions["mprtm.sessions"] = session_factory(engine)
+
+    init_hooks(app, settings)  # CDS Hooks service: /cds-services
 
     @app.get("/healthz")
     def healthz() -> Any:

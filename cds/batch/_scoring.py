@@ -17,6 +17,8 @@ The same code runs in process (executor "local") and in Celery workers.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import time
 from collections import defaultdict
@@ -36,6 +38,7 @@ from cds.config import Settings
 from cds.db import session_scope
 from cds.db.models import BatchItem, ImageFeatureCache, Patient, Prediction
 from cds.errors import ConfigError
+from cds.mapping import MappedPatient
 from model.types import ImageFeatures, ModelInput, PatientPrediction
 
 log = logging.getLogger("mprtm.batch")
@@ -96,7 +99,7 @@ class Scorer:
         self.checkpoint_sha256 = file_sha256(checkpoint_path)
         self.model_name: str = predictor.model_name
         self.model_version: str = predictor.version
-        self.metrics: dict[str, Any] = dict(getattr(predictor, "metrics", {}) or {})
+        self.metrics: dict[str, Any] = dict(getattr(predictor.checkpoint, "metrics", {}) or {})
         self.card_markdown: str = getattr(predictor, "card_markdown", "") or ""
         self.synthetic_training_data: bool = bool(
             getattr(predictor, "synthetic_training_data", True)
@@ -128,6 +131,7 @@ class Scorer:
             device=settings.model.device,
             threads=settings.model.cpu_threads,
             text_encoder_path=settings.model.text_encoder or None,
+            batch_size=settings.model.batch_size,
         )
         return cls(
             settings,
@@ -153,7 +157,7 @@ class Scorer:
 
         res = ChunkResult()
         t = res.timings
-        mapped: dict[str, Any] = {}
+        mapped: dict[str, MappedPatient] = {}
         errors: dict[str, str] = {}
         since = (ctx.as_of - dt.timedelta(days=self.settings.fhir.observation_window_days)).date()
         for pid in patient_ids:
@@ -164,8 +168,8 @@ class Scorer:
                 mapped[pid] = assemble(
                     record,
                     self.imaging,
-                    as_of=ctx.as_of,
-                    image_size=self.predictor.image_size,
+                    as_of=ctx.as_of.date(),
+                    image_size=self.predictor.config.image_size,
                     settings=self.settings,
                 )
                 t["pull"] += t1 - t0
@@ -214,7 +218,7 @@ class Scorer:
                 res.n_failed += 1
         return res
 
-    def _image_features(self, s: Session, pid: str, m: Any) -> ImageFeatures:
+    def _image_features(self, s: Session, pid: str, m: MappedPatient) -> ImageFeatures:
         mi: ModelInput = m.model_input
         row = s.scalar(
             select(ImageFeatureCache).where(
@@ -263,7 +267,7 @@ class Scorer:
         self,
         sessions: sessionmaker[Session],
         ctx: RunContext,
-        m: Any,
+        m: MappedPatient,
         pred: PatientPrediction,
         t: dict[str, float],
     ) -> int:
@@ -316,8 +320,8 @@ class Scorer:
             row.tiers = tiers
             row.modality_weights = {k: float(v) for k, v in pred.modality_weights.items()}
             row.fibrosis_burden = pred.fibrosis_burden
-            row.input_fingerprint = m.fingerprint
-            row.inputs = m.inputs_for_display()
+            row.input_fingerprint = input_fingerprint(m)
+            row.inputs = display_inputs(m)
             row.basis = list(m.basis)
             row.warnings = list(m.warnings)
             row.lge_series_uid = getattr(m.lge_series, "series_instance_uid", None)
@@ -358,6 +362,33 @@ class Scorer:
                 item.error = reason
                 item.attempts += 1
                 item.updated_at = dt.datetime.now(dt.UTC)
+
+
+def input_fingerprint(m: MappedPatient) -> str:
+    """sha256 over what the model saw: numeric values, the text, the image fingerprint."""
+    mi = m.model_input
+    h = hashlib.sha256()
+    h.update(json.dumps(sorted(mi.numeric.items()), separators=(",", ":")).encode())
+    h.update(b"\0" + (mi.text or "").encode())
+    h.update(b"\0" + (mi.image_fingerprint or "").encode())
+    return h.hexdigest()
+
+
+def display_inputs(m: MappedPatient) -> dict[str, Any]:
+    """Key inputs with values, units, dates and source ids (for the inbox and cards)."""
+    s = m.lge_series
+    return {
+        "features": {k: v.as_dict() for k, v in sorted(m.features.items())},
+        "medications": list(m.medications),
+        "notes": list(m.notes),
+        "lge_series": None
+        if s is None
+        else {
+            "series_instance_uid": s.series_instance_uid,
+            "study_date": s.study_date,
+            "n_slices": m.n_slices,
+        },
+    }
 
 
 def _reason(exc: BaseException) -> str:
