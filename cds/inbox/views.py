@@ -191,6 +191,10 @@ def _patient_page(fhir_id: str) -> Any:
 def _svg(data: bytes) -> Response:
     resp = Response(data, mimetype="image/svg+xml")
     resp.headers["Cache-Control"] = "private, max-age=300"
+    # matplotlib's SVG styles with inline attributes; it carries no script.
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    )
     return resp
 
 

@@ -46,11 +46,18 @@ def live(migrated_template: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context; fails the test on a console error (e.g. a CSP violation)."""
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     pg = context.new_page()
     pg.set_default_timeout(15_000)
+    errors: list[str] = []
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
     yield pg
     context.close()
+    expected = ("the server responded with a status of 40",)  # the 400/403 pages we provoke
+    unexpected = [e for e in errors if not e.startswith("Failed to load resource: " + expected[0])]
+    assert not unexpected, unexpected
 
 
 def shot(page: Any, name: str, docs: bool = False) -> None:
