@@ -104,8 +104,8 @@ def test_killed_run_is_finished_by_the_next_run(
         ],
         cwd=REPO,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     engine = make_engine(s.database.url)
     sessions = session_factory(engine)
