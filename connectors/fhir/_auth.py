@@ -104,9 +104,14 @@ class SmartBackendAuth:
         return self._token_url
 
     def _discover(self) -> str:
-        doc = self._http.get_json(
-            ".well-known/smart-configuration", what="SMART configuration discovery"
+        resp = self._http.request(
+            "GET",
+            ".well-known/smart-configuration",
+            headers={"Accept": "application/json"},
+            use_auth=False,
+            what="SMART configuration discovery",
         )
+        doc = self._http.decode(resp, "SMART configuration discovery")
         url = doc.get("token_endpoint")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise FhirAuthError(

@@ -30,6 +30,7 @@ from connectors.errors import FhirAuthError, FhirError, ResourceNotFound
 from connectors.fhir._auth import BearerAuth, SmartBackendAuth
 from connectors.fhir._client import EntryResult, FhirRestClient, SearchPage, WriteResult
 from connectors.fhir._http import FhirHttp, NoAuth
+from connectors.fhir._parse import parse_resource, to_json
 from connectors.fhir.base import PatientRecord
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "WriteResult",
     "from_settings",
     "LOINC",
+    "parse_resource",
+    "to_json",
 ]
 
 log = logging.getLogger("connectors.fhir.rest")
@@ -77,7 +80,11 @@ class FhirRestSource:
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="fhir")
         self.max_concurrency = max_concurrency
         if read_capabilities:
-            client.capabilities()
+            try:
+                client.capabilities()
+            except BaseException:
+                self._pool.shutdown(wait=False)
+                raise
 
     @property
     def http(self) -> FhirHttp:
@@ -355,6 +362,40 @@ def from_settings(
         max_concurrency=max_concurrency,
         transport=transport,
     )
+    try:
+        return _build(
+            http,
+            auth,
+            token_url,
+            client_id,
+            private_key_file,
+            key_alg,
+            key_id,
+            scope,
+            bearer_token,
+            page_size,
+            max_concurrency,
+            read_capabilities,
+        )
+    except BaseException:
+        http.close()
+        raise
+
+
+def _build(
+    http: FhirHttp,
+    auth: str,
+    token_url: str,
+    client_id: str,
+    private_key_file: str,
+    key_alg: str,
+    key_id: str,
+    scope: str,
+    bearer_token: str,
+    page_size: int,
+    max_concurrency: int,
+    read_capabilities: bool,
+) -> FhirRestSource:
     if auth == "bearer":
         http.auth = BearerAuth(bearer_token)
     elif auth == "smart-backend":
