@@ -34,7 +34,10 @@ from connectors.fhir._parse import parse_resource, to_json
 from connectors.fhir.base import PatientRecord
 
 __all__ = [
+    "BearerAuth",
     "EntryResult",
+    "FhirHttp",
+    "SmartBackendAuth",
     "FhirRestClient",
     "FhirRestSource",
     "WriteResult",
