@@ -12,6 +12,8 @@ from sqlalchemy import text
 from cds import __version__
 from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
+from cds.hooks import init_app as init_hooks
+from cds.inbox import init_app as init_inbox
 
 log = logging.getLogger("mprtm.app")
 
@@ -22,8 +24,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app = Flask("cds", instance_relative_config=False)
     secret = settings.server.secret_key
     if not secret:
-        log.warning("server.secret_key is not set (MPRTM_SERVER__SECRET_KEY); "
-                    "using a random key: sessions end when the process restarts")
+        log.warning(
+            "server.secret_key is not set (MPRTM_SERVER__SECRET_KEY); "
+            "using a random key: sessions end when the process restarts"
+        )
         secret = secrets.token_hex(32)
     app.config.update(
         SECRET_KEY=secret,
@@ -38,14 +42,19 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["mprtm.engine"] = engine
     app.extensions["mprtm.sessions"] = session_factory(engine)
 
+    init_hooks(app, settings)  # CDS Hooks service: /cds-services
+
     @app.get("/healthz")
     def healthz() -> Any:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return jsonify(status="ok", version=__version__)
 
+    init_inbox(app)
+
     return app
 
 
 def settings_of(app: Flask) -> Settings:
-    return app.extensions["mprtm.settings"]  # type: ignore[no-any-return]
+    settings: Settings = app.extensions["mprtm.settings"]
+    return settings

@@ -12,6 +12,12 @@ matches itself and every code it prefixes (``I48`` matches ``I48.91``).
 
 ``medications.csv``: drug classes with ingredient keywords (matched case-insensitively
 in RxNorm displays or free text).
+
+``nyha.csv``: coded answers (LOINC answer list of 88020-3, SNOMED CT findings) -> NYHA
+class 1..4.
+
+``unit_synonyms.csv``: unit spellings seen in the wild (``mmHg``, ``10^9/L``, ``µmol/L``)
+-> the UCUM code the feature table uses.
 """
 
 from __future__ import annotations
@@ -58,7 +64,10 @@ class ConditionSpec:
     seed_column: str
 
     def matches_icd10(self, code: str) -> bool:
-        return any(code == c or code.startswith(c + ".") or code.startswith(c) for c in self.icd10)
+        """``code`` is one of the table's codes or lies below one (dots ignored, so
+        ``I4891`` and ``I48.91`` both match ``I48``)."""
+        have = code.replace(".", "").strip().upper()
+        return bool(have) and any(have.startswith(c.replace(".", "").upper()) for c in self.icd10)
 
 
 @dataclass(frozen=True)
@@ -131,3 +140,15 @@ def drug_class_specs() -> tuple[DrugClassSpec, ...]:
 def loinc_index() -> dict[str, FeatureSpec]:
     """Every LOINC code that maps to a feature."""
     return {code: spec for spec in feature_specs() for code in spec.loinc_codes}
+
+
+@cache
+def nyha_answers() -> dict[tuple[str, str], int]:
+    """(system, code) -> NYHA class 1..4."""
+    return {(r["system"], r["code"]): int(r["nyha_class"]) for r in _rows("nyha.csv")}
+
+
+@cache
+def unit_synonyms() -> dict[str, str]:
+    """Written unit -> UCUM code of the feature table."""
+    return {r["written"]: r["ucum"] for r in _rows("unit_synonyms.csv")}

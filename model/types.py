@@ -65,3 +65,25 @@ class PatientPrediction:
     fibrosis_burden: float | None
     cause_probabilities: dict[str, float] = field(default_factory=dict)
     image_features: ImageFeatures | None = None
+
+
+@dataclass
+class LabelledExample:
+    """One training/evaluation patient: inputs plus known outcomes.
+
+    Attributes:
+        input: the patient's model inputs.
+        labels: outcome name (see :data:`OUTCOMES`) -> 0/1; an absent outcome is unknown.
+        cause: cause class of the first 1-year event (``none`` without event), or None.
+        masks: (S, H, W) uint8 labels aligned with ``input.image`` (0 background,
+            1 myocardium, 2 enhancement), or None.
+        fibrosis_burden: the true enhanced / myocardial area, or None.
+        oracle_risk: outcome -> true 1-year probability from a simulator, or empty.
+    """
+
+    input: ModelInput
+    labels: dict[str, float] = field(default_factory=dict)
+    cause: str | None = None
+    masks: np.ndarray | None = None
+    fibrosis_burden: float | None = None
+    oracle_risk: dict[str, float] = field(default_factory=dict)

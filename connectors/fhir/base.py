@@ -15,6 +15,7 @@ from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.encounter import Encounter
 from fhir.resources.R4B.imagingstudy import ImagingStudy
+from fhir.resources.R4B.medication import Medication
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
@@ -30,6 +31,9 @@ class PatientRecord:
     conditions: list[Condition] = field(default_factory=list)
     medication_requests: list[MedicationRequest] = field(default_factory=list)
     medication_statements: list[MedicationStatement] = field(default_factory=list)
+    #: Medication resources the requests/statements point at, keyed by "Medication/<id>"
+    #: (contained ones stay inside their request)
+    medications: dict[str, Medication] = field(default_factory=dict)
     documents: list[DocumentReference] = field(default_factory=list)
     #: text of each DocumentReference attachment, keyed by "DocumentReference/<id>"
     document_texts: dict[str, str] = field(default_factory=dict)

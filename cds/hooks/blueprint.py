@@ -1,0 +1,162 @@
+"""HTTP endpoints of the CDS Hooks service (a Flask blueprint).
+
+``GET /cds-services`` (discovery), ``POST /cds-services/{id}`` (a hook call),
+``POST /cds-services/{id}/feedback``, and CORS preflight (``OPTIONS``) on each.  Errors are
+answered in one place as ``{"error": code, "message": text}`` with the status of the
+:class:`~cds.hooks.errors.HooksError` raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from cds.config import Settings
+from cds.hooks.engine import HooksEngine
+from cds.hooks.errors import BadHookRequest, HooksError, UnknownService
+from cds.hooks.feedback import parse_feedback
+from cds.hooks.request import parse_hook_request
+from cds.hooks.scoring import OnDemandScorer
+from cds.hooks.security import JwtVerifier
+from cds.hooks.services import discovery_document, service_by_id
+from cds.hooks.store import store_feedback
+
+log = logging.getLogger("mprtm.hooks")
+
+EXTENSION = "mprtm.hooks"
+bp = Blueprint("cds_hooks", __name__)
+
+
+@dataclass
+class HooksState:
+    """Per-application state: settings, the engine and the JWT verifier (None: JWT off)."""
+
+    settings: Settings
+    engine: HooksEngine
+    verifier: JwtVerifier | None
+
+
+def _state() -> HooksState:
+    state: HooksState = current_app.extensions[EXTENSION]
+    return state
+
+
+def _base() -> str:
+    return _state().settings.cds_hooks.base_url.rstrip("/") + "/cds-services"
+
+
+def _authorize(*audiences: str) -> None:
+    verifier = _state().verifier
+    if verifier is not None:
+        verifier.verify(request.headers.get("Authorization"), audiences)
+
+
+def _json_body() -> Any:
+    raw = request.get_data(cache=False)
+    if not raw:
+        raise BadHookRequest("the request has no body")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadHookRequest("the request body is not valid JSON") from None
+
+
+def _preflight() -> Response:
+    return Response(status=204)
+
+
+@bp.route("/cds-services", methods=["GET", "OPTIONS"])
+def discovery() -> Any:
+    if request.method == "OPTIONS":
+        return _preflight()
+    _authorize(_base())
+    return jsonify(discovery_document())
+
+
+@bp.route("/cds-services/<service_id>", methods=["POST", "OPTIONS"])
+def call_service(service_id: str) -> Any:
+    if request.method == "OPTIONS":
+        return _preflight()
+    _authorize(f"{_base()}/{service_id}")
+    service = service_by_id(service_id)
+    if service is None:
+        raise UnknownService(f"no CDS service with id {service_id!r}")
+    req = parse_hook_request(_json_body(), service)
+    return jsonify(_state().engine.handle(service, req))
+
+
+@bp.route("/cds-services/<service_id>/feedback", methods=["POST", "OPTIONS"])
+def feedback(service_id: str) -> Any:
+    if request.method == "OPTIONS":
+        return _preflight()
+    url = f"{_base()}/{service_id}"
+    _authorize(url, f"{url}/feedback")
+    if service_by_id(service_id) is None:
+        raise UnknownService(f"no CDS service with id {service_id!r}")
+    body = _json_body()
+    engine = _state().engine
+    with engine.sessions() as session:
+        rows = parse_feedback(body, service_id, session)
+    n = store_feedback(engine.sessions, rows)
+    log.info("feedback service=%s items=%d", service_id, n)
+    return jsonify({"stored": n})
+
+
+@bp.errorhandler(HooksError)
+def _hooks_error(exc: HooksError) -> Any:
+    resp = jsonify({"error": exc.code, "message": str(exc)})
+    resp.status_code = exc.status
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        log.warning("401 on %s: %s", request.path, exc)
+    return resp
+
+
+@bp.after_request
+def _cors(resp: Response) -> Response:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return resp
+    allowed = _state().settings.cds_hooks.cors_origins
+    if "*" in allowed:
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin in allowed:
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers.add("Vary", "Origin")
+    else:
+        return resp
+    if request.method == "OPTIONS":
+        resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        resp.headers["Access-Control-Max-Age"] = "600"
+    return resp
+
+
+def init_app(app: Flask, settings: Settings, scorer: OnDemandScorer | None = None) -> None:
+    """Register the blueprint and its state on ``app`` (called by ``create_app``)."""
+    hooks = settings.cds_hooks
+    verifier: JwtVerifier | None = JwtVerifier(hooks)
+    if not hooks.require_jwt:
+        log.warning(
+            "cds_hooks.require_jwt is false: CDS Hooks calls are NOT authenticated "
+            "(acceptable for a local demo only)"
+        )
+        verifier = None
+    elif not hooks.trusted_issuers:
+        log.warning("cds_hooks.trusted_issuers is empty: every CDS Hooks call will get 401")
+    if scorer is None:
+        from cds.hooks.model_scorer import default_scorer
+
+        scorer = default_scorer(settings)
+    engine = HooksEngine(settings, app.extensions["mprtm.sessions"], scorer)
+    app.extensions[EXTENSION] = HooksState(settings=settings, engine=engine, verifier=verifier)
+    app.register_blueprint(bp)
+
+
+def set_scorer(app: Flask, scorer: OnDemandScorer | None) -> None:
+    """Replace the on-demand scorer of an application (tests, benchmarks)."""
+    app.extensions[EXTENSION].engine.scorer = scorer

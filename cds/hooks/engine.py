@@ -1,0 +1,273 @@
+"""Answering one hook call within its time budget.
+
+Order of preference:
+
+1. the newest nightly prediction (``source='batch'``) when it is younger than
+   ``cds_hooks.fresh_hours``: one database read, no FHIR, no model;
+2. otherwise a score computed now from the prefetch (and the FHIR server for absent keys),
+   with image features only from the cache, in a worker thread the request waits for at
+   most the rest of ``cds_hooks.time_budget_ms``;
+3. when that cannot finish (budget spent, no usable data, no scorer) the last nightly
+   result clearly labelled as not refreshed, or an info card saying why there is none.
+
+Patient data never make the call fail: every failure of step 2 ends in step 3.  The only
+non-200 answer from here is 412, when the EHR neither prefetched anything nor gave FHIR
+access and there is no earlier result (CDS Hooks 2.0, "Prefetch Template").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from cds.config import Settings
+from cds.db.models import ModelVersion, Prediction
+from cds.hooks import store
+from cds.hooks._deadline import Deadline
+from cds.hooks.cards import CardContext, info_card, risk_card
+from cds.hooks.errors import DataUnavailable, PreconditionFailed, ScoringError
+from cds.hooks.prefetch import GatheredData, can_fetch, gather
+from cds.hooks.request import ABSENT, HookRequest
+from cds.hooks.scoring import CachedImage, OnDemandScorer
+from cds.hooks.services import ServiceDefinition
+from cds.hooks.view import RiskView, view_from_prediction, view_from_score
+
+log = logging.getLogger("mprtm.hooks")
+
+#: Seconds of the budget kept for building and storing the answer.
+_ANSWER_RESERVE_S = 0.025
+
+
+@dataclass
+class _Computed:
+    view: RiskView | None
+    reason: str  # why there is no view
+    last_lge: dt.date | None
+
+
+class HooksEngine:
+    """Turns a validated :class:`HookRequest` into the response body.
+
+    Args:
+        settings: application settings.
+        sessions: session factory of the application database.
+        scorer: on-demand scorer, or None when this server cannot score on demand.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        scorer: OnDemandScorer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.scorer = scorer
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, settings.cds_hooks.workers), thread_name_prefix="hooks-score"
+        )
+        self._lge = [p.lower() for p in settings.pacs.lge_patterns]
+        self._not_lge = [p.lower() for p in settings.pacs.exclude_patterns]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def handle(self, service: ServiceDefinition, req: HookRequest) -> dict[str, Any]:
+        hooks = self.settings.cds_hooks
+        deadline = Deadline(hooks.time_budget_ms)
+        now = dt.datetime.now(dt.UTC)
+        with self.sessions() as session:
+            preds = store.recent_batch_predictions(session, req.patient_id, limit=2)
+            newest_img, _ = store.latest_lge_image(session, req.patient_id, None)
+        latest, mv = preds[0] if preds else (None, None)
+        before = preds[1][0] if len(preds) > 1 else None
+        ctx = CardContext(
+            service_id=service.id,
+            patient_id=req.patient_id,
+            encounter_id=req.encounter_id,
+            user_id=req.user_id,
+            public_url=self.settings.server.public_url,
+            headline_outcome=self.settings.alerts.outcome,
+            now=now,
+            last_lge_date=store.parse_dicom_date(newest_img.study_date if newest_img else None),
+        )
+        age_h = (now - store.as_utc(latest.created_at)).total_seconds() / 3600 if latest else None
+        if latest is not None and age_h is not None and age_h <= hooks.fresh_hours:
+            path = "nightly"
+            view = view_from_prediction(latest, mv, before)
+            cards = [risk_card(view, ctx)]
+            prediction_id: int | None = latest.id
+        else:
+            path, cards, prediction_id, ctx = self._not_fresh(
+                service, req, deadline, now, ctx, latest, mv, before
+            )
+        out = [c for c in cards if c is not None]
+        store.record_issued(self.sessions, out, service.id, req.patient_id, prediction_id)
+        log.info(
+            "hook %s patient=%s path=%s cards=%d ms=%.0f",
+            service.id,
+            req.patient_id,
+            path,
+            len(out),
+            1000 * deadline.elapsed_s(),
+        )
+        return {"cards": out}
+
+    def _not_fresh(
+        self,
+        service: ServiceDefinition,
+        req: HookRequest,
+        deadline: Deadline,
+        now: dt.datetime,
+        ctx: CardContext,
+        latest: Prediction | None,
+        mv: ModelVersion | None,
+        before: Prediction | None,
+    ) -> tuple[str, list[dict[str, Any] | None], int | None, CardContext]:
+        nothing_sent = all(req.prefetch_value(p.key) is ABSENT for p in service.prefetch)
+        if self.scorer is None:
+            reason = "on-demand scoring is not available on this server"
+        elif nothing_sent and not can_fetch(req):
+            if latest is None:
+                raise PreconditionFailed(
+                    "no prefetch data and no fhirServer/fhirAuthorization to fetch them: "
+                    f"cannot score patient {req.patient_id}"
+                )
+            reason = "the EHR sent no prefetch data and no FHIR access"
+        else:
+            future = self._pool.submit(self._compute, service, req, deadline, now, latest)
+            computed = self._wait(future, deadline, req.patient_id)
+            if computed.last_lge and (
+                ctx.last_lge_date is None or computed.last_lge > ctx.last_lge_date
+            ):
+                ctx = _with_lge(ctx, computed.last_lge)
+            if computed.view is not None:
+                computed.view.patient_id = req.patient_id
+                return (
+                    "on-demand",
+                    [risk_card(computed.view, ctx)],
+                    computed.view.prediction_id,
+                    ctx,
+                )
+            reason = computed.reason
+        return self._fallback(reason, ctx, latest, mv, before)
+
+    def _wait(self, future: Future[_Computed], deadline: Deadline, patient_id: str) -> _Computed:
+        budget_ms = self.settings.cds_hooks.time_budget_ms
+        try:
+            return future.result(timeout=deadline.remaining_s(_ANSWER_RESERVE_S))
+        except FutureTimeout:
+            return _Computed(None, f"on-demand scoring did not finish within {budget_ms} ms", None)
+        except (DataUnavailable, ScoringError) as exc:
+            return _Computed(None, str(exc), None)
+        except Exception as exc:  # noqa: BLE001 - the protocol edge: patient data never give a 500
+            log.error(
+                "on-demand scoring failed for patient=%s: %s",
+                patient_id,
+                type(exc).__name__,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            return _Computed(None, f"on-demand scoring failed ({type(exc).__name__})", None)
+
+    def _fallback(
+        self,
+        reason: str,
+        ctx: CardContext,
+        latest: Prediction | None,
+        mv: ModelVersion | None,
+        before: Prediction | None,
+    ) -> tuple[str, list[dict[str, Any] | None], int | None, CardContext]:
+        if latest is not None:
+            view = view_from_prediction(latest, mv, before, stale=True, stale_reason=reason)
+            view.patient_id = ctx.patient_id
+            return "stale", [risk_card(view, ctx)], latest.id, ctx
+        detail = (
+            f"No M-PRTM risk could be given for this patient now: {reason}.\n\n"
+            "The patient has no nightly result yet. The risk will appear after the next "
+            "nightly follow-up run, or on a later call when the data are available."
+        )
+        return (
+            "info",
+            [info_card("HF 1-year risk not available for this patient", detail, ctx)],
+            None,
+            ctx,
+        )
+
+    # -- runs in a worker thread -------------------------------------------------------
+
+    def _compute(
+        self,
+        service: ServiceDefinition,
+        req: HookRequest,
+        deadline: Deadline,
+        now: dt.datetime,
+        latest: Prediction | None,
+    ) -> _Computed:
+        assert self.scorer is not None
+        data = gather(req, service, deadline)
+        last_lge = self._record_lge_date(data)
+        if not data.patient_found and data.n_resources == 0:
+            raise DataUnavailable("the EHR has no usable data for this patient")
+        info = self.scorer.info()  # loads the model on first use (off the request thread)
+        usable_img = self._cached_image(req.patient_id, info.image_cache_key)
+        score = self.scorer.score(data.record, usable_img, now)
+        notes = _key_notes(data)
+        prediction_id = store.save_on_demand(
+            self.sessions,
+            req.patient_id,
+            score,
+            info,
+            now,
+            usable_img.series_instance_uid if usable_img else None,
+        )
+        view = view_from_score(
+            score,
+            info,
+            now,
+            data.record,
+            usable_img,
+            latest,
+            prediction_id,
+            [*notes, *data.record.warnings],
+        )
+        return _Computed(view, "", last_lge)
+
+    def _cached_image(self, patient_id: str, key: str) -> CachedImage | None:
+        if not key:
+            return None
+        with self.sessions() as session:
+            return store.latest_lge_image(session, patient_id, key)[1]
+
+    def _record_lge_date(self, data: GatheredData) -> dt.date | None:
+        """Newest prefetched ImagingStudy holding an LGE series (by description)."""
+        best: dt.date | None = None
+        for study in data.record.imaging_studies:
+            descriptions = [s.description or "" for s in (study.series or [])]
+            descriptions.append(study.description or "")
+            if not any(self._is_lge(d) for d in descriptions):
+                continue
+            started = study.started
+            day = started.date() if isinstance(started, dt.datetime) else None
+            if day and (best is None or day > best):
+                best = day
+        return best
+
+    def _is_lge(self, description: str) -> bool:
+        d = description.lower()
+        return any(p in d for p in self._lge) and not any(p in d for p in self._not_lge)
+
+
+def _key_notes(data: GatheredData) -> list[str]:
+    missing = data.missing_keys()
+    return [f"not available: {', '.join(missing)}"] if missing else []
+
+
+def _with_lge(ctx: CardContext, day: dt.date) -> CardContext:
+    return dataclasses.replace(ctx, last_lge_date=day)

@@ -1,0 +1,165 @@
+"""The production on-demand scorer: the FHIR mapping (:func:`cds.pipeline.assemble`) and
+``model.predictor.Predictor``.
+
+The predictor is loaded once per process from ``model.checkpoint``, lazily (the first call
+or :meth:`ModelScorer.warm_up` at server start) and under a lock, so concurrent first calls
+load it once.  Forward passes are serialised by a second lock: on CPU, parallel passes only
+compete for the same cores.  Image features are never computed here: the cached embedding
+of the patient's LGE series (written by the nightly batch) is handed to the predictor
+through its image cache, keyed by a fingerprint; the PACS is never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cds.config import Settings
+from cds.hooks.errors import ScoringError
+from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore, OnDemandScorer
+from cds.hooks.view import record_freshness
+from connectors.fhir.base import PatientRecord
+
+log = logging.getLogger("mprtm.hooks.scorer")
+
+#: Seconds before a failed model load is tried again.
+_RETRY_LOAD_AFTER_S = 60.0
+
+
+class ModelScorer:
+    """Scores a :class:`PatientRecord` with the M-PRTM checkpoint of the settings.
+
+    Args:
+        settings: ``model.*`` (checkpoint, device, threads, text encoder), ``risk.*``
+            (tier thresholds overriding the checkpoint's) and the mapping's ``fhir.*`` keys.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._load_lock = threading.Lock()
+        self._predict_lock = threading.Lock()
+        self._predictor: Any = None
+        self._info: ModelInfo | None = None
+        self._failed_at = 0.0
+        self._failure = ""
+
+    def warm_up(self) -> None:
+        """Load the model now (called by ``mprtm serve`` in the background)."""
+        try:
+            self.info()
+        except ScoringError as exc:
+            log.warning("on-demand scorer not ready: %s", exc)
+
+    def _load(self) -> Any:
+        if self._predictor is not None:
+            return self._predictor
+        with self._load_lock:
+            if self._predictor is not None:
+                return self._predictor
+            if self._failure and time.monotonic() - self._failed_at < _RETRY_LOAD_AFTER_S:
+                raise ScoringError(self._failure)
+            from model.checkpoint import file_sha256
+            from model.errors import ModelError
+            from model.predictor import Predictor
+
+            m = self._settings.model
+            path = Path(m.checkpoint)
+            try:
+                if not path.is_file():
+                    raise ScoringError(f"model checkpoint {m.checkpoint} not found")
+                predictor = Predictor.from_checkpoint(
+                    path,
+                    device=m.device,
+                    threads=m.cpu_threads,
+                    text_encoder_path=m.text_encoder or None,
+                    batch_size=1,
+                    bf16=True,
+                )
+                sha = file_sha256(path)
+            except (ScoringError, ModelError, OSError, ValueError) as exc:
+                self._failed_at = time.monotonic()
+                self._failure = f"model checkpoint {m.checkpoint} cannot be used: {exc}"
+                raise ScoringError(self._failure) from None
+            self._info = ModelInfo(
+                name=str(predictor.model_name),
+                version=str(predictor.version),
+                checkpoint_sha256=sha,
+                synthetic_training_data=bool(predictor.synthetic_training_data),
+                image_cache_key=str(predictor.version),
+            )
+            self._predictor = predictor
+            log.info("on-demand scorer loaded %s", self._info.label)
+            return predictor
+
+    def info(self) -> ModelInfo:
+        self._load()
+        assert self._info is not None
+        return self._info
+
+    def score(
+        self, record: PatientRecord, image: CachedImage | None, as_of: dt.datetime
+    ) -> OnDemandScore:
+        from cds.pipeline import assemble
+        from model.errors import ModelError
+
+        predictor = self._load()
+        mapped = assemble(
+            record,
+            None,
+            as_of=as_of.date(),
+            image_size=int(predictor.config.image_size),
+            settings=self._settings,
+        )
+        inp = mapped.model_input
+        cache = None
+        if image is not None:
+            key = f"cache:{image.series_instance_uid}"
+            # No pixels in a hook call: an empty volume plus a fingerprint that hits the
+            # image cache makes the predictor use the cached embedding and burden.
+            inp.image = np.zeros((0, 0, 0), dtype=np.float32)
+            inp.image_fingerprint = key
+            cache = {key: image.features}
+        try:
+            with self._predict_lock:
+                [pred] = predictor.predict([inp], cache)
+        except ModelError as exc:
+            raise ScoringError(f"patient {record.patient_id}: {exc}") from None
+        risk = self._settings.risk
+        if risk.moderate >= 0 and risk.high >= 0:
+            from model.calibration import tier
+
+            pred.tiers = {
+                o: tier(p, (risk.moderate, risk.high)) for o, p in pred.probabilities.items()
+            }
+        pred.image_features = None
+        inputs: dict[str, Any] = mapped.as_dict()
+        inputs["freshness"] = record_freshness(record, image)
+        inputs["image_series"] = image.series_instance_uid if image else None
+        return OnDemandScore(
+            prediction=pred,
+            input_fingerprint=_fingerprint(inp.numeric, inp.text, inp.image_fingerprint),
+            inputs=json.loads(json.dumps(inputs, default=str)),
+            basis=list(mapped.basis),
+            warnings=list(mapped.warnings),
+        )
+
+
+def _fingerprint(numeric: dict[str, float], text: str | None, image: str | None) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(sorted(numeric.items())).encode())
+    h.update((text or "").encode())
+    h.update((image or "").encode())
+    return h.hexdigest()
+
+
+def default_scorer(settings: Settings) -> OnDemandScorer:
+    """The scorer of this installation (the model is loaded on first use)."""
+    return ModelScorer(settings)

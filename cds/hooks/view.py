@@ -1,0 +1,162 @@
+"""One patient's risk as a card shows it, whether it came from the nightly run or on demand."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds.db.models import ModelVersion, Prediction
+from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore
+from cds.hooks.store import as_utc
+from connectors.fhir.base import PatientRecord
+
+
+@dataclass
+class RiskView:
+    """Everything a risk card says.
+
+    Args:
+        patient_id: FHIR logical id.
+        probabilities: outcome -> 1-year probability.
+        tiers: outcome -> low / moderate / high.
+        modality_weights: numeric / text / image -> weight.
+        fibrosis_burden: LGE enhancement / myocardium, or None.
+        computed_at: when the score was computed.
+        origin: "nightly" or "on-demand".
+        model: the model that scored.
+        previous_probabilities: the run before, for the trend (None when there is none).
+        previous_at: when that run was.
+        stale: True when shown although older than ``fresh_hours`` (time budget or failure).
+        stale_reason: why a stale result is shown.
+        freshness: input group -> ISO date of its newest input (None: not available).
+        prediction_id: the stored Prediction, when there is one.
+        warnings: data problems worth telling the clinician (ids only).
+    """
+
+    patient_id: str
+    probabilities: dict[str, float]
+    tiers: dict[str, str]
+    modality_weights: dict[str, float]
+    fibrosis_burden: float | None
+    computed_at: dt.datetime
+    origin: str
+    model: ModelInfo
+    previous_probabilities: dict[str, float] | None = None
+    previous_at: dt.datetime | None = None
+    stale: bool = False
+    stale_reason: str = ""
+    freshness: dict[str, str | None] = field(default_factory=dict)
+    prediction_id: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def model_info_of(mv: ModelVersion | None) -> ModelInfo:
+    if mv is None:
+        return ModelInfo(name="M-PRTM", version="unknown version", synthetic_training_data=True)
+    return ModelInfo(
+        name=mv.name,
+        version=mv.version,
+        checkpoint_sha256=mv.checkpoint_sha256,
+        synthetic_training_data=bool(mv.synthetic_training_data),
+    )
+
+
+def _stored_freshness(pred: Prediction) -> dict[str, str | None]:
+    raw = (pred.inputs or {}).get("freshness") if isinstance(pred.inputs, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): (str(v) if v else None) for k, v in raw.items()}
+
+
+def view_from_prediction(
+    pred: Prediction,
+    mv: ModelVersion | None,
+    previous: Prediction | None,
+    *,
+    stale: bool = False,
+    stale_reason: str = "",
+) -> RiskView:
+    """A nightly prediction as a card shows it; ``previous`` is the run before it."""
+    return RiskView(
+        patient_id="",
+        probabilities={k: float(v) for k, v in (pred.probabilities or {}).items()},
+        tiers={k: str(v) for k, v in (pred.tiers or {}).items()},
+        modality_weights={k: float(v) for k, v in (pred.modality_weights or {}).items()},
+        fibrosis_burden=pred.fibrosis_burden,
+        computed_at=as_utc(pred.created_at),
+        origin="nightly",
+        model=model_info_of(mv),
+        previous_probabilities=dict(previous.probabilities) if previous is not None else None,
+        previous_at=as_utc(previous.created_at) if previous is not None else None,
+        stale=stale,
+        stale_reason=stale_reason,
+        freshness=_stored_freshness(pred),
+        prediction_id=pred.id,
+        warnings=[],
+    )
+
+
+def view_from_score(
+    score: OnDemandScore,
+    info: ModelInfo,
+    computed_at: dt.datetime,
+    record: PatientRecord,
+    image: CachedImage | None,
+    previous: Prediction | None,
+    prediction_id: int | None,
+    extra_warnings: list[str],
+) -> RiskView:
+    pred = score.prediction
+    return RiskView(
+        patient_id=record.patient_id,
+        probabilities=dict(pred.probabilities),
+        tiers=dict(pred.tiers),
+        modality_weights=dict(pred.modality_weights),
+        fibrosis_burden=pred.fibrosis_burden,
+        computed_at=computed_at,
+        origin="on-demand",
+        model=info,
+        previous_probabilities=dict(previous.probabilities) if previous is not None else None,
+        previous_at=as_utc(previous.created_at) if previous is not None else None,
+        freshness=record_freshness(record, image),
+        prediction_id=prediction_id,
+        warnings=[*extra_warnings, *score.warnings],
+    )
+
+
+def _date_of(value: Any) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value)
+    try:
+        return dt.date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+
+
+def _newest(values: list[dt.date | None]) -> str | None:
+    dates = [d for d in values if d is not None]
+    return max(dates).isoformat() if dates else None
+
+
+def record_freshness(record: PatientRecord, image: CachedImage | None) -> dict[str, str | None]:
+    """Newest date of each input group in a record gathered during the call."""
+    obs = [
+        _date_of(o.effectiveDateTime or (o.effectivePeriod.end if o.effectivePeriod else None))
+        or _date_of(o.issued)
+        for o in record.observations
+    ]
+    meds = [_date_of(m.authoredOn) for m in record.medication_requests]
+    meds += [_date_of(m.dateAsserted) for m in record.medication_statements]
+    notes = [_date_of(d.date) for d in record.documents]
+    return {
+        "clinical indicators": _newest(obs),
+        "medications": _newest(meds),
+        "notes": _newest(notes),
+        "LGE cardiac MRI": image.study_date.isoformat() if image and image.study_date else None,
+    }

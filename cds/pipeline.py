@@ -1,0 +1,157 @@
+"""The one place that wires a patient's sources into a model input.
+
+``pull`` (FHIR source + imaging source -> MappedPatient) = the FHIR pull, then
+``assemble``: :func:`cds.mapping.map_record`, then LGE series search, selection
+(:mod:`connectors.pacs.series`), retrieval, slice ordering and pixels
+(:mod:`connectors.pacs.pixels`).
+
+A series whose files are bad (:class:`connectors.errors.DicomInvalid`) leaves the patient
+without an image and a warning naming the file or UID; a PACS that cannot be reached
+(other :class:`connectors.errors.PacsError`) propagates, so a batch can record the patient
+as failed rather than silently scoring without images.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from fhir.resources.R4B.patient import Patient
+
+from cds.clinical_tables import loinc_index
+from cds.config import Settings
+from cds.mapping import MappedPatient, map_record
+from connectors.errors import DicomInvalid
+from connectors.fhir.base import FhirSource, PatientRecord
+from connectors.pacs.base import ImagingSource, SeriesRef
+from connectors.pacs.pixels import series_volume
+from connectors.pacs.series import order_slices, select_lge_series
+
+log = logging.getLogger("mprtm.pipeline")
+
+MRN_TYPE = ("http://terminology.hl7.org/CodeSystem/v2-0203", "MR")
+
+
+def dicom_patient_ids(patient: Patient, system: str = "") -> list[str]:
+    """Candidate DICOM PatientIDs of a FHIR Patient, best first.
+
+    ``system`` set: that identifier's value only.  Otherwise the MR-typed identifier, the
+    other identifiers, then the logical id.
+    """
+    idents = patient.identifier or []
+    if system:
+        return [str(i.value) for i in idents if i.system == system and i.value]
+    out: list[str] = []
+
+    def is_mrn(ident: object) -> bool:
+        codings = getattr(getattr(ident, "type", None), "coding", None) or []
+        return any((c.system, c.code) == MRN_TYPE or c.code == "MR" for c in codings)
+
+    for ident in sorted(idents, key=lambda i: not is_mrn(i)):
+        if ident.value and str(ident.value) not in out:
+            out.append(str(ident.value))
+    if patient.id and str(patient.id) not in out:
+        out.append(str(patient.id))
+    return out
+
+
+def find_lge_series(
+    patient: Patient, imaging: ImagingSource, *, as_of: dt.date, settings: Settings
+) -> SeriesRef | None:
+    """The patient's LGE series on ``as_of`` per ``pacs.*`` settings, or None."""
+    for pid in dicom_patient_ids(patient, settings.pacs.patient_id_system):
+        refs = imaging.find_series(pid, modality="MR")
+        if refs:
+            return select_lge_series(
+                refs,
+                include=settings.pacs.lge_patterns,
+                exclude=settings.pacs.exclude_patterns,
+                as_of=as_of,
+                max_age_days=settings.pacs.lge_max_age_days,
+            )
+    return None
+
+
+def attach_image(
+    mapped: MappedPatient,
+    record: PatientRecord,
+    imaging: ImagingSource,
+    *,
+    image_size: int,
+    settings: Settings,
+) -> None:
+    """Find, select, retrieve, order and convert the LGE series into ``mapped``."""
+    ref = find_lge_series(record.patient, imaging, as_of=mapped.as_of, settings=settings)
+    if ref is None:
+        return
+    mapped.lge_series = ref
+    try:
+        datasets = imaging.retrieve_series(ref)
+        ordered, how = order_slices(datasets)
+        volume = series_volume(ordered, image_size)
+    except DicomInvalid as exc:
+        mapped.warnings.append(f"LGE series {ref.series_instance_uid}: {exc}; no image used")
+        return
+    mapped.model_input.image = volume.image
+    mapped.model_input.image_fingerprint = volume.fingerprint
+    mapped.n_slices = int(volume.image.shape[0])
+    mapped.slice_order = how
+    mapped.sop_instance_uids = volume.sop_instance_uids
+    for study in record.imaging_studies:
+        uids = {str(s.uid) for s in study.series or []}
+        idents = {str(i.value or "").removeprefix("urn:oid:") for i in study.identifier or []}
+        if ref.series_instance_uid in uids or ref.study_instance_uid in idents:
+            key = f"ImagingStudy/{study.id}"
+            if key not in mapped.basis:
+                mapped.basis.append(key)
+
+
+def assemble(
+    record: PatientRecord,
+    imaging: ImagingSource | None,
+    *,
+    as_of: dt.date,
+    image_size: int,
+    settings: Settings,
+) -> MappedPatient:
+    """One patient's model input with everything needed to explain it.
+
+    Args:
+        record: the patient's FHIR resources.
+        imaging: where the LGE series comes from (None: no image).
+        as_of: inputs as known on this day.
+        image_size: in-plane side of the image input (the model preset's).
+        settings: ``fhir.observation_window_days``, ``fhir.max_notes``,
+            ``fhir.notes_window_days`` and the ``pacs`` selection keys are used.
+    """
+    mapped = map_record(
+        record,
+        as_of=as_of,
+        window_days=settings.fhir.observation_window_days,
+        max_notes=settings.fhir.max_notes,
+        notes_window_days=settings.fhir.notes_window_days,
+    )
+    if imaging is not None:
+        attach_image(mapped, record, imaging, image_size=image_size, settings=settings)
+    return mapped
+
+
+def pull(
+    patient_id: str,
+    fhir: FhirSource,
+    imaging: ImagingSource | None,
+    *,
+    as_of: dt.date,
+    image_size: int,
+    settings: Settings,
+) -> MappedPatient:
+    """Pull one patient from the sources (only the LOINC codes and the window the mapping
+    uses) and assemble the model input.
+
+    Raises:
+        connectors.errors.ResourceNotFound: unknown patient.
+        connectors.errors.ConnectorError: a source failed after its retries.
+    """
+    since = as_of - dt.timedelta(days=settings.fhir.observation_window_days)
+    record = fhir.patient_record(patient_id, loinc_codes=tuple(sorted(loinc_index())), since=since)
+    return assemble(record, imaging, as_of=as_of, image_size=image_size, settings=settings)

@@ -1,0 +1,166 @@
+"""DICOM slices -> the model's image input.
+
+Each slice: stored values -> modality values (RescaleSlope/RescaleIntercept; MONOCHROME1
+inverted), padded to a square (centred, with the slice minimum) so the aspect ratio is
+kept, then resampled to ``size`` x ``size`` (bilinear with a Gaussian anti-alias filter
+when shrinking; nearest neighbour for label masks, on the very same grid).  The volume is
+normalised robustly: the 1st..99th percentile of the whole series maps to 0..1, clipped.
+
+The fingerprint is a sha256 over the SeriesInstanceUID, then each slice's SOPInstanceUID
+and the sha256 of its PixelData bytes, in slice order: it changes when any pixel or the
+slice set changes, and is the key of the model's embedding cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom import Dataset
+from scipy import ndimage
+
+from connectors.errors import DicomInvalid
+
+LOW_PERCENTILE = 1.0
+HIGH_PERCENTILE = 99.0
+
+
+@dataclass(frozen=True)
+class SeriesVolume:
+    """A series as model input.
+
+    Args:
+        image: float32 (S, size, size), about [0, 1].
+        fingerprint: sha256 hex digest (see module docstring).
+        series_instance_uid: the series.
+        sop_instance_uids: the slices, in the order of ``image``.
+    """
+
+    image: np.ndarray
+    fingerprint: str
+    series_instance_uid: str
+    sop_instance_uids: tuple[str, ...]
+
+
+def _uid(ds: Dataset) -> str:
+    return str(ds.get("SOPInstanceUID", "?"))
+
+
+def slice_pixels(ds: Dataset) -> np.ndarray:
+    """One slice in modality units (float64, 2-D).
+
+    Raises:
+        DicomInvalid: no pixel data, more than one sample per pixel, several frames, or
+            undecodable pixel data; names the SOPInstanceUID.
+    """
+    if "PixelData" not in ds:
+        raise DicomInvalid(f"instance {_uid(ds)}: no PixelData")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise DicomInvalid(f"instance {_uid(ds)}: not a greyscale image")
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise DicomInvalid(f"instance {_uid(ds)}: multi-frame instances are not supported")
+    try:
+        arr = np.asarray(ds.pixel_array, dtype=np.float64)
+    except (ValueError, AttributeError, RuntimeError, NotImplementedError) as exc:
+        raise DicomInvalid(
+            f"instance {_uid(ds)}: pixel data cannot be decoded ({type(exc).__name__})"
+        ) from None
+    if arr.ndim != 2 or arr.size == 0:
+        raise DicomInvalid(f"instance {_uid(ds)}: pixel array has shape {arr.shape}")
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    arr = arr * slope + intercept
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        arr = arr.max() + arr.min() - arr
+    return arr
+
+
+def _pad_square(arr: np.ndarray, fill: float) -> np.ndarray:
+    h, w = arr.shape
+    n = max(h, w)
+    if h == w:
+        return arr
+    out = np.full((n, n), fill, dtype=arr.dtype)
+    top, left = (n - h) // 2, (n - w) // 2
+    out[top : top + h, left : left + w] = arr
+    return out
+
+
+def resample_slice(arr: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
+    """A 2-D array padded to a square and resampled to (size, size).
+
+    Pixel centres are aligned (output pixel i samples input coordinate
+    ``(i + 0.5) * n / size - 0.5``), so images and masks resampled with this function
+    stay registered.
+
+    Args:
+        arr: (H, W) array.
+        size: output side in pixels (> 0).
+        nearest: nearest neighbour (label masks); otherwise bilinear with anti-aliasing.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    fill = 0.0 if nearest else float(arr.min())
+    sq = _pad_square(arr, fill)
+    n = sq.shape[0]
+    if n == size:
+        return sq.copy()
+    scale = n / size
+    if not nearest and scale > 1.0:
+        sq = ndimage.gaussian_filter(sq, sigma=(scale - 1.0) / 2.0, mode="nearest")
+    coords = (np.arange(size) + 0.5) * scale - 0.5
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    out = ndimage.map_coordinates(sq, [yy, xx], order=0 if nearest else 1, mode="nearest")
+    return np.asarray(out)
+
+
+def resample_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(S, H, W) label mask -> (S, size, size) uint8 by nearest neighbour."""
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be (S, H, W), got shape {mask.shape}")
+    return np.stack([resample_slice(m, size, nearest=True) for m in mask]).astype(np.uint8)
+
+
+def normalise(volume: np.ndarray) -> np.ndarray:
+    """Robust [0, 1] scaling by the series' 1st and 99th percentiles, clipped."""
+    lo, hi = np.percentile(volume, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo <= 1e-9:
+        return np.zeros_like(volume, dtype=np.float32)
+    out = (volume - lo) / (hi - lo)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def fingerprint(series_uid: str, datasets: Sequence[Dataset]) -> str:
+    """sha256 over the series UID, SOP UIDs and pixel-data hashes (slice order)."""
+    h = hashlib.sha256(series_uid.encode())
+    for ds in datasets:
+        h.update(b"\x00" + _uid(ds).encode() + b"\x00")
+        data = ds.get("PixelData")
+        raw = data if isinstance(data, bytes) else b""
+        h.update(hashlib.sha256(raw).digest())
+    return h.hexdigest()
+
+
+def series_volume(ordered: Sequence[Dataset], size: int) -> SeriesVolume:
+    """The model's image input from slices already in spatial order.
+
+    Args:
+        ordered: the series' datasets, ordered (see :func:`series.order_slices`).
+        size: in-plane side in pixels (the model preset decides: 64, 96, 224, ...).
+
+    Raises:
+        DicomInvalid: empty series or a slice that cannot be decoded (names the UID).
+    """
+    if not ordered:
+        raise DicomInvalid("series has no instances")
+    series_uid = str(ordered[0].get("SeriesInstanceUID", "") or "")
+    slices = [resample_slice(slice_pixels(ds), size) for ds in ordered]
+    volume = normalise(np.stack(slices))
+    return SeriesVolume(
+        image=volume,
+        fingerprint=fingerprint(series_uid, ordered),
+        series_instance_uid=series_uid,
+        sop_instance_uids=tuple(_uid(ds) for ds in ordered),
+    )

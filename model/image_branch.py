@@ -1,0 +1,117 @@
+"""Image branch: DAE-Former segmentation of LGE slices and the series embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.daeformer import DAEFormer
+from model.errors import ModelInputError
+
+#: Segmentation labels.
+BACKGROUND, MYOCARDIUM, ENHANCEMENT = 0, 1, 2
+
+
+def select_slices(n: int, max_slices: int) -> np.ndarray:
+    """Indices of at most ``max_slices`` slices spread evenly over ``n``."""
+    if n <= max_slices:
+        return np.arange(n)
+    return np.round(np.linspace(0, n - 1, max_slices)).astype(np.int64)
+
+
+def prepare_volume(volume: np.ndarray, size: int, max_slices: int) -> torch.Tensor:
+    """Check, subsample and resize a series to (S, 1, size, size) float32.
+
+    Args:
+        volume: (S, H, W) slices, intensities about [0, 1].
+        size: output side.
+        max_slices: slices kept at most (evenly spaced).
+    """
+    arr = np.asarray(volume)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] == 0 or min(arr.shape[1:]) < 8:
+        raise ModelInputError(f"image must be (S, H, W) with S >= 1, H, W >= 8; got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ModelInputError("image contains NaN or infinite values")
+    idx = select_slices(arr.shape[0], max_slices)
+    x = torch.from_numpy(np.ascontiguousarray(arr[idx], dtype=np.float32))[:, None]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+    return x  # (S, 1, size, size)
+
+
+def prepare_mask(mask: np.ndarray, size: int) -> torch.Tensor:
+    """Resize integer label masks (S, H, W) to (S, size, size) by nearest neighbour."""
+    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+    if m.dim() == 2:
+        m = m[None]
+    if m.shape[-2:] != (size, size):
+        m = F.interpolate(m[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+    return m
+
+
+def burden_from_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Fibrosis burden: enhanced area / myocardial area (enhancement counts as myocardium).
+
+    Args:
+        labels: (..., S, H, W) integer labels; the last three dimensions are pooled.
+    """
+    enh = (labels == ENHANCEMENT).flatten(-3).sum(-1).float()
+    myo = (labels >= MYOCARDIUM).flatten(-3).sum(-1).float()
+    return torch.where(myo > 0, enh / myo.clamp(min=1.0), torch.zeros_like(myo))
+
+
+class ImageBranch(nn.Module):
+    """DAE-Former plus pooling of its bottleneck over space and slices.
+
+    The embedding of a series is ``[mean over slices, max over slices]`` of the
+    spatially averaged bottleneck tokens (2 * C_3 values); the fibrosis burden is
+    measured on the predicted segmentation.
+
+    Args:
+        image_size: side of the network input.
+        max_slices: slices used per series.
+        num_classes: segmentation classes.
+        dims, depths, first_stride, mlp_ratio: DAE-Former sizes.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        max_slices: int,
+        num_classes: int,
+        dims: tuple[int, int, int],
+        depths: tuple[int, int, int],
+        first_stride: int,
+        mlp_ratio: int,
+    ) -> None:
+        super().__init__()
+        if image_size <= 0 or max_slices <= 0:
+            raise ValueError(f"image_size ({image_size}) and max_slices ({max_slices}) > 0")
+        self.image_size = image_size
+        self.max_slices = max_slices
+        self.segmenter = DAEFormer(1, num_classes, dims, depths, first_stride, 1, mlp_ratio)
+        self.embed_dim = 2 * dims[2]
+
+    def forward_features(self, slices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Segment one series and pool its bottleneck.
+
+        Args:
+            slices: (S, 1, H, W) prepared slices of one series.
+
+        Returns:
+            ``embedding`` (2*C_3,), ``burden`` (), ``logits`` (S, K, H, W).
+        """
+        logits, tokens = self.segmenter.forward_with_features(slices)  # (S,K,H,W), (S,N,C)
+        pooled = tokens.mean(dim=1)  # (S, C)
+        embedding = torch.cat([pooled.mean(0), pooled.max(0).values])  # (2C,)
+        burden = burden_from_labels(logits.argmax(1))  # ()
+        return {"embedding": embedding, "burden": burden, "logits": logits}
+
+    def forward(self, slices: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(slices)["embedding"]

@@ -1,0 +1,104 @@
+"""The M-PRTM network and ``build_model(cfg)``, its only constructor."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+from model.fusion import ModalityFusion
+from model.heads import PrognosisHeads
+from model.image_branch import ImageBranch
+from model.numeric_branch import NumericEncoder
+from model.types import MODALITIES, OUTCOMES
+
+NUMERIC, TEXT, IMAGE = (MODALITIES.index(m) for m in ("numeric", "text", "image"))
+
+
+def _projector(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_dim, out_dim),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(out_dim, out_dim),
+        nn.LayerNorm(out_dim),
+    )
+
+
+class MPRTM(nn.Module):
+    """Numeric MLP + text projection + DAE-Former image branch, attention fusion, heads.
+
+    The text encoder itself (a BERT) lives outside this module (:class:`TextEncoder`), so
+    a frozen encoder's weights are not duplicated in checkpoints; this module takes its
+    embeddings.  Calibration (per-outcome scale and bias on the logits) is stored in
+    buffers and applied by :meth:`calibrated_probabilities`.
+
+    Args:
+        cfg: the model config; ``cfg.numeric_features`` must be set.
+    """
+
+    calib_scale: torch.Tensor
+    calib_bias: torch.Tensor
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if not cfg.numeric_features:
+            raise ValueError("cfg.numeric_features is empty: fit a FeatureSchema first")
+        self.cfg = cfg
+        d = cfg.embed_dim
+        self.image = ImageBranch(
+            cfg.image_size,
+            cfg.max_slices,
+            cfg.num_classes,
+            cfg.enc_dims,
+            cfg.enc_depths,
+            cfg.first_stride,
+            cfg.mlp_ratio,
+        )
+        self.numeric = NumericEncoder(
+            2 * len(cfg.numeric_features), cfg.numeric_hidden, d, cfg.dropout
+        )
+        self.text_proj = _projector(cfg.text_dim, d, cfg.dropout)
+        self.image_proj = _projector(self.image.embed_dim + 1, d, cfg.dropout)
+        self.fusion = ModalityFusion(d, cfg.fusion_heads, len(MODALITIES), TEXT, cfg.dropout)
+        self.heads = PrognosisHeads(d, len(OUTCOMES), len(cfg.causes), cfg.dropout)
+        self.register_buffer("calib_scale", torch.ones(len(OUTCOMES)))
+        self.register_buffer("calib_bias", torch.zeros(len(OUTCOMES)))
+
+    def forward(
+        self,
+        numeric: torch.Tensor,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        present: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Fuse the three modalities.
+
+        Args:
+            numeric: (B, 2F) standardised values and missingness indicators.
+            text: (B, text_dim) text-encoder embeddings (any values where missing).
+            image: (B, 2*C_3 + 1) image embedding with the burden last.
+            present: (B, 3) bool mask in :data:`MODALITIES` order.
+
+        Returns:
+            ``logits`` (B, 5), ``cause_logits`` (B, K), ``burden`` (B,), ``weights`` (B, 3),
+            ``embedding`` (B, D).
+        """
+        tokens = torch.stack(
+            [self.numeric(numeric), self.text_proj(text), self.image_proj(image)], dim=1
+        )  # (B, 3, D)
+        fused, weights = self.fusion(tokens, present)  # (B, D), (B, 3)
+        out = self.heads(fused)
+        out["weights"] = weights
+        out["embedding"] = fused
+        return out
+
+    def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """sigmoid(scale * logit + bias) per outcome: (B, 5)."""
+        return torch.sigmoid(logits * self.calib_scale + self.calib_bias)
+
+
+def build_model(cfg: ModelConfig) -> MPRTM:
+    """Build the network described by ``cfg`` (random weights; nothing is downloaded)."""
+    cfg.validate()
+    return MPRTM(cfg)

@@ -1,0 +1,269 @@
+"""Inference: load a checkpoint once, then predict batches of patients."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model._batch import assemble, has_text
+from model.calibration import tier
+from model.checkpoint import Checkpoint, file_sha256, load_checkpoint
+from model.errors import IncompatibleCheckpointError, ModelInputError
+from model.image_branch import prepare_volume
+from model.mprtm import MPRTM, build_model
+from model.text_branch import TextEncoder
+from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, PatientPrediction
+
+log = logging.getLogger("mprtm.model")
+
+
+def load_text_encoder(ckpt: Checkpoint, path: str | None = None) -> TextEncoder:
+    """Build the checkpoint's text encoder from a local folder and check its weights hash.
+
+    Args:
+        ckpt: the loaded checkpoint.
+        path: folder to use instead of the one recorded (it must hold the same weights).
+    """
+    cfg = ckpt.config
+    recorded = ckpt.text_encoder
+    folder = path or recorded.get("path") or cfg.text_encoder
+    if not folder or not Path(folder).is_dir():
+        folder = cfg.text_encoder  # "" -> bundled MiniLM
+    enc = TextEncoder(folder, cfg.text_trainable_layers, cfg.text_window, cfg.text_max_chunks)
+    if recorded.get("sha256") and enc.sha256 != recorded["sha256"]:
+        raise IncompatibleCheckpointError(
+            f"text encoder at {enc.path} has weights sha256 {enc.sha256[:12]}, but the "
+            f"checkpoint was trained with {recorded.get('name')} sha256 "
+            f"{str(recorded['sha256'])[:12]}; pass the matching folder (text_encoder_path)"
+        )
+    if enc.hidden_size != cfg.text_dim:
+        raise IncompatibleCheckpointError(
+            f"text encoder hidden size {enc.hidden_size} != checkpoint's {cfg.text_dim}"
+        )
+    if ckpt.text_encoder_state is not None:
+        enc.bert.load_state_dict(ckpt.text_encoder_state)
+    return enc
+
+
+def load_network(ckpt: Checkpoint) -> MPRTM:
+    """Build the network of a checkpoint and load its weights (strict)."""
+    net = build_model(ckpt.config)
+    try:
+        net.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        raise IncompatibleCheckpointError(
+            f"checkpoint weights do not fit the network its config describes: {exc}"
+        ) from exc
+    return net.eval()
+
+
+class Predictor:
+    """Calibrated M-PRTM predictions for batches of patients.
+
+    Build it with :meth:`from_checkpoint`.
+
+    Args:
+        ckpt: a loaded checkpoint.
+        network: its network.
+        text_encoder: its text encoder.
+        device: ``cpu`` or ``cuda``.
+        batch_size: patients per forward pass.
+        bf16: autocast to bfloat16 (CUDA only).
+        version: the model version string.
+    """
+
+    def __init__(
+        self,
+        ckpt: Checkpoint,
+        network: MPRTM,
+        text_encoder: TextEncoder,
+        device: str = "cpu",
+        batch_size: int = 32,
+        bf16: bool = False,
+        version: str = "",
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.checkpoint = ckpt
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.text_encoder = text_encoder.to(self.device).eval()
+        self.batch_size = batch_size
+        self.bf16 = bf16 and self.device.type == "cuda"
+        self.version = version
+        self.model_name = "M-PRTM"
+        self.thresholds: dict[str, tuple[float, float]] = dict(ckpt.thresholds)
+        self.synthetic_training_data = ckpt.synthetic_training_data
+        self.card_markdown = ckpt.card_markdown
+        self.schema = ckpt.schema
+        self.config = ckpt.config
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        threads: int = 0,
+        text_encoder_path: str | None = None,
+        batch_size: int = 32,
+        bf16: bool = True,
+    ) -> Predictor:
+        """Load a checkpoint for inference.
+
+        Args:
+            path: the checkpoint file.
+            device: ``cpu``, ``cuda`` or ``auto``.
+            threads: CPU threads for torch (0 leaves torch's default).
+            text_encoder_path: local folder of the text encoder, when it moved.
+            batch_size: patients per forward pass.
+            bf16: use bfloat16 autocast on CUDA.
+        """
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0, got {threads}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        if threads:
+            torch.set_num_threads(threads)
+        ckpt = load_checkpoint(path)
+        net = load_network(ckpt)
+        enc = load_text_encoder(ckpt, text_encoder_path)
+        version = f"mprtm-{file_sha256(path)[:12]}"
+        return cls(ckpt, net, enc, device, batch_size, bf16, version)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode_image(self, volume: np.ndarray) -> ImageFeatures:
+        """Segment one LGE series and embed it; cache the result under its fingerprint.
+
+        Args:
+            volume: (S, H, W) float32 slices, intensities about [0, 1].
+        """
+        arr = np.asarray(volume)
+        x = prepare_volume(arr, self.config.image_size, self.config.max_slices).to(self.device)
+        with self._autocast():
+            out = self.network.image.forward_features(x)
+        logits = out["logits"].float()  # (S, K, h, w)
+        if logits.shape[-2:] != arr.shape[-2:]:
+            logits = torch.nn.functional.interpolate(
+                logits, size=arr.shape[-2:], mode="bilinear", align_corners=False
+            )
+        seg = logits.argmax(1).to(torch.uint8).cpu().numpy()  # (S, H, W)
+        return ImageFeatures(
+            embedding=out["embedding"].float().cpu().numpy().astype(np.float32),
+            fibrosis_burden=float(out["burden"]),
+            segmentation=seg,
+        )
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Text embeddings (N, text_dim) float32."""
+        with self._autocast():
+            return self.text_encoder.embed(list(texts), batch_size=self.batch_size)
+
+    def _batches(self, n: int) -> Iterator[slice]:
+        for s in range(0, n, self.batch_size):
+            yield slice(s, min(s + self.batch_size, n))
+
+    def _image_features(
+        self, inp: ModelInput, cache: Mapping[str, ImageFeatures] | None
+    ) -> ImageFeatures | None:
+        if inp.image is None:
+            return None
+        if cache is not None and inp.image_fingerprint and inp.image_fingerprint in cache:
+            return cache[inp.image_fingerprint]
+        try:
+            return self.encode_image(inp.image)
+        except ModelInputError as exc:
+            raise ModelInputError(f"patient {inp.patient_id}: {exc}") from exc
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        inputs: Sequence[ModelInput],
+        image_cache: Mapping[str, ImageFeatures] | None = None,
+    ) -> list[PatientPrediction]:
+        """Predict every patient, in order.
+
+        Args:
+            inputs: the patients; each needs at least one modality.
+            image_cache: fingerprint -> ImageFeatures computed before; a hit skips the
+                image network.  New features come back in ``prediction.image_features``.
+
+        Raises:
+            ModelInputError: naming the first patient whose inputs cannot be used (the
+                whole call fails, so callers that must not lose a batch predict per chunk
+                and retry per patient).
+        """
+        out: list[PatientPrediction] = []
+        for sl in self._batches(len(inputs)):
+            out.extend(self._predict_batch(inputs[sl], image_cache))
+        return out
+
+    def _predict_batch(
+        self, batch: Sequence[ModelInput], cache: Mapping[str, ImageFeatures] | None
+    ) -> list[PatientPrediction]:
+        feats = [self._image_features(i, cache) for i in batch]
+        img_dim = self.network.image.embed_dim + 1
+        image = np.zeros((len(batch), img_dim), dtype=np.float32)
+        for r, f in enumerate(feats):
+            if f is not None:
+                if f.embedding.shape != (img_dim - 1,):
+                    raise ModelInputError(
+                        f"patient {batch[r].patient_id}: cached image embedding has shape "
+                        f"{f.embedding.shape}, this model needs ({img_dim - 1},)"
+                    )
+                image[r, :-1] = f.embedding
+                image[r, -1] = f.fibrosis_burden
+        text_present = np.array([has_text(i) for i in batch], dtype=bool)
+        text = np.zeros((len(batch), self.config.text_dim), dtype=np.float32)
+        if text_present.any():
+            idx = np.flatnonzero(text_present)
+            text[idx] = self.encode_texts([batch[int(i)].text or "" for i in idx])
+        t = assemble(
+            batch, self.schema, text, text_present, image, np.array([f is not None for f in feats])
+        )
+        empty = ~t["present"].any(dim=1)
+        if bool(empty.any()):
+            pid = batch[int(empty.nonzero()[0, 0])].patient_id
+            raise ModelInputError(f"patient {pid}: no usable modality (numeric, text or image)")
+        t = {k: v.to(self.device) for k, v in t.items()}
+        with self._autocast():
+            res = self.network(t["numeric"], t["text"], t["image"], t["present"])
+        probs = self.network.calibrated_probabilities(res["logits"].float()).cpu().numpy()
+        causes = res["cause_logits"].float().softmax(1).cpu().numpy()
+        weights = res["weights"].float().cpu().numpy()
+        present = t["present"].cpu().numpy()
+        preds = []
+        for r, inp in enumerate(batch):
+            p = {o: float(probs[r, j]) for j, o in enumerate(OUTCOMES)}
+            w = {
+                m: (float(weights[r, j]) if present[r, j] else 0.0)
+                for j, m in enumerate(MODALITIES)
+            }
+            f = feats[r]
+            preds.append(
+                PatientPrediction(
+                    patient_id=inp.patient_id,
+                    probabilities=p,
+                    tiers={o: tier(p[o], self.thresholds[o]) for o in OUTCOMES},
+                    modality_weights=w,
+                    fibrosis_burden=None if f is None else float(f.fibrosis_burden),
+                    cause_probabilities={
+                        c: float(causes[r, j]) for j, c in enumerate(self.config.causes)
+                    },
+                    image_features=f,
+                )
+            )
+        return preds

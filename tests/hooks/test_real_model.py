@@ -1,0 +1,167 @@
+"""The real on-demand path: prefetch -> cds.pipeline mapping -> a trained M-PRTM checkpoint.
+
+A tiny model is trained here (seconds) on the model tests' synthetic cohort; the service
+loads it through ``model.checkpoint`` like a deployment does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from cds.app import create_app
+from cds.config import Settings
+from cds.db.models import ImageFeatureCache, Prediction
+from cds.hooks.model_scorer import ModelScorer
+from model.config import preset
+from model.predictor import Predictor
+from model.train import train_mprtm
+from tests.hooks.conformance import check_response
+from tests.hooks.conftest import TokenFactory
+from tests.hooks.helpers import PV, auth, full_prefetch, hook_body, service_url
+from tests.model.helpers import tiny_cohort, write_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("hooks-model")
+    bert = write_tiny_bert(root / "bert")
+    cfg = preset(
+        "small",
+        image_size=32,
+        max_slices=3,
+        enc_dims=(8, 16, 16),
+        embed_dim=32,
+        fusion_heads=2,
+        numeric_hidden=16,
+        text_encoder=str(bert),
+        text_window=32,
+        seg_epochs=1,
+        fusion_epochs=2,
+        seg_batch=8,
+        fusion_batch=16,
+    )
+    res = train_mprtm(
+        tiny_cohort(24, seed=5),
+        cfg,
+        seed=7,
+        out=root / "m.pt",
+        progress=False,
+        synthetic=True,
+        baselines=False,
+    )
+    return Path(res.path)
+
+
+@pytest.fixture
+def model_app(make_settings: Callable[..., Settings], checkpoint: Path) -> Iterator[Flask]:
+    settings = make_settings(time_budget_ms=5000).replace(model__checkpoint=str(checkpoint))
+    app = create_app(settings)
+    assert isinstance(app.extensions["mprtm.hooks"].engine.scorer, ModelScorer)
+    yield app
+    app.extensions["mprtm.hooks"].engine.close()
+    app.extensions["mprtm.engine"].dispose()
+
+
+def _prefetch(pid: str) -> dict[str, Any]:
+    prefetch = full_prefetch(pid)
+    prefetch["patient"]["birthDate"] = "1950-03-01"
+    return prefetch
+
+
+def _post(app: Flask, token: TokenFactory, pid: str) -> Any:
+    resp = app.test_client().post(
+        f"/cds-services/{PV}",
+        json=hook_body(pid, prefetch=_prefetch(pid)),
+        headers=auth(token(service_url(PV))),
+    )
+    assert resp.status_code == 200
+    return resp.get_json()
+
+
+def test_on_demand_with_the_trained_model(model_app: Flask, token: TokenFactory) -> None:
+    body = _post(model_app, token, "p-real")
+    check_response(body)
+    [card] = body["cards"]
+    assert "computed now" in card["summary"], card["summary"]
+    assert "mprtm-" in card["detail"] and "trained on synthetic patients" in card["detail"]
+    with model_app.extensions["mprtm.sessions"]() as s:
+        pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
+    assert set(pred.probabilities) >= {"death", "cv_death", "macce"}
+    assert all(0.0 < p < 1.0 for p in pred.probabilities.values())
+    assert pred.inputs["features"]["lvef"]["value"] == 30
+    assert pred.inputs["features"]["nt_probnp"]["source"] == "Observation/bnp-1"
+    assert "Observation/lvef-1" in pred.basis
+    assert pred.modality_weights["image"] == 0.0
+
+
+def test_cached_image_features_are_used(
+    model_app: Flask, token: TokenFactory, checkpoint: Path
+) -> None:
+    predictor = Predictor.from_checkpoint(checkpoint)
+    volume = tiny_cohort(1, seed=9)[0].input.image
+    feats = predictor.encode_image(volume)
+    with model_app.extensions["mprtm.sessions"]() as s, s.begin():
+        s.add(
+            ImageFeatureCache(
+                series_fingerprint=uuid.uuid4().hex,
+                model_version=predictor.version,
+                patient_fhir_id="p-img",
+                study_instance_uid="1.2.3",
+                series_instance_uid="1.2.3.9",
+                study_date=(dt.date.today() - dt.timedelta(days=20)).strftime("%Y%m%d"),
+                n_slices=int(volume.shape[0]),
+                embedding=np.asarray(feats.embedding, dtype=np.float32).tobytes(),
+                fibrosis_burden=0.31,
+            )
+        )
+    [card] = _post(model_app, token, "p-img")["cards"]
+    assert "31.0% of the myocardium" in card["detail"]
+    with model_app.extensions["mprtm.sessions"]() as s:
+        pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
+    assert pred.modality_weights["image"] > 0.0
+    assert pred.lge_series_uid == "1.2.3.9"
+    assert not any("cardiac MRI" in sg["label"] for sg in card.get("suggestions", []))
+
+
+def test_a_cached_embedding_of_the_wrong_size_gives_an_info_card(
+    model_app: Flask, token: TokenFactory, checkpoint: Path
+) -> None:
+    version = Predictor.from_checkpoint(checkpoint).version
+    with model_app.extensions["mprtm.sessions"]() as s, s.begin():
+        s.add(
+            ImageFeatureCache(
+                series_fingerprint=uuid.uuid4().hex,
+                model_version=version,
+                patient_fhir_id="p-bad",
+                study_instance_uid="1.2.3",
+                series_instance_uid="1.2.3.10",
+                study_date="20260101",
+                n_slices=3,
+                embedding=np.zeros(5, dtype=np.float32).tobytes(),
+                fibrosis_burden=0.1,
+            )
+        )
+    [card] = _post(model_app, token, "p-bad")["cards"]
+    assert card["indicator"] == "info" and "p-bad" in card["detail"]
+
+
+def test_missing_checkpoint_gives_an_info_card(
+    make_settings: Callable[..., Settings], token: TokenFactory, tmp_path: Path
+) -> None:
+    settings = make_settings().replace(model__checkpoint=str(tmp_path / "missing.pt"))
+    app = create_app(settings)
+    try:
+        [card] = _post(app, token, "p-nomodel")["cards"]
+        assert card["indicator"] == "info" and "not found" in card["detail"]
+    finally:
+        app.extensions["mprtm.hooks"].engine.close()
+        app.extensions["mprtm.engine"].dispose()

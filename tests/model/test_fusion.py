@@ -1,0 +1,86 @@
+"""Fusion: modality weights, masking, the learned query, the full network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import ModelConfig, preset
+from model.fusion import ModalityFusion
+from model.mprtm import build_model
+
+
+def test_missing_modalities_get_exactly_zero_weight() -> None:
+    torch.manual_seed(0)
+    fus = ModalityFusion(16, 2, 3, 1, 0.0).eval()
+    tokens = torch.randn(5, 3, 16)
+    present = torch.tensor(
+        [[1, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 1], [0, 1, 0]], dtype=torch.bool
+    )
+    out, w = fus(tokens, present)
+    assert out.shape == (5, 16) and torch.isfinite(out).all()
+    assert torch.all(w[~present] == 0.0)
+    assert torch.allclose(w.sum(1), torch.ones(5))
+    assert w[3, 2] == 1.0
+
+
+def test_missing_modality_values_do_not_leak() -> None:
+    torch.manual_seed(0)
+    fus = ModalityFusion(16, 2, 3, 1, 0.0).eval()
+    tokens = torch.randn(1, 3, 16)
+    present = torch.tensor([[1, 0, 1]], dtype=torch.bool)
+    other = tokens.clone()
+    other[0, 1] = 100.0  # the absent text row changes
+    assert torch.allclose(fus(tokens, present)[0], fus(other, present)[0])
+
+
+def test_all_missing_and_bad_mask_raise() -> None:
+    fus = ModalityFusion(16, 2, 3, 1)
+    with pytest.raises(ValueError, match="at least one modality"):
+        fus(torch.randn(2, 3, 16), torch.tensor([[1, 0, 0], [0, 0, 0]], dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask shape"):
+        fus(torch.randn(2, 3, 16), torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError):
+        ModalityFusion(15, 2, 3, 1)
+    with pytest.raises(ValueError):
+        ModalityFusion(16, 2, 3, 3)
+
+
+def test_mprtm_outputs_and_determinism(tiny_cfg: ModelConfig) -> None:
+    def run() -> dict[str, torch.Tensor]:
+        torch.manual_seed(3)
+        net = build_model(tiny_cfg).eval()
+        g = torch.Generator().manual_seed(4)
+        b = 4
+        present = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0]], dtype=torch.bool)
+        return net(
+            torch.randn(b, 8, generator=g),
+            torch.randn(b, tiny_cfg.text_dim, generator=g),
+            torch.randn(b, net.image.embed_dim + 1, generator=g),
+            present,
+        )
+
+    a, b = run(), run()
+    assert a["logits"].shape == (4, 5)
+    assert a["cause_logits"].shape == (4, len(tiny_cfg.causes))
+    assert a["burden"].shape == (4,) and a["weights"].shape == (4, 3)
+    for k in a:
+        assert torch.isfinite(a[k]).all()
+        assert torch.equal(a[k], b[k])
+    assert a["weights"][1, 1] == 0 and a["weights"][2, 0] == 0 and a["weights"][3, 2] == 0
+
+
+def test_config_validation_and_round_trip() -> None:
+    cfg = preset("small", numeric_features=("a",))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert preset("full").image_size == 224
+    assert preset("full").enc_dims == (128, 320, 512)
+    for bad in ({"image_size": 50}, {"embed_dim": 250}, {"first_stride": 3}, {"dropout": 1.0}):
+        with pytest.raises(ValueError):
+            preset("small", **bad)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("medium")
+    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
+        ModelConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="numeric_features"):
+        build_model(preset("small"))

@@ -1,0 +1,175 @@
+"""Training, checkpoint round trip, compatibility checks and the Predictor."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import ModelConfig
+from model.errors import (
+    CheckpointError,
+    IncompatibleCheckpointError,
+    ModelInputError,
+    TrainingError,
+)
+from model.predictor import Predictor
+from model.train import TrainResult, split_patients, train_mprtm
+from model.types import MODALITIES, OUTCOMES, TIERS, ImageFeatures, ModelInput
+from tests.model.helpers import tiny_cohort, write_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, ModelConfig, list]:
+    root = tmp_path_factory.mktemp("train")
+    bert = write_tiny_bert(root / "bert")
+    from model.config import preset
+
+    cfg = preset(
+        "small",
+        image_size=32,
+        max_slices=3,
+        enc_dims=(8, 16, 16),
+        embed_dim=32,
+        fusion_heads=2,
+        numeric_hidden=16,
+        text_encoder=str(bert),
+        text_window=32,
+        seg_epochs=2,
+        fusion_epochs=3,
+        seg_batch=8,
+        fusion_batch=16,
+    )
+    examples = tiny_cohort(40, seed=5)
+    res = train_mprtm(examples, cfg, seed=7, out=root / "m.pt", progress=False, synthetic=True)
+    return res, cfg, examples
+
+
+def test_training_writes_checkpoint_card_and_curves(trained) -> None:  # type: ignore[no-untyped-def]
+    res, _, examples = trained
+    assert res.path is not None and res.path.is_file()
+    assert res.path.with_suffix(".md").read_text().startswith("# M-PRTM model card")
+    assert res.path.with_suffix(".curves.png").stat().st_size > 1000
+    ck = load_checkpoint(res.path)
+    assert set(ck.thresholds) == set(OUTCOMES)
+    assert set(ck.baselines) == {f"{m}_only" for m in MODALITIES}
+    assert ck.synthetic_training_data and len(ck.data_fingerprint) == 64
+    assert ck.text_encoder["name"] == "bert" and len(ck.text_encoder["sha256"]) == 64
+    assert "torch" in ck.versions and ck.schema.names == ck.config.numeric_features
+    test_ids = (
+        {e.input.patient_id for e in examples} - set(ck.split["train"]) - set(ck.split["val"])
+    )
+    assert len(test_ids) == 10  # 25 % held out, never seen
+
+
+def test_training_is_deterministic_under_a_seed(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res, cfg, examples = trained
+    again = train_mprtm(examples, cfg, seed=7, out=None, progress=False, baselines=False)
+    for k, v in again.checkpoint.state_dict.items():
+        assert torch.equal(v, res.checkpoint.state_dict[k]), k
+
+
+def test_split_is_patient_level_and_seeded() -> None:
+    ids = [f"p{i}" for i in range(100)] + ["p1"]
+    a, b = split_patients(ids, 1), split_patients(ids, 1)
+    assert a == b and split_patients(ids, 2) != a
+    assert sum(len(v) for v in a.values()) == 100
+    assert not set(a["train"]) & set(a["test"])
+    with pytest.raises(TrainingError):
+        split_patients(["a", "b"], 0)
+
+
+def test_predictor_round_trip_and_masks(trained) -> None:  # type: ignore[no-untyped-def]
+    res, _, examples = trained
+    pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=3)
+    assert pred.version.startswith("mprtm-") and len(pred.version) == 18
+    assert pred.synthetic_training_data and "model card" in pred.card_markdown
+    full = examples[0].input
+    inputs = [
+        full,
+        dataclasses.replace(full, patient_id="no-text", text=None),
+        dataclasses.replace(full, patient_id="no-image", image=None),
+        dataclasses.replace(full, patient_id="image-only", numeric={}, text=None),
+        dataclasses.replace(full, patient_id="text-only", numeric={}, image=None),
+    ]
+    out = pred.predict(inputs)
+    assert [p.patient_id for p in out] == [i.patient_id for i in inputs]
+    for p in out:
+        assert set(p.probabilities) == set(OUTCOMES)
+        assert all(0.0 < v < 1.0 for v in p.probabilities.values())
+        assert all(t in TIERS for t in p.tiers.values())
+        assert sum(p.modality_weights.values()) == pytest.approx(1.0, abs=1e-5)
+        assert sum(p.cause_probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert out[1].modality_weights["text"] == 0.0
+    assert out[2].modality_weights["image"] == 0.0 and out[2].fibrosis_burden is None
+    assert out[3].modality_weights == {"numeric": 0.0, "text": 0.0, "image": 1.0}
+    assert out[4].modality_weights["text"] == 1.0
+    seg = out[0].image_features.segmentation
+    assert seg is not None and seg.shape == full.image.shape and seg.dtype == np.uint8
+    # same inputs, same answers (batch composition does not matter)
+    single = pred.predict([inputs[2]])[0]
+    assert single.probabilities == pytest.approx(out[2].probabilities, abs=1e-5)
+
+
+def test_predictor_uses_image_cache(trained) -> None:  # type: ignore[no-untyped-def]
+    res, _, examples = trained
+    pred = Predictor.from_checkpoint(res.path)
+    inp = examples[1].input
+    feats = pred.encode_image(inp.image)
+    assert feats.embedding.shape == (pred.network.image.embed_dim,)
+    assert 0.0 <= feats.fibrosis_burden <= 1.0
+    assert pred.predict([inp])[0].probabilities == pytest.approx(
+        pred.predict([inp], {inp.image_fingerprint: feats})[0].probabilities, abs=1e-5
+    )
+    fake = ImageFeatures(embedding=feats.embedding + 5.0, fibrosis_burden=0.9)
+    cached = pred.predict([inp], {inp.image_fingerprint: fake})[0]
+    assert cached.fibrosis_burden == pytest.approx(0.9)  # the cache entry was used
+    bad = ImageFeatures(embedding=np.zeros(3, dtype=np.float32), fibrosis_burden=0.1)
+    with pytest.raises(ModelInputError, match=inp.patient_id):
+        pred.predict([inp], {inp.image_fingerprint: bad})
+
+
+def test_predictor_rejects_patients_without_data(trained) -> None:  # type: ignore[no-untyped-def]
+    res, _, _ = trained
+    pred = Predictor.from_checkpoint(res.path)
+    with pytest.raises(ModelInputError, match="empty-1"):
+        pred.predict([ModelInput(patient_id="empty-1", numeric={"unknown": 1.0}, text="  ")])
+    with pytest.raises(ModelInputError, match="bad-img"):
+        pred.predict([ModelInput(patient_id="bad-img", image=np.zeros((2, 3), dtype=np.float32))])
+    with pytest.raises(ValueError):
+        Predictor.from_checkpoint(res.path, device="tpu")
+    with pytest.raises(ValueError):
+        Predictor.from_checkpoint(res.path, threads=-1)
+
+
+def test_incompatible_checkpoints_fail_clearly(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res, _, _ = trained
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something-else"}, other)
+    with pytest.raises(IncompatibleCheckpointError, match="not an M-PRTM checkpoint"):
+        load_checkpoint(other)
+    blob = torch.load(res.path, weights_only=True)
+    blob["format_version"] = 99
+    torch.save(blob, tmp_path / "future.pt")
+    with pytest.raises(IncompatibleCheckpointError, match="format 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    # weights that do not fit the config
+    ck = load_checkpoint(res.path)
+    ck.state_dict = {k: v for k, v in ck.state_dict.items() if not k.startswith("heads.")}
+    save_checkpoint(ck, tmp_path / "cut.pt")
+    with pytest.raises(IncompatibleCheckpointError, match="do not fit"):
+        Predictor.from_checkpoint(tmp_path / "cut.pt")
+    # a different text encoder than the one trained with
+    other_bert = write_tiny_bert(tmp_path / "other-bert", seed=99)
+    with pytest.raises(IncompatibleCheckpointError, match="sha256"):
+        Predictor.from_checkpoint(res.path, text_encoder_path=str(other_bert))
