@@ -86,6 +86,7 @@ def test_paging_follows_next_links(engine: FhirEngine, cohort: Cohort) -> None:
         assert len({o.id for o in page.matches}) == 7
         rec = src.patient_record(pid)
         assert len(rec.observations) == 7
+        src.client.page_size = 40
         everyone = src.cohort_patient_ids("all")
         assert set(cohort.patient_ids) <= set(everyone)
         assert len(everyone) == len(set(everyone))
