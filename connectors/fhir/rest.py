@@ -60,7 +60,7 @@ LOINC = "http://loinc.org"
 CODES_PER_SEARCH = 40
 T = TypeVar("T")
 
-# record attribute <- resource type searched by ``patient=<id>``
+# record attribute <- resource type searched by ``subject=Patient/<id>``
 PATIENT_SEARCHES: tuple[tuple[str, str], ...] = (
     ("conditions", "Condition"),
     ("medication_requests", "MedicationRequest"),
@@ -152,7 +152,7 @@ class FhirRestSource:
         record = PatientRecord(patient=patient)
         jobs: list[tuple[str, Callable[[], SearchPage]]] = []
         for chunk in _chunks(loinc_codes, CODES_PER_SEARCH) if loinc_codes else [()]:
-            params: dict[str, str | list[str]] = {"patient": patient_id}
+            params: dict[str, str | list[str]] = {"subject": f"Patient/{patient_id}"}
             if chunk:
                 params["code"] = ",".join(f"{LOINC}|{c}" for c in chunk)
             if since is not None:
@@ -160,7 +160,9 @@ class FhirRestSource:
             jobs.append(("observations", _search(self.client, "Observation", params, label)))
         for attr, rtype in PATIENT_SEARCHES:
             if self.client.supports(rtype):
-                jobs.append((attr, _search(self.client, rtype, {"patient": patient_id}, label)))
+                jobs.append(
+                    (attr, _search(self.client, rtype, {"subject": f"Patient/{patient_id}"}, label))
+                )
             else:
                 record.warnings.append(f"{rtype}: not searchable on this server; not pulled")
         futures = [(attr, self._pool.submit(job)) for attr, job in jobs]
