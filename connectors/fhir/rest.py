@@ -57,7 +57,7 @@ log = logging.getLogger("connectors.fhir.rest")
 
 LOINC = "http://loinc.org"
 #: LOINC codes per Observation search request (keeps URLs well under common limits).
-CODES_PER_SEARCH = 40
+CODES_PER_SEARCH = 100
 T = TypeVar("T")
 
 # record attribute <- resource type searched by ``subject=Patient/<id>``

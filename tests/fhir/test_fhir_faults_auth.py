@@ -196,3 +196,18 @@ def test_smart_wrong_key_is_an_auth_error(engine: FhirEngine, tmp_path: Path) ->
             private_key_file=str(_write_key(tmp_path / "rsa.pem", "RS384")),
             key_alg="ES384",
         )
+
+
+def test_token_endpoint_discovered_from_capability_statement(
+    engine: FhirEngine, cohort: Cohort, tmp_path: Path
+) -> None:
+    key = _write_key(tmp_path / "key.pem", "ES384")
+    engine.configure_auth(
+        require=True, clients={"c3": {"jwks": public_jwks(key, "ES384")}}, well_known=False
+    )
+    assert httpx.get(f"{engine.base_url}/.well-known/smart-configuration").status_code == 404
+    with source(
+        engine, auth="smart-backend", client_id="c3", private_key_file=str(key), key_alg="ES384"
+    ) as src:
+        assert src.http.auth.token_url == engine.token_url  # type: ignore[attr-defined]
+        assert src.patient_record(cohort.patient_ids[0]).patient_id == cohort.patient_ids[0]

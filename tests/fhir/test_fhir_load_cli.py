@@ -47,7 +47,6 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.slow
 def test_synthetic_cohort_loads_and_comes_back_complete(
     engine: FhirEngine, synth_dir: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
