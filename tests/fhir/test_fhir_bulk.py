@@ -120,3 +120,36 @@ def test_failures_are_reported(bulk_server: BulkTestServer, tmp_path: Path) -> N
         assert bulk_server.jobs == {}  # the abandoned job was cancelled (DELETE)
         with pytest.raises(ValueError, match="timezone-aware"):
             ex.kick_off(since=dt.datetime(2024, 1, 1))
+
+
+def test_bulk_export_cli(
+    bulk_server: BulkTestServer, cohort: Cohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cds.cli import main
+    from connectors.fhir.ndjson import NdjsonFolderSource
+
+    out = tmp_path / "export"
+    rc = main(
+        [
+            "bulk-export",
+            str(out),
+            "--group",
+            cohort.group_id,
+            "--fhir-url",
+            bulk_server.base_url,
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--no-progress",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 1  # the server reported the cut-off line
+    assert "server error: error invalid: Observation.ndjson line 21: not JSON" in printed
+    with NdjsonFolderSource(out) as src:
+        assert sorted(src.cohort_patient_ids("all")) == sorted(cohort.patient_ids)
+        rec = src.patient_record(cohort.patient_ids[0])
+        assert len(rec.observations) == 5
+    assert (
+        main(["bulk-export", str(out), "--since", "2000-01-01", "--fhir-url", bulk_server.base_url])
+        == 2
+    )

@@ -16,6 +16,7 @@ of NDJSON files (``<Type>.ndjson``), for testing the client in ``connectors/fhir
 * output files: ``GET [base]/bulkfiles/<job>/<name>`` as ``application/fhir+ndjson``; lines
   of the source folder that are not JSON or lack ``resourceType``/``id`` are reported in
   an ``OperationOutcome`` NDJSON error file instead of being exported;
+* ``GET [base]/metadata``: a CapabilityStatement that instantiates the IG's bulk-data one;
 * optional bearer token check (``token``): kick-off, status and files need it and the
   manifest says ``requiresAccessToken: true``.
 
@@ -44,6 +45,34 @@ from urllib.parse import parse_qs, urlsplit
 NDJSON = "application/fhir+ndjson"
 FORMATS = {"application/fhir+ndjson", "application/ndjson", "ndjson"}
 PATIENT_REFS = ("subject", "patient")
+CAPABILITIES = {
+    "resourceType": "CapabilityStatement",
+    "status": "active",
+    "date": "2026-01-01",
+    "kind": "instance",
+    "fhirVersion": "4.0.1",
+    "format": ["json"],
+    "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
+    "rest": [
+        {
+            "mode": "server",
+            "operation": [
+                {
+                    "name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                },
+                {
+                    "name": "patient-export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+                },
+                {
+                    "name": "group-export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+                },
+            ],
+        }
+    ],
+}
 
 
 @dataclass
@@ -248,6 +277,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path.removeprefix("/fhir").strip("/")
         if not self._authorized():
             return self._outcome(401, "bearer token required")
+        if path == "metadata":
+            return self._send(200, CAPABILITIES)
         if path.startswith("bulkfiles/"):
             return self._file(path)
         if path.startswith("bulkstatus/"):
