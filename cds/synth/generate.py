@@ -9,6 +9,7 @@ Layout of ``out``::
     truth/masks/<Series>.npz          masks (S, H, W) uint8 + sop_instance_uids (S,)
     truth/modality_signal.json        AUROC of the true risk and per modality
     truth/implausible_values.csv      observations given deliberately implausible values
+    truth/meta.json                   reference_date, seed, patients, images, image_size
 
 The same seed gives byte-identical files.
 """
@@ -176,6 +177,16 @@ def generate(
         for fh in files.values():
             fh.close()
     result.counts = {k: v for k, v in counts.items() if v}
+    meta = {
+        "generator": "mprtm synth",
+        "reference_date": reference_date.isoformat(),
+        "seed": seed,
+        "patients": n,
+        "images": images,
+        "image_size": image_size if images else None,
+        "slices": n_slices if images else None,
+    }
+    (out / "truth" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     _write_truth(out / "truth", c, labels, risk, burden_out, implausible, result.signal)
     return result
 

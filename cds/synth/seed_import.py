@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -369,6 +370,8 @@ def import_seed_csv(
     w.writerow(LABEL_COLUMNS)
     w.writerows(labels)
     (out / "truth" / "labels.csv").write_text(buf.getvalue(), encoding="utf-8")
+    meta = {"generator": "mprtm import-csv", "reference_date": reference_date.isoformat()}
+    (out / "truth" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     err_path = out / "import-errors.csv"
     if result.errors:
         ebuf = io.StringIO()

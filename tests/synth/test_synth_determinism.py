@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from synth_helpers import SEED, SIZE, N, tree_digest
@@ -49,5 +50,7 @@ def test_cli_writes_and_reports(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert "AUROC" in text and "death" in text
     assert (out / "truth" / "modality_signal.json").is_file()
+    meta = json.loads((out / "truth" / "meta.json").read_text())
+    assert meta["reference_date"] == "2026-11-01" and meta["seed"] == 3 and meta["images"] is False
     # a folder that already holds a cohort is refused (usage error, exit 2)
     assert main(["synth", "--patients", "4", "--out", str(out), "--no-images", "--quiet"]) == 2
