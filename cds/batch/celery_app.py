@@ -29,12 +29,22 @@ TASK_NAME = "mprtm.score_chunk"
 
 
 def _broker_url(settings: Settings) -> str:
+    """``batch.broker_url`` with ``batch.broker_password`` (from the environment) put in:
+    ``amqp://user@host//`` becomes ``amqp://user:<pw>@host//``, ``redis://host`` becomes
+    ``redis://:<pw>@host``; a URL that already holds a password is left as it is."""
+    from urllib.parse import quote
+
     url = settings.batch.broker_url
     pw = settings.batch.broker_password
-    if pw and "://" in url and "@" not in url:
-        scheme, rest = url.split("://", 1)
-        url = f"{scheme}://:{pw}@{rest}"
-    return url
+    if not pw or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    if "@" in rest:
+        userinfo, host = rest.split("@", 1)
+        if ":" in userinfo:
+            return url
+        return f"{scheme}://{userinfo}:{quote(pw, safe='')}@{host}"
+    return f"{scheme}://:{quote(pw, safe='')}@{rest}"
 
 
 class SharedRateLimiter:

@@ -122,6 +122,9 @@ class NightlyScheduler:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        # Load the model and open the sources now: a bad checkpoint or source fails at
+        # start, not at 2 a.m., and the first tick does not pay the start-up time.
+        _ = self.runner.scorer
         log.info(
             "scheduler started: cron %r (%s), cohort %r",
             self.settings.batch.schedule,

@@ -199,3 +199,18 @@ def test_cron_triggers_and_ticks() -> None:
         make_trigger("every night", "UTC")
     with pytest.raises(ConfigError, match="batch.timezone"):
         make_trigger("0 2 * * *", "Mars/Olympus")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("amqp://mprtm@mq:5672//", "amqp://mprtm:p%40ss@mq:5672//"),
+        ("redis://127.0.0.1:6379/0", "redis://:p%40ss@127.0.0.1:6379/0"),
+        ("amqp://mprtm:given@mq//", "amqp://mprtm:given@mq//"),
+    ],
+)
+def test_broker_password_goes_into_the_url(settings: Settings, url: str, expected: str) -> None:
+    from cds.batch.celery_app import _broker_url
+
+    s = settings.replace(batch__broker_url=url, batch__broker_password="p@ss")
+    assert _broker_url(s) == expected
