@@ -31,6 +31,7 @@ from cds.config import Settings
 from cds.db.models import ModelVersion, Prediction
 from cds.hooks import store
 from cds.hooks._deadline import Deadline
+from cds.hooks._writer import IssuedCardWriter
 from cds.hooks.cards import CardContext, info_card, risk_card
 from cds.hooks.errors import DataUnavailable, PreconditionFailed, ScoringError
 from cds.hooks.prefetch import GatheredData, can_fetch, gather
@@ -73,11 +74,13 @@ class HooksEngine:
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, settings.cds_hooks.workers), thread_name_prefix="hooks-score"
         )
+        self.issued = IssuedCardWriter(sessions)
         self._lge = [p.lower() for p in settings.pacs.lge_patterns]
         self._not_lge = [p.lower() for p in settings.pacs.exclude_patterns]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.issued.close()
 
     def handle(self, service: ServiceDefinition, req: HookRequest) -> dict[str, Any]:
         hooks = self.settings.cds_hooks
@@ -109,7 +112,7 @@ class HooksEngine:
                 service, req, deadline, now, ctx, latest, mv, before
             )
         out = [c for c in cards if c is not None]
-        store.record_issued(self.sessions, out, service.id, req.patient_id, prediction_id)
+        self.issued.add(out, service.id, req.patient_id, prediction_id)
         log.info(
             "hook %s patient=%s path=%s cards=%d ms=%.0f",
             service.id,

@@ -133,27 +133,6 @@ def save_on_demand(
         return int(row.id)
 
 
-def record_issued(
-    factory: sessionmaker[Session],
-    cards: Sequence[dict[str, Any]],
-    service_id: str,
-    fhir_id: str,
-    prediction_id: int | None,
-) -> None:
-    """Remember each card's uuid so feedback can be tied to its patient and service."""
-    with factory() as session, session.begin():
-        for card in cards:
-            if card.get("uuid"):
-                session.add(
-                    IssuedCard(
-                        card_uuid=card["uuid"],
-                        service_id=service_id,
-                        patient_fhir_id=fhir_id,
-                        prediction_id=prediction_id,
-                    )
-                )
-
-
 def issued_cards(session: Session, uuids: Sequence[str]) -> dict[str, IssuedCard]:
     rows = session.scalars(select(IssuedCard).where(IssuedCard.card_uuid.in_(list(uuids))))
     return {r.card_uuid: r for r in rows}

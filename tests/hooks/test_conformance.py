@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -51,7 +52,9 @@ def test_discovery(client: FlaskClient, token: TokenFactory) -> None:
     assert "10230-1" in by_id[PV]["prefetch"]["observations"]  # LVEF is asked for
 
 
-def test_patient_view_nightly_card(client: FlaskClient, token: TokenFactory, sessions: Any) -> None:
+def test_patient_view_nightly_card(
+    app: Flask, client: FlaskClient, token: TokenFactory, sessions: Any
+) -> None:
     pid = add_prediction(sessions, "p1", age_hours=3, p_death=0.42)
     resp = post(client, token, PV, hook_body("p1"))
     assert resp.status_code == 200
@@ -72,6 +75,7 @@ def test_patient_view_nightly_card(client: FlaskClient, token: TokenFactory, ses
     assert "no earlier run" in detail
     assert card["source"]["url"] == f"{PUBLIC_URL}/model-card"
     # the issued card is stored with its patient, service and prediction
+    app.extensions["mprtm.hooks"].engine.issued.flush()  # written behind
     with sessions() as s:
         issued = s.scalars(select(IssuedCard).where(IssuedCard.card_uuid == card["uuid"])).one()
     assert (issued.patient_fhir_id, issued.service_id, issued.prediction_id) == ("p1", PV, pid)

@@ -59,7 +59,7 @@ def test_fresh_nightly_result_is_used_without_scoring(
 
 
 def test_stale_nightly_means_on_demand_from_prefetch(
-    client: FlaskClient, token: TokenFactory, sessions: Any, scorer: RuleScorer
+    app: Flask, client: FlaskClient, token: TokenFactory, sessions: Any, scorer: RuleScorer
 ) -> None:
     add_prediction(sessions, "p-od", age_hours=50, p_death=0.2)
     body = post(client, token, hook_body("p-od", prefetch=full_prefetch("p-od"))).get_json()
@@ -73,6 +73,7 @@ def test_stale_nightly_means_on_demand_from_prefetch(
     # p = 0.05 + 0.2 (LVEF 30) + 0.15 (NT-proBNP 3500) = 40 %, vs 20 % in the nightly run
     assert "40%" in card["summary"] and "+20 pts since last run" in card["summary"]
     assert "Computed on demand" in card["detail"]
+    app.extensions["mprtm.hooks"].engine.issued.flush()  # written behind
     with sessions() as s:
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
         issued = s.scalars(select(IssuedCard)).one()
