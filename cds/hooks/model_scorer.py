@@ -114,7 +114,7 @@ class ModelScorer:
                 predictor = _caching_predictor(Predictor).from_checkpoint(
                     path,
                     device=m.device,
-                    threads=m.cpu_threads,
+                    threads=self._settings.cds_hooks.torch_threads or m.cpu_threads,
                     text_encoder_path=m.text_encoder or None,
                     batch_size=1,
                     bf16=True,
