@@ -13,6 +13,7 @@ from cds import __version__
 from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
 from cds.hooks import init_app as init_hooks
+from cds.inbox import init_app as init_inbox
 
 log = logging.getLogger("mprtm.app")
 
@@ -49,8 +50,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
             conn.execute(text("SELECT 1"))
         return jsonify(status="ok", version=__version__)
 
+    init_inbox(app)
+
     return app
 
 
 def settings_of(app: Flask) -> Settings:
-    return app.extensions["mprtm.settings"]  # type: ignore[no-any-return]
+    settings: Settings = app.extensions["mprtm.settings"]
+    return settings

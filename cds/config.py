@@ -34,6 +34,8 @@ SECRET_KEYS = frozenset(
         "fhir.client_secret",
         "server.secret_key",
         "batch.broker_password",
+        "pacs.dicomweb_password",
+        "pacs.dicomweb_token",
     }
 )
 #: Keys whose value is masked when the effective configuration is printed.
@@ -84,6 +86,16 @@ class PacsSettings:
     dicomweb_url: str = ""
     cache_dir: str = "cache/dicom"
     assoc_timeout_s: float = 30.0
+    dimse_timeout_s: float = 120.0
+    network_timeout_s: float = 120.0
+    max_retries: int = 3
+    retry_backoff_s: float = 1.0
+    storage_bind: str = "127.0.0.1"
+    dicomweb_auth: Literal["none", "basic", "bearer"] = "none"
+    dicomweb_username: str = ""
+    dicomweb_password: str = ""
+    dicomweb_token: str = ""
+    dicomweb_timeout_s: float = 60.0
     retrieve: Literal["move", "get"] = "get"
     lge_patterns: tuple[str, ...] = ("LGE", "late gad", "PSIR", "delayed enh", "MDE")
     exclude_patterns: tuple[str, ...] = ("localizer", "scout", "survey", "cine", "SSFP", "T1 map")
@@ -161,6 +173,8 @@ class ServerSettings:
     secret_key: str = ""
     demo_login: bool = False
     smart_client_id: str = ""
+    smart_issuers: tuple[str, ...] = ()
+    smart_scope: str = "launch openid fhirUser"
     threads: int = 8
 
 
@@ -202,7 +216,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, source: str, allow_secrets: bool = False) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is Literal:
@@ -214,13 +228,15 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{source}: key '{key}' must be a list, got {type(value).__name__}")
         item_tp = args[0]
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value))
+        return tuple(
+            _coerce(v, item_tp, f"{key}[{i}]", source, allow_secrets) for i, v in enumerate(value)
+        )
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{source}: unsupported type for '{key}'")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{source}: key '{key}' must be a table")
-        return _build(tp, dict(value), key, source, allow_secrets=False)
+        return _build(tp, dict(value), key, source, allow_secrets=allow_secrets)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: key '{key}' must be true or false, got {value!r}")
@@ -250,7 +266,7 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, source: str, *, allow_se
         if key in SECRET_KEYS and not allow_secrets and value not in ("", None):
             env = ENV_PREFIX + key.replace(".", "__").upper()
             raise ConfigError(f"{source}: key '{key}' is a secret; set it with {env} instead")
-        kwargs[name] = _coerce(value, hints[name], key, source)
+        kwargs[name] = _coerce(value, hints[name], key, source, allow_secrets)
     for f in dataclasses.fields(cls):
         if (
             f.name not in kwargs

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import TYPE_CHECKING
 
-from cds.config import Settings
+from cds.config import PacsSettings, Settings
 from cds.errors import ConfigError
 from connectors.fhir.base import FhirSource
 from connectors.pacs.base import ImagingSource
+
+if TYPE_CHECKING:
+    from connectors.pacs.factory import NetworkSourceParams
 
 _PLACEHOLDER = re.compile(r"\{as_of(?:([+-])(\d+)d)?\}")
 
@@ -38,7 +42,9 @@ def make_fhir_source(settings: Settings) -> FhirSource:
 
 
 def make_imaging_source(settings: Settings) -> ImagingSource:
-    """The imaging source of ``pacs.source``.
+    """The imaging source of ``pacs.source``: a DICOM folder, or a PACS over DIMSE
+    (C-FIND + C-GET/C-MOVE; a C-MOVE source runs our Storage SCP until closed) or
+    DICOMweb (QIDO-RS/WADO-RS).  Close it after use.
 
     Raises:
         ConfigError: the source cannot be opened with these settings (names the key).
@@ -52,7 +58,65 @@ def make_imaging_source(settings: Settings) -> ImagingSource:
             return DicomFolderSource(settings.pacs.folder)
         except DicomInvalid as exc:
             raise ConfigError(f"pacs.folder: {exc}") from None
+    if kind in ("dimse", "dicomweb"):
+        from connectors.errors import PacsError, StorageScpError
+        from connectors.pacs.factory import open_network_source
+
+        params = network_params(settings.pacs)
+        try:
+            return open_network_source(params)
+        except StorageScpError as exc:
+            raise ConfigError(f"pacs.storage_port / pacs.storage_bind: {exc}") from None
+        except (ValueError, PacsError) as exc:
+            raise ConfigError(f"[pacs]: {exc}") from None
     raise ConfigError(f"pacs.source = {kind!r} is not available in this build")
+
+
+def network_params(pacs: PacsSettings) -> NetworkSourceParams:
+    """The connector parameters of a DIMSE or DICOMweb ``[pacs]`` section.
+
+    Raises:
+        ConfigError: naming the key that cannot work.
+    """
+    from connectors.pacs.factory import NetworkSourceParams
+
+    if pacs.source not in ("dimse", "dicomweb"):
+        raise ConfigError(f"pacs.source {pacs.source!r} is not a network source")
+    if pacs.source == "dicomweb" and not pacs.dicomweb_url:
+        raise ConfigError("pacs.dicomweb_url is required when pacs.source = 'dicomweb'")
+    if pacs.source == "dicomweb" and pacs.dicomweb_auth == "bearer" and not pacs.dicomweb_token:
+        raise ConfigError(
+            "pacs.dicomweb_auth = 'bearer' needs MPRTM_PACS__DICOMWEB_TOKEN in the environment"
+        )
+    if pacs.source == "dimse" and pacs.retrieve == "move" and not pacs.allowed_peers:
+        raise ConfigError("pacs.allowed_peers must name the PACS' AE title for retrieve = 'move'")
+    for key in ("called_aet", "calling_aet"):
+        value = getattr(pacs, key)
+        if pacs.source == "dimse" and not 0 < len(value) <= 16:
+            raise ConfigError(f"pacs.{key} must be an AE title of 1-16 characters, got {value!r}")
+    return NetworkSourceParams(
+        kind=pacs.source,
+        cache_dir=pacs.cache_dir,
+        host=pacs.host,
+        port=pacs.port,
+        called_aet=pacs.called_aet,
+        calling_aet=pacs.calling_aet,
+        retrieve=pacs.retrieve,
+        storage_port=pacs.storage_port,
+        storage_bind=pacs.storage_bind,
+        allowed_peers=pacs.allowed_peers,
+        assoc_timeout_s=pacs.assoc_timeout_s,
+        dimse_timeout_s=pacs.dimse_timeout_s,
+        network_timeout_s=pacs.network_timeout_s,
+        max_retries=pacs.max_retries,
+        retry_backoff_s=pacs.retry_backoff_s,
+        dicomweb_url=pacs.dicomweb_url,
+        dicomweb_auth=pacs.dicomweb_auth,
+        dicomweb_username=pacs.dicomweb_username,
+        dicomweb_password=pacs.dicomweb_password,
+        dicomweb_token=pacs.dicomweb_token,
+        dicomweb_timeout_s=pacs.dicomweb_timeout_s,
+    )
 
 
 def expand_cohort(cohort: str, as_of: dt.date) -> str:

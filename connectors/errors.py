@@ -41,7 +41,53 @@ class PacsError(ConnectorError):
 
 
 class AssociationError(PacsError):
-    """The association was refused, aborted or timed out after every retry."""
+    """The association was refused, aborted or timed out after every retry.
+
+    The message names both AE titles, ``host:port``, the number of attempts and the last
+    reason (rejection result/source/diagnostic, abort, timeout or connection failure).
+    """
+
+    def __init__(self, message: str, *, attempts: int = 1, reason: str = "") -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.reason = reason
+
+
+class DimseStatusError(PacsError):
+    """A DIMSE service (C-FIND, C-GET, C-MOVE, C-STORE) answered with a non-success status.
+
+    ``status`` is the DIMSE status code (e.g. ``0xA801`` move destination unknown).
+    """
+
+    def __init__(self, message: str, *, service: str, status: int) -> None:
+        super().__init__(message)
+        self.service = service
+        self.status = status
+
+
+class RetrieveIncomplete(PacsError):
+    """A series retrieval ended with fewer instances than the PACS announced or with failed
+    sub-operations; nothing of it was cached."""
+
+    def __init__(self, message: str, *, expected: int, received: int, failed: int = 0) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.received = received
+        self.failed = failed
+
+
+class DicomWebError(PacsError):
+    """A DICOMweb (QIDO-RS/WADO-RS) request failed: an HTTP error status, a malformed
+    answer, or timeouts/5xx after every retry."""
+
+    def __init__(self, message: str, *, status: int | None = None, url: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class StorageScpError(PacsError):
+    """Our own Storage SCP (the C-MOVE destination) could not start, e.g. port in use."""
 
 
 class DicomInvalid(PacsError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 import cds.db.models  # noqa: F401  (registers the tables on Base.metadata)
 from cds.db.base import Base
 from cds.db.session import make_engine

@@ -176,9 +176,7 @@ class Alert(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
-    prediction_id: Mapped[int | None] = mapped_column(
-        ForeignKey("predictions.id"), nullable=True
-    )
+    prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id"), nullable=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("batch_runs.id"), nullable=True)
     reason: Mapped[str] = mapped_column(String(40))
     outcome: Mapped[str] = mapped_column(String(40), default="death")

@@ -122,7 +122,6 @@ class NdjsonFolderSource:
         self.files = paths
         self.warnings: list[str] = []
         self._buffers: list[mmap.mmap | bytes] = []
-        self._handles: list[Any] = []
         self._patients: dict[str, _Loc] = {}
         self._by_patient: dict[str, list[_Loc]] = {}
         self._by_id: dict[tuple[str, str], _Loc] = {}
@@ -138,9 +137,8 @@ class NdjsonFolderSource:
                 return gz.read()
         if path.stat().st_size == 0:
             return b""
-        fh = open(path, "rb")  # kept open for the mmap's lifetime
-        self._handles.append(fh)
-        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        with open(path, "rb") as fh:  # the mmap keeps its own descriptor
+            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
 
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -248,9 +246,12 @@ class NdjsonFolderSource:
                 if member.get("inactive"):
                     continue
                 pid = patient_id_from_reference((member.get("entity") or {}).get("reference"))
-                if pid is None or pid not in self._patients:
-                    self._warn(f"Group/{gid}: member {pid or '?'} is not a Patient in the folder")
+                if pid is None:
+                    self._warn(f"Group/{gid}: a member is not a Patient reference; skipped")
                     continue
+                if pid not in self._patients:
+                    # kept: the batch reports it as failed (not found) instead of losing it
+                    self._warn(f"Group/{gid}: member Patient/{pid} is not in the folder")
                 if pid not in out:
                     out.append(pid)
             return out
@@ -341,10 +342,7 @@ class NdjsonFolderSource:
         for buf in self._buffers:
             if isinstance(buf, mmap.mmap):
                 buf.close()
-        for fh in self._handles:
-            fh.close()
         self._buffers = []
-        self._handles = []
 
     def __enter__(self) -> NdjsonFolderSource:
         return self

@@ -1,0 +1,1 @@
+"""The nightly follow-up batch: runner, scoring, write-back, alerts, scheduler, Celery."""

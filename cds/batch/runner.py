@@ -1,0 +1,303 @@
+"""The nightly follow-up batch: cohort -> pull -> map -> predict -> write back -> alerts.
+
+Resumable and idempotent:
+
+- a run is identified by ``run_key`` (cohort, model version, run date, or a scheduler tick);
+  every cohort patient gets a :class:`BatchItem` row at the start;
+- a patient is marked ``done`` in the same transaction that stores its prediction and
+  alerts, after its RiskAssessment was written (by identifier, so a rewrite is an update);
+- running the same ``run_key`` again (after SIGKILL, say) does only the items not done;
+- one patient's failure is recorded on its item (reason, no PHI) and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cds.batch import _scoring
+from cds.batch.lock import batch_lock
+from cds.config import Settings
+from cds.db import make_engine, session_factory, session_scope
+from cds.db.models import BatchItem, BatchRun, ModelVersion
+from cds.errors import MprtmError
+
+log = logging.getLogger("mprtm.batch")
+
+
+class BatchError(MprtmError):
+    """The batch as a whole could not run (lock held, cohort unreadable, no model)."""
+
+
+@dataclass
+class RunOptions:
+    """Args:
+    limit: score at most this many cohort patients (in cohort order).
+    run_date: the run's date (default: today, UTC); part of RiskAssessment identifiers.
+    run_key: explicit key (the scheduler passes its tick); default from cohort/model/date.
+    as_of: the clinical as-of time for the observation window (default: now).
+    progress: show a progress bar.
+    """
+
+    limit: int | None = None
+    run_date: dt.date | None = None
+    run_key: str | None = None
+    as_of: dt.datetime | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    run_key: str
+    status: str
+    n_total: int
+    n_done: int
+    n_failed: int
+    n_alerts: int
+    n_skipped_already_done: int
+    failures: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "run_key": self.run_key,
+            "status": self.status,
+            "n_total": self.n_total,
+            "n_done": self.n_done,
+            "n_failed": self.n_failed,
+            "n_alerts": self.n_alerts,
+            "n_skipped_already_done": self.n_skipped_already_done,
+            "failures": self.failures,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+class StageTimer:
+    """Wall time per pipeline stage, summed over patients."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[name] += time.perf_counter() - t0
+
+    def merge(self, other: dict[str, float]) -> None:
+        for k, v in other.items():
+            self.totals[k] += v
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def register_model_version(session: Session, scorer: _scoring.Scorer) -> ModelVersion:
+    """The ModelVersion row of the loaded checkpoint (created once)."""
+    mv = session.scalar(
+        select(ModelVersion).where(ModelVersion.checkpoint_sha256 == scorer.checkpoint_sha256)
+    )
+    if mv is None:
+        mv = ModelVersion(
+            name=scorer.model_name,
+            version=scorer.model_version,
+            checkpoint_sha256=scorer.checkpoint_sha256,
+            checkpoint_path=str(scorer.checkpoint_path),
+            metrics=scorer.metrics,
+            card_markdown=scorer.card_markdown,
+            synthetic_training_data=scorer.synthetic_training_data,
+        )
+        session.add(mv)
+        session.flush()
+    return mv
+
+
+class BatchRunner:
+    """Runs one batch (``run``); the scheduler and ``mprtm batch run`` both use it.
+
+    Args:
+        settings: effective settings.
+        scorer: the per-chunk scoring machinery (sources, predictor, writer); built from
+            ``settings`` when omitted.
+        engine: database engine; built from ``settings`` when omitted.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        scorer: _scoring.Scorer | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database.url)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self._scorer = scorer
+
+    @property
+    def scorer(self) -> _scoring.Scorer:
+        if self._scorer is None:
+            self._scorer = _scoring.Scorer.from_settings(self.settings)
+        return self._scorer
+
+    def default_run_key(self, run_date: dt.date) -> str:
+        return f"{self.settings.batch.cohort}|{self.scorer.model_version}|{run_date.isoformat()}"
+
+    def run(self, opts: RunOptions | None = None) -> RunSummary:
+        """Run (or resume) one batch under the database lock."""
+        opts = opts or RunOptions()
+        lock_name = f"mprtm-batch:{self.settings.batch.cohort}"
+        with batch_lock(self.engine, lock_name, self.settings.batch.lock_file) as held:
+            if not held:
+                raise BatchError(
+                    f"another process holds the batch lock for cohort "
+                    f"{self.settings.batch.cohort!r}; not starting a second run"
+                )
+            return self._run_locked(opts)
+
+    def _run_locked(self, opts: RunOptions) -> RunSummary:
+        t_start = time.perf_counter()
+        timer = StageTimer()
+        run_date = opts.run_date or dt.datetime.now(dt.UTC).date()
+        as_of = opts.as_of or dt.datetime.now(dt.UTC)
+        scorer = self.scorer
+        run_key = opts.run_key or self.default_run_key(run_date)
+        with session_scope(self.sessions) as s:
+            mv = register_model_version(s, scorer)
+            run = s.scalar(select(BatchRun).where(BatchRun.run_key == run_key))
+            resumed = run is not None
+            if run is None:
+                run = BatchRun(
+                    run_key=run_key,
+                    run_date=run_date,
+                    cohort=self.settings.batch.cohort,
+                    executor=self.settings.batch.executor,
+                    model_version_id=mv.id,
+                    status="running",
+                )
+                s.add(run)
+                s.flush()
+            else:
+                run.attempts += 1
+                run.status = "running"
+                run.finished_at = None
+            run_id = run.id
+        log.info("batch run %s (%s) %s", run_id, run_key, "resumed" if resumed else "started")
+
+        with timer.stage("cohort"):
+            if resumed:
+                with session_scope(self.sessions) as s:
+                    ids = list(
+                        s.scalars(
+                            select(BatchItem.patient_fhir_id)
+                            .where(BatchItem.run_id == run_id)
+                            .order_by(BatchItem.id)
+                        )
+                    )
+            else:
+                ids = scorer.cohort_patient_ids(self.settings.batch.cohort)
+                if opts.limit is not None:
+                    ids = ids[: opts.limit]
+                with session_scope(self.sessions) as s:
+                    s.add_all(BatchItem(run_id=run_id, patient_fhir_id=pid) for pid in ids)
+                    s.get_one(BatchRun, run_id).n_total = len(ids)
+        with session_scope(self.sessions) as s:
+            todo = list(
+                s.scalars(
+                    select(BatchItem.patient_fhir_id)
+                    .where(BatchItem.run_id == run_id, BatchItem.status != "done")
+                    .order_by(BatchItem.id)
+                )
+            )
+        skipped = len(ids) - len(todo)
+        n_alerts = 0
+        ctx = _scoring.RunContext(
+            run_id=run_id, run_date=run_date, as_of=as_of, model_version_id=mv.id
+        )
+        chunks = [
+            todo[i : i + self.settings.batch.chunk_size]
+            for i in range(0, len(todo), self.settings.batch.chunk_size)
+        ]
+        dispatch = self._dispatcher()
+        for result in dispatch(ctx, chunks, opts.progress):
+            timer.merge(result.timings)
+            n_alerts += result.n_alerts
+        scorer.finish()
+
+        with session_scope(self.sessions) as s:
+            run = s.get_one(BatchRun, run_id)
+            items = list(s.scalars(select(BatchItem).where(BatchItem.run_id == run_id)))
+            failures = {i.patient_fhir_id: i.error or "" for i in items if i.status == "failed"}
+            n_done = sum(1 for i in items if i.status == "done")
+            timer.totals["total"] = time.perf_counter() - t_start
+            run.n_done = n_done
+            run.n_failed = len(failures)
+            run.n_alerts = (run.n_alerts or 0) + n_alerts
+            run.timings = {k: round(v, 3) for k, v in timer.totals.items()}
+            run.status = "completed" if not failures else "completed_with_failures"
+            run.finished_at = dt.datetime.now(dt.UTC)
+            summary = RunSummary(
+                run_id=run_id,
+                run_key=run_key,
+                status=run.status,
+                n_total=len(items),
+                n_done=n_done,
+                n_failed=len(failures),
+                n_alerts=run.n_alerts,
+                n_skipped_already_done=skipped,
+                failures=failures,
+                timings=dict(timer.totals),
+            )
+            run.summary = summary.as_dict()
+        log.info(
+            "batch run %s finished: %s done, %s failed, %s new alerts",
+            run_id,
+            summary.n_done,
+            summary.n_failed,
+            n_alerts,
+        )
+        return summary
+
+    def _dispatcher(
+        self,
+    ) -> Callable[[_scoring.RunContext, Sequence[list[str]], bool], Iterator[_scoring.ChunkResult]]:
+        if self.settings.batch.executor == "celery":
+            from cds.batch.celery_app import dispatch_chunks
+
+            return lambda ctx, chunks, progress: dispatch_chunks(
+                self.settings, ctx, chunks, progress
+            )
+        return self._local_dispatch
+
+    def _local_dispatch(
+        self, ctx: _scoring.RunContext, chunks: Sequence[list[str]], progress: bool
+    ) -> Iterator[_scoring.ChunkResult]:
+        from tqdm import tqdm
+
+        total = sum(len(c) for c in chunks)
+        with tqdm(total=total, unit="patient", desc="batch", disable=not progress) as bar:
+            for chunk in chunks:
+                result = self.scorer.score_chunk(self.sessions, ctx, chunk)
+                bar.update(len(chunk))
+                bar.set_postfix(failed=result.n_failed, alerts=result.n_alerts)
+                yield result

@@ -1,0 +1,146 @@
+"""The batch end to end on the embedded default: NDJSON folder, DICOM folder, SQLite,
+RiskAssessments to NDJSON.  A tiny model trained on the same cohort does the scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fhir.resources.R4B.riskassessment import RiskAssessment
+from sqlalchemy import func, select
+
+from cds.batch.runner import BatchRunner, RunOptions
+from cds.db import make_engine, session_factory, session_scope
+from cds.db.models import Alert, BatchItem, BatchRun, ImageFeatureCache, Prediction
+from tests.batch.conftest import AS_OF, GHOST, N_PATIENTS, batch_settings, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _ras(path: Path) -> list[RiskAssessment]:
+    return [RiskAssessment.model_validate(json.loads(x)) for x in path.read_text().splitlines()]
+
+
+def test_batch_scores_everyone_reports_broken_and_reruns_idempotently(
+    tmp_path: Path, broken_cohort_dir: Path, broken_patient_id: str, checkpoint: Path
+) -> None:
+    s = batch_settings(tmp_path, broken_cohort_dir, checkpoint)
+    runner = BatchRunner(s)
+    first = runner.run(RunOptions(as_of=AS_OF, progress=False))
+    assert first.n_total == N_PATIENTS + 1
+    assert first.n_done == N_PATIENTS - 1
+    assert set(first.failures) == {GHOST, broken_patient_id}
+    assert "ResourceNotFound" in first.failures[GHOST]
+    assert first.status == "completed_with_failures"
+    assert {"pull", "map", "image", "predict", "write", "store", "total"} <= set(first.timings)
+
+    ra_path = Path(s.fhir.writeback_path)
+    ras = _ras(ra_path)
+    assert len(ras) == N_PATIENTS - 1
+    subjects = {r.subject.reference for r in ras}
+    assert len(subjects) == len(ras) and f"Patient/{GHOST}" not in subjects
+    for ra in ras:
+        assert ra.status == "final" and len(ra.prediction) == 5
+        assert ra.performer.reference.startswith("Device/")
+        assert any(b.reference.startswith("Observation/") for b in ra.basis)
+    with_image = [r for r in ras if any(b.reference.startswith("ImagingStudy/") for b in r.basis)]
+    assert with_image, "some patients have an LGE study in the basis"
+
+    engine = make_engine(s.database.url)
+    sessions = session_factory(engine)
+    with session_scope(sessions) as db:
+        assert db.scalar(select(func.count()).select_from(Prediction)) == N_PATIENTS - 1
+        run = db.scalar(select(BatchRun))
+        assert run is not None and run.summary["failures"].keys() == first.failures.keys()
+        n_cached = db.scalar(select(func.count()).select_from(ImageFeatureCache))
+        assert n_cached and n_cached == len(with_image)
+        cached = db.scalars(select(ImageFeatureCache)).first()
+        assert cached is not None and cached.overlay_png and cached.overlay_png[:4] == b"\x89PNG"
+        pred = db.scalars(select(Prediction)).first()
+        assert pred is not None and pred.inputs["features"]
+        assert abs(sum(pred.modality_weights.values()) - 1) < 1e-4
+        n_alerts = db.scalar(select(func.count()).select_from(Alert))
+    assert n_alerts == first.n_alerts
+
+    # Same day again: nothing new is written; failed patients are retried (and fail again).
+    second = runner.run(RunOptions(as_of=AS_OF, progress=False))
+    assert second.run_id == first.run_id
+    assert second.n_skipped_already_done == N_PATIENTS - 1
+    assert second.n_done == N_PATIENTS - 1 and second.n_failed == 2
+    assert len(_ras(ra_path)) == N_PATIENTS - 1
+    with session_scope(sessions) as db:
+        assert db.scalar(select(func.count()).select_from(Prediction)) == N_PATIENTS - 1
+        assert db.scalar(select(func.count()).select_from(Alert)) == n_alerts
+        assert db.scalar(select(func.count()).select_from(ImageFeatureCache)) == n_cached
+    engine.dispose()
+
+
+def test_killed_run_is_finished_by_the_next_run(
+    tmp_path: Path, cohort_dir: Path, checkpoint: Path
+) -> None:
+    s = batch_settings(tmp_path, cohort_dir, checkpoint, batch__chunk_size=1, batch__cohort="all")
+    cfg = write_config(tmp_path / "batch.toml", s)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPRTM_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cds.cli",
+            "--config",
+            str(cfg),
+            "batch",
+            "run",
+            "--no-progress",
+            "--date",
+            AS_OF.date().isoformat(),
+            "--as-of",
+            AS_OF.date().isoformat(),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    engine = make_engine(s.database.url)
+    sessions = session_factory(engine)
+    deadline = time.monotonic() + 240
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        with session_scope(sessions) as db:
+            done = (
+                db.scalar(
+                    select(func.count()).select_from(BatchItem).where(BatchItem.status == "done")
+                )
+                or 0
+            )
+        if done >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    with session_scope(sessions) as db:
+        run = db.scalar(select(BatchRun))
+        assert run is not None and run.status == "running"
+        killed_done = db.scalar(
+            select(func.count()).select_from(BatchItem).where(BatchItem.status == "done")
+        )
+    assert killed_done is not None and 2 <= killed_done < N_PATIENTS
+
+    summary = BatchRunner(s).run(RunOptions(run_date=AS_OF.date(), as_of=AS_OF, progress=False))
+    assert summary.n_done == N_PATIENTS and summary.n_failed == 0
+    assert summary.n_skipped_already_done == killed_done
+    with session_scope(sessions) as db:
+        items = list(db.scalars(select(BatchItem)))
+        assert len(items) == N_PATIENTS
+        assert all(i.status == "done" and i.attempts == 1 for i in items)
+        assert db.scalar(select(func.count()).select_from(Prediction)) == N_PATIENTS
+    ras = _ras(Path(s.fhir.writeback_path))
+    assert len(ras) == N_PATIENTS
+    assert len({r.identifier[0].value for r in ras}) == N_PATIENTS
+    engine.dispose()

@@ -1,0 +1,95 @@
+"""Our Storage SCP accepts only configured peers; a peer that aborts is retried.
+
+The aborting peer below is a pynetdicom acceptor whose EVT_REQUESTED handler answers
+every association request with an A-ABORT (PS3.8 section 7.3): a real DICOM upper layer,
+configured to misbehave, because Orthanc cannot be told to abort on request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE, evt
+
+from connectors.errors import AssociationError, StorageScpError
+from connectors.pacs._contexts import MR_STORAGE_CLASSES, VERIFICATION
+from connectors.pacs._scp import STATUS_UNSOLICITED, StorageScp
+from connectors.pacs.cache import SeriesCache
+from connectors.pacs.dimse import DimseSource
+from tests.pacs.conftest import Pacs
+from tests.pacs.orthanc_server import free_port
+
+
+@pytest.fixture
+def scp() -> Iterator[StorageScp]:
+    server = StorageScp("MPRTM", 0, allowed_peers=["ORTHANC", "PACS2"]).start()
+    yield server
+    server.stop()
+
+
+def _requestor(aet: str) -> AE:
+    ae = AE(ae_title=aet)
+    ae.acse_timeout = 5
+    ae.add_requested_context(VERIFICATION)
+    ae.add_requested_context(MR_STORAGE_CLASSES[0])
+    return ae
+
+
+def test_scp_refuses_unknown_calling_aet(scp: StorageScp) -> None:
+    assoc = _requestor("INTRUDER").associate("127.0.0.1", scp.port, ae_title="MPRTM")
+    assert assoc.is_rejected
+    assert assoc.acceptor.primitive.reason_str == "Calling AE title not recognised"
+
+
+def test_scp_refuses_wrong_called_aet(scp: StorageScp) -> None:
+    assoc = _requestor("ORTHANC").associate("127.0.0.1", scp.port, ae_title="SOMEONE")
+    assert assoc.is_rejected
+    assert assoc.acceptor.primitive.reason_str == "Called AE title not recognised"
+
+
+def test_scp_accepts_configured_peer_but_refuses_unsolicited_instances(
+    scp: StorageScp, pacs: Pacs
+) -> None:
+    assoc = _requestor("PACS2").associate("127.0.0.1", scp.port, ae_title="MPRTM")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        status = assoc.send_c_store(pacs.series[0].files[0])
+        assert status.Status == STATUS_UNSOLICITED
+    finally:
+        assoc.release()
+    assert scp.refused_instances == 1
+
+
+def test_scp_needs_a_peer_and_a_free_port(scp: StorageScp) -> None:
+    with pytest.raises(ValueError, match="allowed_peers"):
+        StorageScp("MPRTM", 0, allowed_peers=[" "])
+    with pytest.raises(StorageScpError, match=f"cannot listen on 127.0.0.1:{scp.port}"):
+        StorageScp("MPRTM", scp.port, allowed_peers=["ORTHANC"]).start()
+
+
+def test_aborting_peer_is_retried_then_association_error(tmp_path: Path, pacs: Pacs) -> None:
+    requests: list[str] = []
+
+    def abort(event: evt.Event) -> None:
+        requests.append(event.assoc.requestor.primitive.calling_ae_title)
+        event.assoc.abort()
+
+    ae = AE(ae_title="ABORTER")
+    ae.add_supported_context(VERIFICATION)
+    port = free_port()
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_REQUESTED, abort)]
+    )
+    try:
+        peer = pacs.peer(port=port, called_aet="ABORTER", max_retries=2)
+        with pytest.raises(AssociationError) as info:
+            DimseSource(peer, SeriesCache(tmp_path)).echo()
+    finally:
+        server.shutdown()
+    assert requests == ["MPRTM"] * 3  # every attempt reached the peer
+    assert info.value.attempts == 3
+    assert "aborted" in info.value.reason
+    assert f"MPRTM -> ABORTER@127.0.0.1:{port}" in str(info.value)
