@@ -502,6 +502,14 @@ jwks_file = "{tmp / "jwks.json"}"
         results["on demand (no nightly)"] = run_load(
             url, [hook(p, od_prefetch[p]) for p in od], tokens(n), args.callers
         )
+        cold = []
+        for k, p in enumerate(od):  # a note never seen before: the text encoder runs
+            pf = json.loads(json.dumps(od_prefetch[p]))
+            doc = pf["documents"]["entry"][0]["resource"]["content"][0]["attachment"]
+            text = base64.b64decode(doc["data"]).decode() + f" Review number {k} of {p}."
+            doc["data"] = base64.b64encode(text.encode()).decode()
+            cold.append(hook(p, pf))
+        results["on demand, new note text"] = run_load(url, cold, tokens(n), args.callers)
     finally:
         for proc in (server, bare):
             proc.terminate()
