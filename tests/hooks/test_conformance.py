@@ -89,7 +89,7 @@ def test_links_smart_app_context_and_absolute_model_card(
     smart = [lnk for lnk in card["links"] if lnk["type"] == "smart"]
     absolute = [lnk for lnk in card["links"] if lnk["type"] == "absolute"]
     assert len(smart) == 1 and len(absolute) == 1
-    assert smart[0]["url"] == f"{PUBLIC_URL}/inbox/patients/p-links"
+    assert smart[0]["url"] == f"{PUBLIC_URL}/inbox/launch?patient=p-links"
     ctx = json.loads(smart[0]["appContext"])
     assert ctx == {
         "patientId": "p-links",
@@ -359,3 +359,23 @@ def test_cors_origin_list(make_settings: Any) -> None:
     assert "Access-Control-Allow-Origin" not in bad.headers
     app.extensions["mprtm.hooks"].engine.close()
     app.extensions["mprtm.engine"].dispose()
+
+
+def test_card_links_resolve_in_this_application(make_settings: Any, sessions: Any) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    from cds.app import create_app
+
+    app = create_app(make_settings(require_jwt=False).replace(server__demo_login=True))
+    try:
+        add_prediction(app.extensions["mprtm.sessions"], "p-nav")
+        c = app.test_client()
+        [card] = c.post(f"/cds-services/{PV}", json=hook_body("p-nav")).get_json()["cards"]
+        links = {lnk["type"]: urlsplit(lnk["url"]) for lnk in card["links"]}
+        launch = c.get(f"{links['smart'].path}?{links['smart'].query}")
+        assert launch.status_code == 302  # demo: through the log-in to the patient page
+        assert "/inbox/patients/p-nav" in unquote(launch.headers["Location"])
+        assert c.get(links["absolute"].path).status_code == 200  # the model card
+    finally:
+        app.extensions["mprtm.hooks"].engine.close()
+        app.extensions["mprtm.engine"].dispose()
