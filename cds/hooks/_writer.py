@@ -1,11 +1,11 @@
-"""Write-behind of issued cards: one transaction for many requests.
+"""Write-behind of what a hook call records: issued cards and on-demand predictions.
 
-Storing each card's uuid synchronously costs a commit (an fsync on SQLite) per hook call,
-which under concurrent calls serialises every request on the database's write lock.  The
-writer takes the rows from a queue and inserts them in batches from one thread.  Feedback
-calls :meth:`IssuedCardWriter.flush` before looking cards up, so a card is always known to
-the process that issued it; a crash loses at most the rows of the last batch (their
-feedback is then answered "unknown card").
+A commit per hook call (an fsync on SQLite) serialises concurrent calls on the database's
+write lock.  Calls hand small write jobs (``fn(session)``) to one thread, which runs a
+batch of them in one transaction; if that transaction fails, each job is retried in its
+own, so one bad row never loses the others.  Feedback calls :meth:`WriteBehind.flush`
+before looking cards up, so a card is always known to the process that issued it; a crash
+loses at most the last batch (feedback for those cards is answered "unknown card").
 """
 
 from __future__ import annotations
@@ -13,22 +13,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cds.db.models import IssuedCard
-
 log = logging.getLogger("mprtm.hooks.writer")
 
+Job = Callable[[Session], None]
 _BATCH = 200
 _LINGER_S = 0.02
 
 
-class IssuedCardWriter:
-    """Batches :class:`IssuedCard` inserts on a background thread.
+class WriteBehind:
+    """Runs write jobs in batches on a background thread.
 
     Args:
         sessions: session factory of the application database.
@@ -36,30 +34,15 @@ class IssuedCardWriter:
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="hooks-card-writer", daemon=True)
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="hooks-writer", daemon=True)
         self._thread.start()
 
-    def add(
-        self,
-        cards: Sequence[dict[str, Any]],
-        service_id: str,
-        fhir_id: str,
-        prediction_id: int | None,
-    ) -> None:
-        for card in cards:
-            if card.get("uuid"):
-                self._queue.put(
-                    {
-                        "card_uuid": card["uuid"],
-                        "service_id": service_id,
-                        "patient_fhir_id": fhir_id,
-                        "prediction_id": prediction_id,
-                    }
-                )
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
 
     def flush(self) -> None:
-        """Return once every row queued so far is committed (or failed and logged)."""
+        """Return once every job submitted so far has been run (committed or logged)."""
         self._queue.join()
 
     def close(self) -> None:
@@ -68,27 +51,36 @@ class IssuedCardWriter:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             first = self._queue.get()
             if first is None:
                 self._queue.task_done()
                 return
-            rows = [first]
+            jobs = [first]
             try:
-                while len(rows) < _BATCH:
+                while len(jobs) < _BATCH:
                     nxt = self._queue.get(timeout=_LINGER_S)
                     if nxt is None:
                         self._queue.task_done()
-                        self._queue.put(None)
+                        stop = True
                         break
-                    rows.append(nxt)
+                    jobs.append(nxt)
             except queue.Empty:
                 pass
             try:
-                with self._sessions() as session, session.begin():
-                    session.add_all(IssuedCard(**r) for r in rows)
-            except SQLAlchemyError as exc:
-                log.error("could not store %d issued cards: %s", len(rows), type(exc).__name__)
+                self._commit(jobs)
+            except SQLAlchemyError:
+                for job in jobs:  # find the bad one; keep the rest
+                    try:
+                        self._commit([job])
+                    except SQLAlchemyError as exc:
+                        log.error("hooks write job failed: %s", type(exc).__name__)
             finally:
-                for _ in rows:
+                for _ in jobs:
                     self._queue.task_done()
+
+    def _commit(self, jobs: list[Job]) -> None:
+        with self._sessions() as session, session.begin():
+            for job in jobs:
+                job(session)

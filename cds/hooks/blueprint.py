@@ -99,7 +99,7 @@ def feedback(service_id: str) -> Any:
         raise UnknownService(f"no CDS service with id {service_id!r}")
     body = _json_body()
     engine = _state().engine
-    engine.issued.flush()  # cards issued a moment ago are in the database
+    engine.writer.flush()  # cards issued a moment ago are in the database
     with engine.sessions() as session:
         rows = parse_feedback(body, service_id, session)
     n = store_feedback(engine.sessions, rows)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from cds.config import Settings
 from cds.db.models import ModelVersion, Prediction
 from cds.hooks import store
 from cds.hooks._deadline import Deadline
-from cds.hooks._writer import IssuedCardWriter
+from cds.hooks._writer import WriteBehind
 from cds.hooks.cards import CardContext, info_card, risk_card
 from cds.hooks.errors import DataUnavailable, PreconditionFailed, ScoringError
 from cds.hooks.prefetch import GatheredData, can_fetch, gather
@@ -46,11 +47,24 @@ log = logging.getLogger("mprtm.hooks")
 _ANSWER_RESERVE_S = 0.025
 
 
+#: Stores an on-demand prediction and the cards shown for it (run by the writer thread).
+SaveJob = Callable[[Session, list[dict[str, Any]]], None]
+
+
 @dataclass
 class _Computed:
     view: RiskView | None
     reason: str  # why there is no view
     last_lge: dt.date | None
+    save: SaveJob | None = None
+
+
+@dataclass
+class _Answer:
+    path: str  # nightly / on-demand / stale / info (for the log)
+    cards: list[dict[str, Any] | None]
+    prediction_id: int | None
+    save: SaveJob | None = None
 
 
 class HooksEngine:
@@ -74,13 +88,13 @@ class HooksEngine:
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, settings.cds_hooks.workers), thread_name_prefix="hooks-score"
         )
-        self.issued = IssuedCardWriter(sessions)
+        self.writer = WriteBehind(sessions)
         self._lge = [p.lower() for p in settings.pacs.lge_patterns]
         self._not_lge = [p.lower() for p in settings.pacs.exclude_patterns]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.issued.close()
+        self.writer.close()
 
     def handle(self, service: ServiceDefinition, req: HookRequest) -> dict[str, Any]:
         hooks = self.settings.cds_hooks
@@ -103,25 +117,31 @@ class HooksEngine:
         )
         age_h = (now - store.as_utc(latest.created_at)).total_seconds() / 3600 if latest else None
         if latest is not None and age_h is not None and age_h <= hooks.fresh_hours:
-            path = "nightly"
             view = view_from_prediction(latest, mv, before)
-            cards = [risk_card(view, ctx)]
-            prediction_id: int | None = latest.id
+            answer = _Answer("nightly", [risk_card(view, ctx)], latest.id)
         else:
-            path, cards, prediction_id, ctx = self._not_fresh(
-                service, req, deadline, now, ctx, latest, mv, before
-            )
-        out = [c for c in cards if c is not None]
-        self.issued.add(out, service.id, req.patient_id, prediction_id)
+            answer = self._not_fresh(service, req, deadline, now, ctx, latest, mv, before)
+        out = [c for c in answer.cards if c is not None]
+        self.writer.submit(self._record_job(answer, out, service.id, req.patient_id))
         log.info(
             "hook %s patient=%s path=%s cards=%d ms=%.0f",
             service.id,
             req.patient_id,
-            path,
+            answer.path,
             len(out),
             1000 * deadline.elapsed_s(),
         )
         return {"cards": out}
+
+    @staticmethod
+    def _record_job(
+        answer: _Answer, cards: list[dict[str, Any]], service_id: str, patient_id: str
+    ) -> Callable[[Session], None]:
+        save = answer.save
+        if save is not None:
+            return lambda session: save(session, cards)
+        pid = answer.prediction_id
+        return lambda session: store.add_issued(session, cards, service_id, patient_id, pid)
 
     def _not_fresh(
         self,
@@ -133,7 +153,7 @@ class HooksEngine:
         latest: Prediction | None,
         mv: ModelVersion | None,
         before: Prediction | None,
-    ) -> tuple[str, list[dict[str, Any] | None], int | None, CardContext]:
+    ) -> _Answer:
         nothing_sent = all(req.prefetch_value(p.key) is ABSENT for p in service.prefetch)
         if self.scorer is None:
             reason = "on-demand scoring is not available on this server"
@@ -150,15 +170,10 @@ class HooksEngine:
             if computed.last_lge and (
                 ctx.last_lge_date is None or computed.last_lge > ctx.last_lge_date
             ):
-                ctx = _with_lge(ctx, computed.last_lge)
+                ctx = dataclasses.replace(ctx, last_lge_date=computed.last_lge)
             if computed.view is not None:
                 computed.view.patient_id = req.patient_id
-                return (
-                    "on-demand",
-                    [risk_card(computed.view, ctx)],
-                    computed.view.prediction_id,
-                    ctx,
-                )
+                return _Answer("on-demand", [risk_card(computed.view, ctx)], None, computed.save)
             reason = computed.reason
         return self._fallback(reason, ctx, latest, mv, before)
 
@@ -167,6 +182,8 @@ class HooksEngine:
         try:
             return future.result(timeout=deadline.remaining_s(_ANSWER_RESERVE_S))
         except FutureTimeout:
+            if not future.cancel():  # still running: keep its result when it comes
+                future.add_done_callback(self._store_late)
             return _Computed(None, f"on-demand scoring did not finish within {budget_ms} ms", None)
         except (DataUnavailable, ScoringError) as exc:
             return _Computed(None, str(exc), None)
@@ -179,6 +196,14 @@ class HooksEngine:
             )
             return _Computed(None, f"on-demand scoring failed ({type(exc).__name__})", None)
 
+    def _store_late(self, future: Future[_Computed]) -> None:
+        """A score that finished after its request gave up is stored all the same."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        save = future.result().save
+        if save is not None:
+            self.writer.submit(lambda session: save(session, []))
+
     def _fallback(
         self,
         reason: str,
@@ -186,22 +211,18 @@ class HooksEngine:
         latest: Prediction | None,
         mv: ModelVersion | None,
         before: Prediction | None,
-    ) -> tuple[str, list[dict[str, Any] | None], int | None, CardContext]:
+    ) -> _Answer:
         if latest is not None:
             view = view_from_prediction(latest, mv, before, stale=True, stale_reason=reason)
             view.patient_id = ctx.patient_id
-            return "stale", [risk_card(view, ctx)], latest.id, ctx
+            return _Answer("stale", [risk_card(view, ctx)], latest.id)
         detail = (
             f"No M-PRTM risk could be given for this patient now: {reason}.\n\n"
             "The patient has no nightly result yet. The risk will appear after the next "
             "nightly follow-up run, or on a later call when the data are available."
         )
-        return (
-            "info",
-            [info_card("HF 1-year risk not available for this patient", detail, ctx)],
-            None,
-            ctx,
-        )
+        card = info_card("HF 1-year risk not available for this patient", detail, ctx)
+        return _Answer("info", [card], None)
 
     # -- runs in a worker thread -------------------------------------------------------
 
@@ -221,15 +242,13 @@ class HooksEngine:
         info = self.scorer.info()  # loads the model on first use (off the request thread)
         usable_img = self._cached_image(req.patient_id, info.image_cache_key)
         score = self.scorer.score(data.record, usable_img, now)
-        notes = _key_notes(data)
-        prediction_id = store.save_on_demand(
-            self.sessions,
-            req.patient_id,
-            score,
-            info,
-            now,
-            usable_img.series_instance_uid if usable_img else None,
-        )
+        lge_uid = usable_img.series_instance_uid if usable_img else None
+        patient_id, service_id = req.patient_id, service.id
+
+        def save(session: Session, cards: list[dict[str, Any]]) -> None:
+            row = store.save_on_demand(session, patient_id, score, info, now, lge_uid)
+            store.add_issued(session, cards, service_id, patient_id, row.id)
+
         view = view_from_score(
             score,
             info,
@@ -237,10 +256,10 @@ class HooksEngine:
             data.record,
             usable_img,
             latest,
-            prediction_id,
-            [*notes, *data.record.warnings],
+            None,
+            [*_key_notes(data), *data.record.warnings],
         )
-        return _Computed(view, "", last_lge)
+        return _Computed(view, "", last_lge, save)
 
     def _cached_image(self, patient_id: str, key: str) -> CachedImage | None:
         if not key:
@@ -270,7 +289,3 @@ class HooksEngine:
 def _key_notes(data: GatheredData) -> list[str]:
     missing = data.missing_keys()
     return [f"not available: {', '.join(missing)}"] if missing else []
-
-
-def _with_lge(ctx: CardContext, day: dt.date) -> CardContext:
-    return dataclasses.replace(ctx, last_lge_date=day)

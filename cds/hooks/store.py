@@ -101,36 +101,55 @@ def _model_version_id(session: Session, info: ModelInfo) -> int | None:
 
 
 def save_on_demand(
-    factory: sessionmaker[Session],
+    session: Session,
     fhir_id: str,
     score: OnDemandScore,
     info: ModelInfo,
     as_of: dt.datetime,
     lge_series_uid: str | None,
-) -> int:
-    """Store an on-demand prediction (``source='on_demand'``); returns its id."""
-    with factory() as session, session.begin():
-        patient = _patient_row(session, fhir_id)
-        pred = score.prediction
-        row = Prediction(
-            run_id=None,
-            patient_id=patient.id,
-            model_version_id=_model_version_id(session, info),
-            source="on_demand",
-            as_of=as_of,
-            probabilities=dict(pred.probabilities),
-            tiers=dict(pred.tiers),
-            modality_weights=dict(pred.modality_weights),
-            fibrosis_burden=pred.fibrosis_burden,
-            input_fingerprint=score.input_fingerprint[:64],
-            inputs=score.inputs,
-            basis=list(score.basis),
-            warnings=list(score.warnings)[:200],
-            lge_series_uid=lge_series_uid,
-        )
-        session.add(row)
-        session.flush()
-        return int(row.id)
+) -> Prediction:
+    """Add an on-demand prediction (``source='on_demand'``) to the session."""
+    patient = _patient_row(session, fhir_id)
+    pred = score.prediction
+    row = Prediction(
+        run_id=None,
+        patient_id=patient.id,
+        model_version_id=_model_version_id(session, info),
+        source="on_demand",
+        as_of=as_of,
+        probabilities=dict(pred.probabilities),
+        tiers=dict(pred.tiers),
+        modality_weights=dict(pred.modality_weights),
+        fibrosis_burden=pred.fibrosis_burden,
+        input_fingerprint=score.input_fingerprint[:64],
+        inputs=score.inputs,
+        basis=list(score.basis),
+        warnings=list(score.warnings)[:200],
+        lge_series_uid=lge_series_uid,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def add_issued(
+    session: Session,
+    cards: Sequence[dict[str, Any]],
+    service_id: str,
+    fhir_id: str,
+    prediction_id: int | None,
+) -> None:
+    """Remember each card's uuid so feedback can be tied to its patient and service."""
+    for card in cards:
+        if card.get("uuid"):
+            session.add(
+                IssuedCard(
+                    card_uuid=card["uuid"],
+                    service_id=service_id,
+                    patient_fhir_id=fhir_id,
+                    prediction_id=prediction_id,
+                )
+            )
 
 
 def issued_cards(session: Session, uuids: Sequence[str]) -> dict[str, IssuedCard]:

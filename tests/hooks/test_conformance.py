@@ -75,7 +75,7 @@ def test_patient_view_nightly_card(
     assert "no earlier run" in detail
     assert card["source"]["url"] == f"{PUBLIC_URL}/model-card"
     # the issued card is stored with its patient, service and prediction
-    app.extensions["mprtm.hooks"].engine.issued.flush()  # written behind
+    app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with sessions() as s:
         issued = s.scalars(select(IssuedCard).where(IssuedCard.card_uuid == card["uuid"])).one()
     assert (issued.patient_fhir_id, issued.service_id, issued.prediction_id) == ("p1", PV, pid)

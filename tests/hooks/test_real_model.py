@@ -93,6 +93,7 @@ def test_on_demand_with_the_trained_model(model_app: Flask, token: TokenFactory)
     [card] = body["cards"]
     assert "computed now" in card["summary"], card["summary"]
     assert "mprtm-" in card["detail"] and "trained on synthetic patients" in card["detail"]
+    model_app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with model_app.extensions["mprtm.sessions"]() as s:
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
     assert set(pred.probabilities) >= {"death", "cv_death", "macce"}
@@ -125,6 +126,7 @@ def test_cached_image_features_are_used(
         )
     [card] = _post(model_app, token, "p-img")["cards"]
     assert "31.0% of the myocardium" in card["detail"]
+    model_app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with model_app.extensions["mprtm.sessions"]() as s:
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
     assert pred.modality_weights["image"] > 0.0
