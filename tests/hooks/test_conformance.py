@@ -379,3 +379,39 @@ def test_card_links_resolve_in_this_application(make_settings: Any, sessions: An
     finally:
         app.extensions["mprtm.hooks"].engine.close()
         app.extensions["mprtm.engine"].dispose()
+
+
+def test_freshness_from_the_batch_inputs_format(
+    client: FlaskClient, token: TokenFactory, sessions: Any
+) -> None:
+    from sqlalchemy import update
+
+    from cds.db.models import Prediction
+
+    pid = add_prediction(sessions, "p-fresh")
+    batch_inputs = {
+        "features": {
+            "lvef": {"value": 35, "unit": "%", "date": "2026-10-02", "source": "Observation/o1"},
+            "creatinine": {
+                "value": 99,
+                "unit": "umol/L",
+                "date": "2026-11-01",
+                "source": "Observation/o2",
+            },
+            "med_beta_blocker": {
+                "value": 1,
+                "unit": "",
+                "date": "2026-09-15",
+                "source": "MedicationRequest/m1",
+            },
+        },
+        "medications": ["bisoprolol 5 mg"],
+        "notes": [],
+        "lge_series": {"series_instance_uid": "1.2.3", "study_date": "20260301", "n_slices": 9},
+    }
+    with sessions() as s, s.begin():
+        s.execute(update(Prediction).where(Prediction.id == pid).values(inputs=batch_inputs))
+    [card] = post(client, token, PV, hook_body("p-fresh")).get_json()["cards"]
+    assert "- clinical indicators: 2026-11-01" in card["detail"]
+    assert "- medications: 2026-09-15" in card["detail"]
+    assert "- LGE cardiac MRI: 2026-03-01" in card["detail"]
