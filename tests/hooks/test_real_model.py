@@ -167,3 +167,33 @@ def test_missing_checkpoint_gives_an_info_card(
     finally:
         app.extensions["mprtm.hooks"].engine.close()
         app.extensions["mprtm.engine"].dispose()
+
+
+def test_text_embeddings_are_remembered(model_app: Flask, token: TokenFactory) -> None:
+    import base64
+
+    from tests.hooks.helpers import bundle
+
+    note = base64.b64encode(b"Worsening dyspnea, admitted; furosemide 40 mg daily.").decode()
+    prefetch = _prefetch("p-text")
+    prefetch["documents"] = bundle(
+        {
+            "resourceType": "DocumentReference",
+            "id": "note-1",
+            "status": "current",
+            "subject": {"reference": "Patient/p-text"},
+            "date": f"{dt.date.today().isoformat()}T08:00:00Z",
+            "content": [{"attachment": {"contentType": "text/plain", "data": note}}],
+        }
+    )
+    client = model_app.test_client()
+    for _ in range(2):
+        resp = client.post(
+            f"/cds-services/{PV}",
+            json=hook_body("p-text", prefetch=prefetch),
+            headers=auth(token(service_url(PV))),
+        )
+        assert "computed now" in resp.get_json()["cards"][0]["summary"]
+    predictor = model_app.extensions["mprtm.hooks"].engine.scorer._predictor
+    assert len(predictor._text_cache) == 1  # the second call reused the embedding
+    assert resp.get_json()["cards"][0]["detail"].count("notes: ") == 1
