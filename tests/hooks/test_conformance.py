@@ -415,3 +415,15 @@ def test_freshness_from_the_batch_inputs_format(
     assert "- clinical indicators: 2026-11-01" in card["detail"]
     assert "- medications: 2026-09-15" in card["detail"]
     assert "- LGE cardiac MRI: 2026-03-01" in card["detail"]
+
+
+def test_too_large_body_is_a_json_error(client: FlaskClient, token: TokenFactory) -> None:
+    big = b'{"hook": "patient-view", "pad": "' + b"x" * (6 * 1024 * 1024) + b'"}'
+    resp = client.post(
+        f"/cds-services/{PV}",
+        data=big,
+        content_type="application/json",
+        headers=auth(token(service_url(PV))),
+    )
+    assert resp.status_code == 413
+    assert resp.get_json()["error"] == "request-entity-too-large"
