@@ -29,6 +29,8 @@ from tests.hooks.conftest import TokenFactory
 from tests.hooks.helpers import PV, auth, full_prefetch, hook_body, service_url
 from tests.model.helpers import tiny_cohort, write_tiny_bert
 
+pytestmark = pytest.mark.slow  # trains a tiny model (about 10-30 s on a busy machine)
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
