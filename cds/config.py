@@ -91,6 +91,10 @@ class PacsSettings:
     max_retries: int = 3
     retry_backoff_s: float = 1.0
     storage_bind: str = "127.0.0.1"
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     dicomweb_auth: Literal["none", "basic", "bearer"] = "none"
     dicomweb_username: str = ""
     dicomweb_password: str = ""

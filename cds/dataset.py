@@ -33,6 +33,7 @@ from cds.config import Settings
 from cds.errors import UsageError
 from cds.mapping import MappedPatient
 from cds.pipeline import pull
+from cds.sources import folder_index_cache
 from connectors.errors import ConnectorError
 from connectors.fhir.ndjson import NdjsonFolderSource
 from connectors.pacs.folder import DicomFolderSource
@@ -159,7 +160,8 @@ def load_dataset(
         as_of: inputs as known on this day (default: ``truth/meta.json`` or the day after
             the last encounter).
         with_images: read DICOM (``DIR/dicom``) and masks; False gives numeric + text only.
-        settings: mapping and selection settings (default: built-in defaults).
+        settings: mapping and selection settings (default: built-in defaults); the DICOM
+            header index is cached under ``pacs.cache_dir``.
         progress: show a progress bar.
 
     Raises:
@@ -180,7 +182,9 @@ def load_dataset(
         raise UsageError(str(exc)) from None
     imaging = None
     if with_images and (root / "dicom").is_dir():
-        imaging = DicomFolderSource(root / "dicom")
+        imaging = DicomFolderSource(
+            root / "dicom", index_cache=folder_index_cache(settings, root / "dicom")
+        )
     as_of = as_of or infer_as_of(root, fhir)
     masks_dir = root / "truth" / "masks"
     out: list[LabelledExample] = []
@@ -216,4 +220,13 @@ def load_dataset(
         fhir.close()
         if imaging is not None:
             imaging.close()
+    log.info(
+        "loaded %d of %d patients from %s (as of %s): %d with an LGE image, %d with masks",
+        len(out),
+        len(labels),
+        root,
+        as_of,
+        sum(e.model_input.image is not None for e in out),
+        sum(e.masks is not None for e in out),
+    )
     return out

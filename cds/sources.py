@@ -9,7 +9,9 @@ source.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cds.config import PacsSettings, Settings
@@ -55,7 +57,9 @@ def make_imaging_source(settings: Settings) -> ImagingSource:
         from connectors.pacs.folder import DicomFolderSource
 
         try:
-            return DicomFolderSource(settings.pacs.folder)
+            return DicomFolderSource(
+                settings.pacs.folder, index_cache=folder_index_cache(settings, settings.pacs.folder)
+            )
         except DicomInvalid as exc:
             raise ConfigError(f"pacs.folder: {exc}") from None
     if kind in ("dimse", "dicomweb"):
@@ -70,6 +74,13 @@ def make_imaging_source(settings: Settings) -> ImagingSource:
         except (ValueError, PacsError) as exc:
             raise ConfigError(f"[pacs]: {exc}") from None
     raise ConfigError(f"pacs.source = {kind!r} is not available in this build")
+
+
+def folder_index_cache(settings: Settings, folder: str | Path) -> Path:
+    """Where the DICOM folder source keeps its header index for ``folder``
+    (``pacs.cache_dir``/folder-index-<hash of the folder's absolute path>.json)."""
+    key = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:16]
+    return Path(settings.pacs.cache_dir) / f"folder-index-{key}.json"
 
 
 def network_params(pacs: PacsSettings) -> NetworkSourceParams:
@@ -116,6 +127,10 @@ def network_params(pacs: PacsSettings) -> NetworkSourceParams:
         dicomweb_password=pacs.dicomweb_password,
         dicomweb_token=pacs.dicomweb_token,
         dicomweb_timeout_s=pacs.dicomweb_timeout_s,
+        tls=pacs.tls,
+        tls_ca_file=pacs.tls_ca_file,
+        tls_cert_file=pacs.tls_cert_file,
+        tls_key_file=pacs.tls_key_file,
     )
 
 

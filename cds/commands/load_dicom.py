@@ -76,6 +76,10 @@ def _load(args: argparse.Namespace, settings: Settings) -> int:
                 network_timeout_s=pacs.network_timeout_s,
                 max_retries=pacs.max_retries,
                 retry_backoff_s=pacs.retry_backoff_s,
+                tls=pacs.tls,
+                tls_ca_file=pacs.tls_ca_file,
+                tls_cert_file=pacs.tls_cert_file,
+                tls_key_file=pacs.tls_key_file,
             )
         )
     except ValueError as exc:

@@ -24,14 +24,14 @@ from cds.inbox._db import close_db, settings
 #: opened by the EHR in its own window rather than inside an iframe).
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self' https: http:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
 
 
 def init_app(app: Flask) -> None:
     """Register the inbox's blueprints, hooks, Jinja helpers and error pages on ``app``."""
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", dt.timedelta(hours=auth.SESSION_HOURS))
+    app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=auth.SESSION_HOURS)
     app.extensions["mprtm.login_throttle"] = auth.LoginThrottle()
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)

@@ -16,7 +16,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num  # noqa: E402
+from matplotlib.dates import (  # noqa: E402
+    AutoDateLocator,
+    ConciseDateFormatter,
+    DateFormatter,
+    date2num,
+)
 from matplotlib.figure import Figure  # noqa: E402
 
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
@@ -52,7 +57,7 @@ def risk_trend_svg(
         labels: outcome -> display label.
         thresholds: (moderate, high) tier cut-offs drawn as dashed lines, when known.
     """
-    fig = Figure(figsize=(7.2, 3.4), dpi=100)
+    fig = Figure(figsize=(10.0, 3.6), dpi=100)
     ax = fig.add_subplot()
     top = 0.0
     for i, (outcome, values) in enumerate(series.items()):
@@ -86,9 +91,16 @@ def risk_trend_svg(
             top = max(top, 100 * value)
     ax.set_ylim(0, min(100.0, max(10.0, top * 1.15)))
     ax.set_ylabel("1-year risk (%)", fontsize=10)
-    locator = AutoDateLocator(minticks=2, maxticks=8)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    if len(dates) <= 8:  # few runs: one tick per run
+        ax.set_xticks([date2num(d) for d in dates])
+        ax.xaxis.set_major_formatter(DateFormatter("%d %b"))
+    else:
+        locator = AutoDateLocator(minticks=3, maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    years = sorted({d.year for d in dates})
+    span = f"{years[0]}" if len(years) == 1 else f"{years[0]}–{years[-1]}"
+    ax.set_xlabel(f"run date (UTC), {span}" if years else "run date (UTC)", fontsize=9)
     if len(dates) == 1:
         d = dates[0]
         ax.set_xlim(date2num(d - dt.timedelta(days=3)), date2num(d + dt.timedelta(days=3)))

@@ -43,6 +43,9 @@ from cds.inbox.queries import (
 
 bp = Blueprint("inbox", __name__, url_prefix="/inbox")
 
+#: Alerts one bulk acknowledge may touch (a page holds at most 100).
+MAX_BULK = 200
+
 
 @bp.get("/")
 @account_required
@@ -68,8 +71,11 @@ def index() -> Any:
 @bp.post("/alerts/acknowledge")
 @account_required
 def bulk_acknowledge() -> Any:
+    raw_ids = request.form.getlist("alert_id")
+    if len(raw_ids) > MAX_BULK:
+        abort(400, description=f"alert_id: at most {MAX_BULK} alerts at once")
     ids = []
-    for raw in request.form.getlist("alert_id"):
+    for raw in raw_ids:
         try:
             ids.append(int(raw))
         except ValueError:
@@ -185,6 +191,10 @@ def _patient_page(fhir_id: str) -> Any:
 def _svg(data: bytes) -> Response:
     resp = Response(data, mimetype="image/svg+xml")
     resp.headers["Cache-Control"] = "private, max-age=300"
+    # matplotlib's SVG styles with inline attributes; it carries no script.
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    )
     return resp
 
 

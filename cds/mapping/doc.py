@@ -80,7 +80,8 @@ The medication's name is medicationCodeableConcept.text, else a coding display (
 first); for medicationReference the contained or referenced Medication's code (or its
 ingredients), else the reference's display.  A class is set when one of its keywords
 occurs in the name (case-insensitive).  The text input starts with
-`Medications: <name> (<dosage text>); ...` in alphabetical order.
+`Medications: <name> (<dosage text>); ...` in alphabetical order (just the dosage text
+when it already starts with the name).
 """
 
 _REST = """\

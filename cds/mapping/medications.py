@@ -44,7 +44,12 @@ class MedicationUse:
 
     @property
     def line(self) -> str:
-        return f"{self.name} ({self.dose})" if self.dose else self.name
+        """``name (dose)``; just the dose text when it already starts with the name."""
+        if not self.dose or self.dose == self.name:
+            return self.name
+        if self.dose.lower().startswith(self.name.lower()):
+            return self.dose
+        return f"{self.name} ({self.dose})"
 
 
 def _cc_name(cc: Any) -> str:

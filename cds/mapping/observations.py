@@ -32,6 +32,8 @@ from cds.mapping._dates import sort_key, to_day
 from cds.mapping._types import FeatureValue
 
 LOINC = "http://loinc.org"
+#: code systems read as LOINC (the URL, its OID form, or no system at all)
+LOINC_SYSTEMS = frozenset({LOINC, "urn:oid:2.16.840.1.113883.6.1", None})
 UCUM = "http://unitsofmeasure.org"
 ACCEPTED_STATUS = frozenset({"final", "amended", "corrected"})
 NYHA_FEATURE = "nyha_class"
@@ -48,7 +50,7 @@ class _Candidate:
 def _loinc_codes(code: Any) -> list[str]:
     out = []
     for c in getattr(code, "coding", None) or []:
-        if c.code and (c.system in (None, LOINC)):
+        if c.code and c.system in LOINC_SYSTEMS:
             out.append(str(c.code))
     return out
 
@@ -201,10 +203,12 @@ def observation_features(
                     warnings.append(f"{ref}: {spec.name} (LOINC {loinc}) has no usable value")
                 continue
             value, original = got
+            converted = bool(original) and not original.endswith(f" {spec.unit}")
             if not (spec.min <= value <= spec.max):
+                recorded = f" (recorded {original})" if converted else ""
                 warnings.append(
-                    f"{ref}: {spec.name} {_fmt(value)} {spec.unit} is outside the plausible "
-                    f"range {_fmt(spec.min)}..{_fmt(spec.max)}; dropped"
+                    f"{ref}: {spec.name} {_fmt(value)} {spec.unit}{recorded} is outside the "
+                    f"plausible range {_fmt(spec.min)}..{_fmt(spec.max)}; dropped"
                 )
                 continue
             fv = FeatureValue(
@@ -213,7 +217,7 @@ def observation_features(
                 unit=spec.unit,
                 date=day,
                 source=ref,
-                original=original if original and not original.endswith(f" {spec.unit}") else "",
+                original=original if converted else "",
             )
             cand = _Candidate(fv, (order, ref))
             prev = best.get(spec.name)

@@ -15,12 +15,14 @@ warnings are in :attr:`NdjsonFolderSource.warnings`; per-patient ones in
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import json
 import logging
-import mmap
+import os
 import re
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +123,9 @@ class NdjsonFolderSource:
             raise FhirError(f"no .ndjson files in {self.folder}")
         self.files = paths
         self.warnings: list[str] = []
-        self._buffers: list[mmap.mmap | bytes] = []
+        # per file: its decompressed bytes (.gz) or an open descriptor read with pread
+        self._store: list[bytes | int] = []
+        self._finalizer = weakref.finalize(self, _close_fds, self._store)
         self._patients: dict[str, _Loc] = {}
         self._by_patient: dict[str, list[_Loc]] = {}
         self._by_id: dict[tuple[str, str], _Loc] = {}
@@ -131,14 +135,29 @@ class NdjsonFolderSource:
 
     # -- indexing ---------------------------------------------------------------------------
 
-    def _open(self, path: Path) -> mmap.mmap | bytes:
+    def _open(self, path: Path) -> bytes:
+        """The file's bytes for indexing; keeps what later reads need in ``_store``.
+
+        Plain files stay open as descriptors read with ``os.pread`` (thread-safe, and a
+        file rewritten in place gives short reads, never a crash as an mmap would).
+        """
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as gz:
-                return gz.read()
-        if path.stat().st_size == 0:
-            return b""
-        with open(path, "rb") as fh:  # the mmap keeps its own descriptor
-            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                data = gz.read()
+            self._store.append(data)
+            return data
+        fd = os.open(path, os.O_RDONLY)
+        self._store.append(fd)
+        size = os.fstat(fd).st_size
+        chunks: list[bytes] = []
+        offset = 0
+        while offset < size:
+            chunk = os.pread(fd, size - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks)
 
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -146,7 +165,6 @@ class NdjsonFolderSource:
 
     def _index_file(self, index: int, path: Path) -> None:
         buf = self._open(path)
-        self._buffers.append(buf)
         size = len(buf)
         offset = 0
         line_no = 0
@@ -190,7 +208,25 @@ class NdjsonFolderSource:
                 self._by_patient.setdefault(pid, []).append(loc)
 
     def _raw(self, loc: _Loc) -> bytes:
-        return bytes(self._buffers[loc.file][loc.offset : loc.offset + loc.length])
+        stored = self._store[loc.file]
+        if isinstance(stored, bytes):
+            return stored[loc.offset : loc.offset + loc.length]
+        return os.pread(stored, loc.length, loc.offset)
+
+    def _json(self, loc: _Loc, warnings: list[str] | None = None) -> dict[str, Any] | None:
+        """The indexed line as JSON, or None (with a warning) when the file changed under
+        the open source so that the line is no longer the resource that was indexed."""
+        try:
+            obj = json.loads(self._raw(loc))
+        except (ValueError, UnicodeDecodeError):
+            obj = None
+        if isinstance(obj, dict) and obj.get("resourceType") == loc.rtype:
+            return obj
+        msg = f"{self._where(loc)}: changed since the folder was opened; {loc.rtype} skipped"
+        if warnings is not None:
+            warnings.append(msg)
+        self._warn(msg)
+        return None
 
     def _where(self, loc: _Loc) -> str:
         return f"{self.files[loc.file].name} line {loc.line}"
@@ -221,13 +257,17 @@ class NdjsonFolderSource:
         """One patient's ``rtype`` resources as parsed JSON (cohort search)."""
         for loc in self._by_patient.get(patient_id, ()):
             if loc.rtype == rtype:
-                yield json.loads(self._raw(loc))
+                obj = self._json(loc)
+                if obj is not None:
+                    yield obj
 
     def patient_json(self, patient_id: str) -> dict[str, Any]:
         loc = self._patients.get(patient_id)
         if loc is None:
             raise ResourceNotFound(f"Patient/{patient_id} not in {self.folder}")
-        obj: dict[str, Any] = json.loads(self._raw(loc))
+        obj = self._json(loc)
+        if obj is None:
+            raise FhirInvalidResource(f"Patient/{patient_id}: {self._where(loc)} changed")
         return obj
 
     def cohort_patient_ids(self, cohort: str) -> list[str]:
@@ -240,7 +280,9 @@ class NdjsonFolderSource:
             loc = self._by_id.get(("Group", gid))
             if loc is None:
                 raise ResourceNotFound(f"Group/{gid} not in {self.folder}")
-            group = json.loads(self._raw(loc))
+            group = self._json(loc)
+            if group is None:
+                raise FhirInvalidResource(f"Group/{gid}: {self._where(loc)} changed")
             out: list[str] = []
             for member in group.get("member") or []:
                 if member.get("inactive"):
@@ -276,7 +318,8 @@ class NdjsonFolderSource:
         if loc is None:
             raise ResourceNotFound(f"Patient/{patient_id} not in {self.folder}")
         warnings: list[str] = []
-        patient = self._parse(loc, json.loads(self._raw(loc)), warnings)
+        pobj = self._json(loc, warnings)
+        patient = self._parse(loc, pobj, warnings) if pobj is not None else None
         if patient is None:
             raise FhirInvalidResource(f"Patient/{patient_id} does not parse as R4: {warnings[0]}")
         record = PatientRecord(patient=patient, warnings=warnings)
@@ -285,7 +328,9 @@ class NdjsonFolderSource:
         for rloc in self._by_patient.get(patient_id, ()):
             if rloc.rtype not in _MODELS or rloc.rtype in ("Medication", "Binary"):
                 continue
-            obj = json.loads(self._raw(rloc))
+            obj = self._json(rloc, warnings)
+            if obj is None:
+                continue
             if rloc.rtype == "Observation" and not _observation_wanted(obj, codes, since):
                 continue
             res = self._parse(rloc, obj, warnings)
@@ -313,7 +358,8 @@ class NdjsonFolderSource:
             if mloc is None:
                 warnings.append(f"{ref}: referenced but not in the folder")
                 continue
-            med = self._parse(mloc, json.loads(self._raw(mloc)), warnings)
+            mobj = self._json(mloc, warnings)
+            med = self._parse(mloc, mobj, warnings) if mobj is not None else None
             if med is not None:
                 record.medications[ref] = med
         return record
@@ -322,7 +368,8 @@ class NdjsonFolderSource:
         loc = self._by_id.get(("Binary", bid))
         if loc is None:
             return None
-        res = self._parse(loc, json.loads(self._raw(loc)), [])
+        obj = self._json(loc)
+        res = self._parse(loc, obj, []) if obj is not None else None
         if res is None or res.data is None:
             return None
         return bytes(res.data), res.contentType
@@ -339,16 +386,22 @@ class NdjsonFolderSource:
             record.document_texts[key] = "\n".join(p for p in parts if p)
 
     def close(self) -> None:
-        for buf in self._buffers:
-            if isinstance(buf, mmap.mmap):
-                buf.close()
-        self._buffers = []
+        """Release the open files (also done when the source is garbage-collected)."""
+        self._finalizer()
 
     def __enter__(self) -> NdjsonFolderSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_fds(store: list[bytes | int]) -> None:
+    for item in store:
+        if isinstance(item, int):
+            with contextlib.suppress(OSError):
+                os.close(item)
+    store.clear()
 
 
 def _med_ref(obj: dict[str, Any]) -> list[str]:

@@ -7,7 +7,10 @@ never a dataset's content.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,6 +45,7 @@ class Peer:
             pending response).
         network_timeout_s: an association idle this long is aborted.
         retry: retries of a refused, aborted or timed-out association.
+        tls: a client TLS context (DICOM over TLS), or None for plain TCP.
     """
 
     host: str
@@ -52,6 +56,7 @@ class Peer:
     dimse_timeout_s: float = 120.0
     network_timeout_s: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("called_aet", "calling_aet"):
@@ -62,7 +67,8 @@ class Peer:
             raise ValueError(f"port {self.port} out of range")
 
     def describe(self) -> str:
-        return f"{self.calling_aet} -> {self.called_aet}@{self.host}:{self.port}"
+        tls = " (TLS)" if self.tls is not None else ""
+        return f"{self.calling_aet} -> {self.called_aet}@{self.host}:{self.port}{tls}"
 
     def make_ae(self) -> AE:
         """A requestor AE carrying our AE title and the timeouts."""
@@ -81,6 +87,28 @@ class Interrupted(PacsError):  # noqa: N818 - control flow inside this package
     """
 
 
+def set_nodelay(event: evt.Event) -> None:
+    """Turn Nagle's algorithm off on a new DICOM connection (an EVT_CONN_OPEN handler).
+
+    pynetdicom writes a PDU in several sends; with Nagle on, each request/response
+    exchange waits for the peer's delayed ACK (~40 ms on Linux), which made every C-FIND,
+    C-STORE and C-GET sub-operation cost tens of milliseconds on a local link.
+    """
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class LostResponse(Interrupted):  # noqa: N818 - control flow inside this package
+    """pynetdicom dropped a response (see :func:`iter_find`); the association is intact
+    and the operation is simply repeated on it."""
+
+
+#: Repeats of an operation whose response pynetdicom dropped, on the same association.
+LOST_RESPONSE_REPEATS = 3
+
+
 class _Watch:
     """Records what happened on the wire while an association was being set up."""
 
@@ -93,13 +121,14 @@ class _Watch:
 
     def _on_open(self, event: evt.Event) -> None:
         self.connected = True
+        set_nodelay(event)
 
     def _on_acse(self, event: evt.Event) -> None:
         if isinstance(event.primitive, A_ABORT | A_P_ABORT):  # type: ignore[attr-defined]
             self.aborted_by_peer = True
 
 
-def _reason(assoc: Association, watch: _Watch) -> str:
+def _reason(assoc: Association, watch: _Watch, tls: bool = False) -> str:
     if assoc.is_rejected:
         rsp = assoc.acceptor.primitive
         if rsp is not None:
@@ -109,6 +138,11 @@ def _reason(assoc: Association, watch: _Watch) -> str:
             )
         return "association rejected"
     if not watch.connected:
+        if tls:
+            return (
+                "TCP/TLS connection failed (refused, unreachable, connect timeout or TLS "
+                "handshake: certificate not trusted, wrong host name, no client certificate)"
+            )
         return "TCP connection failed (refused, unreachable or connect timeout)"
     if watch.aborted_by_peer:
         return "association aborted by the peer (A-ABORT)"
@@ -162,9 +196,10 @@ def run_with_association(
             ae_title=peer.called_aet,
             ext_neg=ext_neg,
             evt_handlers=[*watch.handlers(), *(handlers or [])],
+            tls_args=(peer.tls, peer.host) if peer.tls is not None else None,
         )
         if not assoc.is_established:
-            reason = _reason(assoc, watch)
+            reason = _reason(assoc, watch, tls=peer.tls is not None)
             continue
         if require is not None and not any(
             cx.abstract_syntax == require for cx in assoc.accepted_contexts
@@ -177,7 +212,7 @@ def run_with_association(
                 reason="presentation context rejected",
             )
         try:
-            result = operation(assoc)
+            result = _run_repeating_lost(assoc, operation, what)
         except Interrupted as exc:
             reason = str(exc)
             continue
@@ -191,6 +226,19 @@ def run_with_association(
         attempts=peer.retry.attempts,
         reason=reason,
     )
+
+
+def _run_repeating_lost(assoc: Association, operation: Callable[[Association], T], what: str) -> T:
+    """``operation(assoc)``, repeated on the same association (up to
+    :data:`LOST_RESPONSE_REPEATS` times) when pynetdicom dropped a response."""
+    for repeat in range(LOST_RESPONSE_REPEATS + 1):
+        try:
+            return operation(assoc)
+        except LostResponse as exc:
+            if repeat == LOST_RESPONSE_REPEATS or not assoc.is_established:
+                raise
+            log.info("%s: %s", what, exc)
+    raise AssertionError("unreachable")
 
 
 def check_final(service: str, status: Dataset, what: str, *, allow_warning: bool = True) -> None:
@@ -213,13 +261,43 @@ def check_final(service: str, status: Dataset, what: str, *, allow_warning: bool
     )
 
 
-def iter_find(assoc: Association, query: Dataset, model: str, what: str) -> Iterator[Dataset]:
-    """The matches of one C-FIND; raises on a non-success final status."""
-    for status, identifier in assoc.send_c_find(query, model):
-        if "Status" not in status:
-            raise Interrupted("C-FIND: no response (association aborted or DIMSE timeout)")
-        if code_to_category(int(status.Status)) == "Pending":
-            if identifier is not None:
-                yield identifier
-            continue
-        check_final("C-FIND", status, what, allow_warning=False)
+C_FIND_RSP = 0x8020  # CommandField of a C-FIND response (PS3.7 section 9.3.2.2)
+
+
+def iter_find(assoc: Association, query: Dataset, model: UID, what: str) -> Iterator[Dataset]:
+    """The matches of one C-FIND; raises on a non-success final status.
+
+    pynetdicom 3.0.4 has a race between its association reactor and ``send_c_find``:
+    when a response arrives within microseconds (a fast local PACS) the reactor can
+    take it off the queue and drop it ("Received unexpected C-FIND service message",
+    pydicom/pynetdicom#875), and a match would silently be missing.  Every C-FIND
+    response is therefore also counted as it is decoded (EVT_DIMSE_RECV); when more
+    arrived than were delivered the query is repeated on a new association.
+    """
+    received = 0
+
+    def count(event: evt.Event) -> None:
+        nonlocal received
+        command = getattr(event.message, "command_set", None)
+        if command is not None and command.get("CommandField") == C_FIND_RSP:
+            received += 1
+
+    assoc.bind(evt.EVT_DIMSE_RECV, count)
+    delivered = 0
+    try:
+        for status, identifier in assoc.send_c_find(query, model):
+            if "Status" not in status:
+                raise Interrupted("C-FIND: no response (association aborted or DIMSE timeout)")
+            delivered += 1
+            if code_to_category(int(status.Status)) == "Pending":
+                if identifier is not None:
+                    yield identifier
+                continue
+            check_final("C-FIND", status, what, allow_warning=False)
+    finally:
+        assoc.unbind(evt.EVT_DIMSE_RECV, count)
+    if received != delivered:
+        raise LostResponse(
+            f"C-FIND: {received} responses received but {delivered} delivered "
+            "(pynetdicom reactor race); repeating the query"
+        )

@@ -11,6 +11,7 @@ across the wire.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from connectors.errors import DicomInvalid, StorageScpError
+from connectors.pacs._assoc import set_nodelay
 from connectors.pacs._contexts import MR_STORAGE_CLASSES, STORAGE_TRANSFER_SYNTAXES, VERIFICATION
 from connectors.pacs.cache import StagedSeries
 
@@ -41,6 +43,7 @@ class StorageScp:
         allowed_peers: calling AE titles allowed to associate (at least one).
         acse_timeout_s: ACSE timeout of incoming associations.
         network_timeout_s: an idle incoming association is closed after this long.
+        tls: a server TLS context (DICOM over TLS), or None for plain TCP.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class StorageScp:
         allowed_peers: Sequence[str],
         acse_timeout_s: float = 30.0,
         network_timeout_s: float = 120.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         peers = [p.strip() for p in allowed_peers if p.strip()]
         if not peers:
@@ -62,6 +66,7 @@ class StorageScp:
         self._port = port
         self._acse_timeout_s = acse_timeout_s
         self._network_timeout_s = network_timeout_s
+        self._tls = tls
         self._server: ThreadedAssociationServer | None = None
         self._pending: dict[str, StagedSeries] = {}
         self._lock = threading.Lock()
@@ -98,7 +103,11 @@ class StorageScp:
             self._server = ae.start_server(
                 (self.bind_address, self._port),
                 block=False,
-                evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+                ssl_context=self._tls,
+                evt_handlers=[
+                    (evt.EVT_C_STORE, self._on_store),
+                    (evt.EVT_CONN_OPEN, set_nodelay),
+                ],
             )
         except OSError as exc:
             raise StorageScpError(

@@ -12,6 +12,7 @@ from typing import Literal
 from connectors.pacs._assoc import Peer
 from connectors.pacs._retry import RetryPolicy
 from connectors.pacs._scp import StorageScp
+from connectors.pacs._tls import client_context, server_context
 from connectors.pacs.cache import SeriesCache
 from connectors.pacs.dicomweb import DicomWebSource
 from connectors.pacs.dimse import DimseSource
@@ -45,6 +46,10 @@ class NetworkSourceParams:
         dicomweb_password: basic-auth password.
         dicomweb_token: bearer token.
         dicomweb_timeout_s: HTTP timeout.
+        tls: DICOM over TLS (dimse).
+        tls_ca_file: CA(s) to verify the PACS (and, for our SCP, its client certificate).
+        tls_cert_file: our certificate (PEM).
+        tls_key_file: its private key (PEM).
     """
 
     kind: Literal["dimse", "dicomweb"]
@@ -68,6 +73,10 @@ class NetworkSourceParams:
     dicomweb_password: str = ""
     dicomweb_token: str = ""
     dicomweb_timeout_s: float = 60.0
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return (
@@ -88,6 +97,7 @@ def make_peer(p: NetworkSourceParams) -> Peer:
         dimse_timeout_s=p.dimse_timeout_s,
         network_timeout_s=p.network_timeout_s,
         retry=RetryPolicy(max_retries=p.max_retries, backoff_s=p.retry_backoff_s),
+        tls=client_context(p.tls_ca_file, p.tls_cert_file, p.tls_key_file) if p.tls else None,
     )
 
 
@@ -95,7 +105,8 @@ def open_network_source(p: NetworkSourceParams) -> DimseSource | DicomWebSource:
     """A DIMSE or DICOMweb source; a C-MOVE source starts its Storage SCP here.
 
     Raises:
-        ValueError: parameters that cannot work (bad AE title, missing URL, ...).
+        ValueError: parameters that cannot work (bad AE title, missing URL, unreadable
+            TLS files, ...).
         StorageScpError: our Storage SCP cannot listen on its port.
     """
     cache = SeriesCache(p.cache_dir)
@@ -110,6 +121,11 @@ def open_network_source(p: NetworkSourceParams) -> DimseSource | DicomWebSource:
                 allowed_peers=p.allowed_peers,
                 acse_timeout_s=p.assoc_timeout_s,
                 network_timeout_s=p.network_timeout_s,
+                tls=(
+                    server_context(p.tls_cert_file, p.tls_key_file, p.tls_ca_file)
+                    if p.tls
+                    else None
+                ),
             )
         return DimseSource(make_peer(p), cache, retrieve=p.retrieve, scp=scp)
     if p.kind == "dicomweb":

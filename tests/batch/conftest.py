@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cds.config import Settings, load_settings
-from cds.model_data import cause_classes, load_model_examples
 from cds.db.migrate import upgrade
+from cds.model_data import cause_classes, load_model_examples
 from cds.synth.generate import generate
 from model.config import preset
 from model.train import train_mprtm
@@ -85,7 +85,7 @@ def checkpoint(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def batch_settings(tmp_path: Path, cohort: Path, checkpoint: Path, **extra: object) -> Settings:
     base = load_settings(environ={})
-    s = base.replace(
+    values: dict[str, object] = dict(
         database__url=f"sqlite:///{tmp_path / 'batch.db'}",
         fhir__ndjson_dir=str(cohort / "fhir"),
         fhir__writeback_path=str(tmp_path / "out" / "RiskAssessment.ndjson"),
@@ -95,8 +95,9 @@ def batch_settings(tmp_path: Path, cohort: Path, checkpoint: Path, **extra: obje
         batch__lock_file=str(tmp_path / "batch.lock"),
         batch__cohort="group:hf-followup",
         batch__chunk_size=4,
-        **extra,
     )
+    values.update(extra)
+    s = base.replace(**values)
     upgrade(s.database.url)
     return s
 

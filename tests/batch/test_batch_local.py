@@ -86,6 +86,7 @@ def test_killed_run_is_finished_by_the_next_run(
     s = batch_settings(tmp_path, cohort_dir, checkpoint, batch__chunk_size=1, batch__cohort="all")
     cfg = write_config(tmp_path / "batch.toml", s)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPRTM_")}
+    log = (tmp_path / "killed-run.log").open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -123,6 +124,7 @@ def test_killed_run_is_finished_by_the_next_run(
             break
         time.sleep(0.02)
     proc.wait(30)
+    log.close()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     with session_scope(sessions) as db:
         run = db.scalar(select(BatchRun))

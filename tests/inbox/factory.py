@@ -84,7 +84,7 @@ def batch_run(
     run = BatchRun(
         run_key=key,
         run_date=day,
-        status="completed_with_failures" if n_failed else "completed",
+        status="failed" if n_failed == n_total else "completed",
         cohort="all",
         executor="local",
         started_at=start,
@@ -93,8 +93,14 @@ def batch_run(
         n_done=n_total - n_failed,
         n_failed=n_failed,
         n_alerts=1,
-        timings={"fetch_s": 12.5, "inference_s": 30.25},
-        summary={"written": n_total - n_failed},
+        timings={"fetch": 12.5, "inference": 30.25},
+        summary={
+            "n_total": n_total,
+            "n_failed": n_failed,
+            "n_skipped_already_done": 0,
+            "failures": dict(errors or {}),
+            "timings_s": {"fetch": 12.5, "inference": 30.25},
+        },
         model_version_id=model.id if model else None,
     )
     session.add(run)

@@ -200,6 +200,8 @@ def test_bulk_acknowledge(clinician: Any, data: Any, dbs: Any) -> None:
     assert reload(dbs, ids[0]).status == reload(dbs, ids[1]).status == "acknowledged"
     assert reload(dbs, ids[2]).status == "resolved"
     assert post(clinician, "/inbox/alerts/acknowledge", alert_id="x").status_code == 400
+    too_many = [str(i) for i in range(201)]
+    assert post(clinician, "/inbox/alerts/acknowledge", alert_id=too_many).status_code == 400  # type: ignore[arg-type]
     none = post(clinician, "/inbox/alerts/acknowledge")
     assert none.status_code == 302
 

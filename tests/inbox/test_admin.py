@@ -24,7 +24,8 @@ def test_run_detail_shows_failures_with_reasons(admin_client: Any, data: Any) ->
     assert "FhirError: Observation/x unreadable (HTTP 500)" in html
     assert "p-bad" in html
     assert ">FhirError<" in html  # grouped by reason
-    assert "fetch" in html and "12.5 s" in html and "30.2 s" in html  # timings
+    assert '<th scope="row">inference</th><td class="num">30.2 s</td>' in html
+    assert "n_skipped_already_done" in html and "timings_s" not in html  # summary
     assert "mprtm 1.0.0" in html
     assert admin_client.get("/inbox/admin/runs/999").status_code == 404
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -48,6 +50,8 @@ def test_login_success_sets_hardened_session_cookie(app: Flask, data: Any, dbs: 
     assert resp.status_code == 302 and resp.headers["Location"] == "/inbox/"
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    expires = parsedate_to_datetime(cookie.split("Expires=")[1].split(";")[0])
+    assert dt.timedelta(hours=11) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=12)
     assert client.get("/inbox/").status_code == 200
     dbs.expire_all()
     assert dbs.scalar(select(User).where(User.username == "alice")).last_login is not None

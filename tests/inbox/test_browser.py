@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from cds.app import create_app
@@ -45,11 +46,18 @@ def live(migrated_template: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context; fails the test on a console error (e.g. a CSP violation)."""
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     pg = context.new_page()
     pg.set_default_timeout(15_000)
+    errors: list[str] = []
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
     yield pg
     context.close()
+    expected = ("the server responded with a status of 40",)  # the 400/403 pages we provoke
+    unexpected = [e for e in errors if not e.startswith("Failed to load resource: " + expected[0])]
+    assert not unexpected, unexpected
 
 
 def shot(page: Any, name: str, docs: bool = False) -> None:
@@ -78,14 +86,14 @@ def test_unauthenticated_access_redirects_to_login(page: Any, live: Any) -> None
     page.goto(f"{live['url']}/inbox/patients/p-high")
     assert "/inbox/login" in page.url
     assert "next=" in page.url
-    assert page.get_by_role("heading", name="Sign in to the alert inbox").is_visible()
+    expect(page.get_by_role("heading", name="Sign in to the alert inbox")).to_be_visible()
     shot(page, "login")
 
 
 def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None:
     url, alert_id = live["url"], live["alert_id"]
     sign_in(page, url, "alice")
-    assert page.get_by_role("heading", name="Alert inbox").is_visible()
+    expect(page.get_by_role("heading", name="Alert inbox")).to_be_visible()
     shot(page, "inbox", docs=True)
 
     # Filter: high tier only.
@@ -102,7 +110,7 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
     # Open the patient.
     page.locator("table.alerts").get_by_role("link", name="p-high").click()
     page.wait_for_url(re.compile(r"/inbox/patients/p-high"))
-    assert page.get_by_role("heading", name=re.compile("Patient p-high")).is_visible()
+    expect(page.get_by_role("heading", name=re.compile("Patient p-high"))).to_be_visible()
     for name in (
         "Current 1-year risk",
         "Risk trend across runs",
@@ -110,7 +118,7 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
         "Key inputs",
         "Audit trail",
     ):
-        assert page.get_by_role("heading", name=name).is_visible()
+        expect(page.get_by_role("heading", name=name)).to_be_visible()
     for img in page.locator("main img").all():  # charts and overlay really loaded
         assert img.evaluate("el => el.complete && el.naturalWidth > 0"), img.get_attribute("src")
     shot(page, "patient", docs=True)
@@ -119,7 +127,7 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
     card = page.locator(f"#alert-{alert_id}")
     card.get_by_role("button", name="Acknowledge").click()
     page.wait_for_url(re.compile(r"/inbox/patients/p-high"))
-    assert page.get_by_role("status").filter(has_text="acknowledged").is_visible()
+    expect(page.get_by_role("status").filter(has_text="acknowledged")).to_be_visible()
     assert "acknowledged" in page.locator(f"#alert-{alert_id} .status").inner_text().lower()
     audit = page.locator("#audit tbody tr").first
     assert "alice" in audit.inner_text()
@@ -147,7 +155,7 @@ def test_bulk_acknowledge_with_keyboard_and_checkboxes(page: Any, live: Any) -> 
     n = page.locator('input[name="alert_id"]:checked').count()
     assert n >= 2
     page.get_by_role("button", name="Acknowledge selected").click()
-    assert page.get_by_role("status").filter(has_text=f"Acknowledged {n} alerts").is_visible()
+    expect(page.get_by_role("status").filter(has_text=f"Acknowledged {n} alerts")).to_be_visible()
     with live["sessions"]() as s:
         moderate = s.scalars(select(Alert).join(Patient).where(Alert.tier == "moderate")).all()
         assert all(a.status == "acknowledged" for a in moderate)
@@ -159,20 +167,20 @@ def test_clinician_cannot_open_admin_pages(page: Any, live: Any) -> None:
     for path in ("/inbox/admin/runs", "/inbox/admin/model", "/inbox/admin/feedback"):
         response = page.goto(live["url"] + path)
         assert response is not None and response.status == 403, path
-    assert page.get_by_role("heading", name=re.compile("403")).is_visible()
+    expect(page.get_by_role("heading", name=re.compile("403"))).to_be_visible()
     shot(page, "admin-forbidden")
 
 
 def test_admin_pages(page: Any, live: Any) -> None:
     sign_in(page, live["url"], "root-admin")
     page.get_by_role("link", name="Batch runs").click()
-    assert page.get_by_role("heading", name="Batch runs").is_visible()
+    expect(page.get_by_role("heading", name="Batch runs")).to_be_visible()
     shot(page, "admin-runs")
     page.locator("table").get_by_role("link").first.click()
-    assert page.get_by_role("heading", name="Failures").is_visible()
-    assert page.get_by_text("FhirError").first.is_visible()
+    expect(page.get_by_role("heading", name="Failures")).to_be_visible()
+    expect(page.get_by_text("FhirError").first).to_be_visible()
     page.get_by_role("link", name="Card feedback").click()
-    assert page.get_by_role("heading", name="Override reasons").is_visible()
+    expect(page.get_by_role("heading", name="Override reasons")).to_be_visible()
     shot(page, "admin-feedback")
     page.get_by_role("link", name="Model", exact=True).click()
     assert page.locator(".model-card table").count() == 1  # the card's Markdown table
@@ -189,7 +197,7 @@ def test_form_without_csrf_token_is_refused(page: Any, live: Any) -> None:
     with page.expect_response(re.compile(r"/snooze$")) as info:
         form.get_by_role("button", name="Snooze").click()
     assert info.value.status == 400
-    assert page.get_by_text("security token is missing").is_visible()
+    expect(page.get_by_text("security token is missing")).to_be_visible()
     with live["sessions"]() as s:
         pat = s.scalar(select(Patient).where(Patient.fhir_id == "p-mod"))
         assert pat is not None
@@ -222,17 +230,38 @@ def test_ehr_launch_in_chromium(
     with serve(app, port):
         page.goto(f"{inbox_url}/inbox/patients/p-high?launch={launch}&iss={smart_server.fhir_base}")
         page.wait_for_url(f"{inbox_url}/inbox/patients/p-high")
-        assert page.get_by_text("smart:Practitioner/dr-test").is_visible()
+        expect(page.get_by_text("smart:Practitioner/dr-test")).to_be_visible()
         assert page.get_by_role("link", name="Inbox").count() == 0  # bound to one patient
         page.locator(f"#alert-{alert_id}").get_by_role("button", name="Acknowledge").click()
-        assert (
-            page.locator("#audit tbody tr")
-            .first.get_by_text("smart:Practitioner/dr-test")
-            .is_visible()
-        )
+        expect(page.get_by_role("status").filter(has_text="acknowledged")).to_be_visible()
+        expect(
+            page.locator("#audit tbody tr").first.get_by_text("smart:Practitioner/dr-test")
+        ).to_be_visible()
         shot(page, "smart-launch")
         response = page.goto(f"{inbox_url}/inbox/patients/p-mod")
         assert response is not None and response.status == 403
     with sessions() as s:
         assert s.get(Alert, alert_id).status == "acknowledged"
     app.extensions["mprtm.engine"].dispose()
+
+
+def test_keyboard_only_skip_link_and_acknowledge(page: Any, live: Any) -> None:
+    sign_in(page, live["url"], "alice")
+    page.goto(f"{live['url']}/inbox/patients/p-low")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to main content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    for _ in range(80):  # Tab through the page to the first Acknowledge button
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent.trim()") == "Acknowledge":
+            break
+    else:
+        raise AssertionError("no Acknowledge button reachable with Tab")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    expect(page.get_by_role("status").filter(has_text="acknowledged")).to_be_visible()
+    with live["sessions"]() as s:
+        pat = s.scalar(select(Patient).where(Patient.fhir_id == "p-low"))
+        assert pat is not None
+        assert [a.status for a in pat.alerts] == ["acknowledged"]

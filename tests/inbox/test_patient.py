@@ -41,6 +41,8 @@ def test_charts_are_svg(clinician: Any) -> None:
     for path in ("risk-trend.svg", "modality-weights.svg"):
         resp = clinician.get(f"/inbox/patients/p-high/{path}")
         assert resp.status_code == 200 and resp.mimetype == "image/svg+xml"
+        assert "script" not in resp.headers["Content-Security-Policy"]
+        assert b"<script" not in resp.data
         root = ET.fromstring(resp.data)
         assert root.tag.endswith("svg")
 

@@ -46,6 +46,7 @@ def configured(tmp_path, monkeypatch):
     write_series(tmp_path / "dicom", patient_id="MRN-1", description="localizer", n_slices=2)
     monkeypatch.setenv("MPRTM_FHIR__NDJSON_DIR", str(tmp_path / "fhir"))
     monkeypatch.setenv("MPRTM_PACS__FOLDER", str(tmp_path / "dicom"))
+    monkeypatch.setenv("MPRTM_PACS__CACHE_DIR", str(tmp_path / "cache"))
     return uid
 
 

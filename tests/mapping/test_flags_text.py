@@ -75,11 +75,12 @@ def test_medication_classes_and_text():
             med_request("m4", "p1", "Furosemide 40 MG", status="entered-in-error"),
             med_request("m5", "p1", "Dapagliflozin 10 MG", authored="2026-12-01"),
             med_request("m6", "p1", "Paracetamol 500 MG"),
+            med_request("m7", "p1", "Acetylsalicylic acid 100 mg gastro-resistant tablet"),
         ],
     )
     m = map_record(rec, as_of=AS_OF)
     n = m.model_input.numeric
-    assert n["med_beta_blocker"] == n["med_arni"] == n["med_arb"] == 1.0
+    assert n["med_beta_blocker"] == n["med_arni"] == n["med_arb"] == n["med_antiplatelet"] == 1.0
     assert n["med_statin"] == n["med_loop_diuretic"] == n["med_sglt2i"] == 0.0
     assert m.features["med_arni"].source == "MedicationRequest/m2"
     text = m.model_input.text or ""

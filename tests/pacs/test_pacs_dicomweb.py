@@ -12,8 +12,8 @@ from connectors.errors import DicomWebError
 from connectors.pacs._retry import RetryPolicy
 from connectors.pacs.cache import SeriesCache
 from connectors.pacs.dicomweb import DicomWebSource, _retry_after
-from tests.pacs.conftest import PATIENTS, Pacs
 from tests.pacs.orthanc_server import free_port
+from tests.pacs.pacs_env import PATIENTS, Pacs
 
 pytestmark = pytest.mark.orthanc
 

@@ -9,13 +9,20 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
-from connectors.errors import AssociationError, DicomInvalid, DimseStatusError, PacsError
+from cds.config import PacsSettings
+from connectors.errors import (
+    AssociationError,
+    DicomInvalid,
+    DimseStatusError,
+    RetrieveIncomplete,
+)
 from connectors.pacs._scp import StorageScp
 from connectors.pacs.base import SeriesRef
 from connectors.pacs.cache import SeriesCache
 from connectors.pacs.dimse import DimseSource
-from tests.pacs.conftest import IGNORE_PYNETDICOM_SOCKET_LEAK, OUR_AET, PATIENTS, Pacs
+from connectors.pacs.series import select_lge_series
 from tests.pacs.orthanc_server import free_port
+from tests.pacs.pacs_env import IGNORE_PYNETDICOM_SOCKET_LEAK, OUR_AET, PATIENTS, Pacs
 
 pytestmark = pytest.mark.orthanc
 
@@ -51,6 +58,9 @@ def test_find_series_after_load_dicom(pacs: Pacs, tmp_path: Path) -> None:
                 assert ref.modality == "MR"
                 assert ref.n_instances == len(w.files)
                 assert ref.study_date == "20250115"
+            cfg = PacsSettings()
+            lge = select_lge_series(refs, include=cfg.lge_patterns, exclude=cfg.exclude_patterns)
+            assert lge is not None and lge.series_description == "LGE PSIR SAX"
         assert src.find_series("NOBODY") == []
         assert src.find_series(PATIENTS[0], modality="CT") == []
 
@@ -192,7 +202,24 @@ def test_c_move_to_unknown_destination_is_a_typed_error(pacs: Pacs, tmp_path: Pa
 def test_c_move_when_our_scp_does_not_accept_the_pacs(pacs: Pacs, tmp_path: Path) -> None:
     scp = StorageScp(OUR_AET, pacs.move_port, allowed_peers=["SOME-OTHER-PACS"])
     with DimseSource(pacs.peer(), SeriesCache(tmp_path), retrieve="move", scp=scp) as src:
-        with pytest.raises(PacsError) as info:
+        with pytest.raises(DimseStatusError) as info:
             src.retrieve_series(pacs_ref(pacs))
-    assert "series" in str(info.value)
+    # Orthanc's sub-association to our SCP is rejected (calling AE title not
+    # recognised); it reports the C-MOVE as failed.
+    assert info.value.service == "C-MOVE"
+    assert pacs_ref(pacs).series_instance_uid in str(info.value)
     assert not SeriesCache(tmp_path).has(pacs_ref(pacs).series_instance_uid)
+
+
+def test_fewer_instances_than_announced_is_incomplete_and_not_cached(
+    pacs: Pacs, tmp_path: Path
+) -> None:
+    ref = pacs_ref(pacs)
+    inflated = SeriesRef(**{**ref.__dict__, "n_instances": ref.n_instances + 2})
+    with pacs.dimse(tmp_path) as src, pytest.raises(RetrieveIncomplete) as info:
+        src.retrieve_series(inflated)
+    assert (info.value.expected, info.value.received) == (ref.n_instances + 2, ref.n_instances)
+    with pacs.dicomweb(tmp_path) as web, pytest.raises(RetrieveIncomplete):
+        web.retrieve_series(inflated)
+    assert not SeriesCache(tmp_path).has(ref.series_instance_uid)
+    assert list((tmp_path / ".staging").iterdir()) == []

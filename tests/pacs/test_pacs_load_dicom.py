@@ -9,9 +9,9 @@ import pydicom
 import pytest
 
 from cds.cli import main as cli_main
-from tests.pacs.conftest import IGNORE_PYNETDICOM_SOCKET_LEAK, Pacs
 from tests.pacs.dicom_data import write_patient
 from tests.pacs.orthanc_server import free_port
+from tests.pacs.pacs_env import IGNORE_PYNETDICOM_SOCKET_LEAK, Pacs
 
 pytestmark = pytest.mark.orthanc
 

@@ -18,8 +18,8 @@ from connectors.pacs._contexts import MR_STORAGE_CLASSES, VERIFICATION
 from connectors.pacs._scp import STATUS_UNSOLICITED, StorageScp
 from connectors.pacs.cache import SeriesCache
 from connectors.pacs.dimse import DimseSource
-from tests.pacs.conftest import Pacs
 from tests.pacs.orthanc_server import free_port
+from tests.pacs.pacs_env import Pacs
 
 
 @pytest.fixture

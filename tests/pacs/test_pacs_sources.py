@@ -13,7 +13,7 @@ from cds.errors import ConfigError
 from cds.sources import make_imaging_source
 from connectors.pacs.dicomweb import DicomWebSource
 from connectors.pacs.dimse import DimseSource
-from tests.pacs.conftest import OUR_AET, PATIENTS, Pacs
+from tests.pacs.pacs_env import OUR_AET, PATIENTS, Pacs
 
 pytestmark = pytest.mark.orthanc
 

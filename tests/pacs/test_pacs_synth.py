@@ -16,8 +16,8 @@ from cds.config import PacsSettings
 from connectors.pacs.base import SeriesRef
 from connectors.pacs.folder import DicomFolderSource
 from connectors.pacs.series import order_slices, select_lge_series
-from tests.pacs.conftest import Pacs
 from tests.pacs.dicom_data import write_series
+from tests.pacs.pacs_env import Pacs
 
 pytestmark = pytest.mark.orthanc
 

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from cds.config import Settings
 from cds.dataset import load_dataset
 from cds.errors import UsageError
 from cds.synth.generate import generate
@@ -17,10 +18,14 @@ from tests.mapping.fhir_builders import obs, patient, write_ndjson
 from tests.sources.dicom_builders import write_series
 
 
+def _settings(tmp_path):
+    return Settings().replace(pacs__cache_dir=str(tmp_path / "cache"))
+
+
 def test_load_synthetic_cohort(tmp_path):
     out = tmp_path / "cohort"
     generate(12, 3, out, images=False, progress=False)
-    examples = load_dataset(out, progress=False)
+    examples = load_dataset(out, progress=False, settings=_settings(tmp_path))
     with (out / "truth" / "labels.csv").open() as fh:
         labels = {r["patient_id"]: r for r in csv.DictReader(fh)}
     assert [e.patient_id for e in examples] == list(labels)
@@ -68,7 +73,11 @@ def test_masks_follow_slice_order_and_size(tmp_path):
     uids = [d.SOPInstanceUID for d in ordered][::-1]
     masks = np.stack([np.full((20, 20), k % 3, np.uint8) for k in range(4)])[::-1]
     np.savez(root / "truth" / "masks" / f"{uid}.npz", masks=masks, sop_instance_uids=np.array(uids))
-    ex = {e.patient_id: e for e in load_dataset(root, image_size=10, progress=False)}
+    settings = _settings(tmp_path)
+    ex = {
+        e.patient_id: e
+        for e in load_dataset(root, image_size=10, progress=False, settings=settings)
+    }
     e = ex["p1"]
     assert e.model_input.image is not None and e.model_input.image.shape == (4, 10, 10)
     assert e.masks is not None and e.masks.shape == (4, 10, 10) and e.masks.dtype == np.uint8
@@ -77,7 +86,8 @@ def test_masks_follow_slice_order_and_size(tmp_path):
     assert e.true_risk is None
     assert ex["p2"].model_input.image is None and ex["p2"].fibrosis_burden is None
     # without images
-    e = {x.patient_id: x for x in load_dataset(root, with_images=False, progress=False)}["p1"]
+    plain = load_dataset(root, with_images=False, progress=False, settings=settings)
+    e = {x.patient_id: x for x in plain}["p1"]
     assert e.model_input.image is None and e.masks is None
     assert e.model_input.numeric["creatinine"] == pytest.approx(88.42)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import numpy as np
 import pytest
@@ -218,3 +219,31 @@ def test_assemble_bad_series_gives_warning_not_crash(tmp_path):
     )
     assert m.model_input.image is None
     assert any(uid in w for w in m.warnings)
+
+
+def test_folder_index_cache_reuses_unchanged_files(tmp_path):
+    uid, _ = write_series(tmp_path / "d", patient_id="M1", description="LGE", n_slices=3)
+    cache = tmp_path / "cache" / "index.json"
+    first = DicomFolderSource(tmp_path / "d", index_cache=cache)
+    assert [r.n_instances for r in first.find_series("M1")] == [3]
+    assert cache.is_file()
+    files = sorted((tmp_path / "d").rglob("*.dcm"))
+    # same size and mtime, different content: the cached header is trusted
+    st = files[0].stat()
+    files[0].write_bytes(b"\0" * st.st_size)
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = DicomFolderSource(tmp_path / "d", index_cache=cache)
+    assert [r.n_instances for r in again.find_series("M1")] == [3]
+    # a changed file is read again (and now found broken); a new series appears
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    write_series(tmp_path / "d", patient_id="M2", description="LGE", n_slices=2)
+    third = DicomFolderSource(tmp_path / "d", index_cache=cache)
+    assert [r.n_instances for r in third.find_series("M1")] == [2]
+    assert [r.n_instances for r in third.find_series("M2")] == [2]
+    assert any(files[0].name in w for w in third.warnings)
+    # an unreadable cache is ignored
+    cache.write_text("{not json")
+    assert [
+        r.n_instances
+        for r in DicomFolderSource(tmp_path / "d", index_cache=cache).find_series("M2")
+    ] == [2]

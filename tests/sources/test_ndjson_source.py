@@ -221,3 +221,13 @@ def test_absolute_and_urn_references(tmp_path):
         "p1"
     )
     assert [o.id for o in rec.observations] == ["o1", "o2"]
+
+
+def test_file_rewritten_in_place_gives_warnings_not_a_crash(folder):
+    src = NdjsonFolderSource(folder)
+    (folder / "Observation.ndjson").write_text("")  # truncated under the open source
+    rec = src.patient_record("p1")
+    assert rec.observations == []
+    assert any("Observation/" in w or "Observation.ndjson" in w for w in rec.warnings)
+    src.close()
+    src.close()  # idempotent
