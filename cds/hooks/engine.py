@@ -102,7 +102,7 @@ class HooksEngine:
         now = dt.datetime.now(dt.UTC)
         with self.sessions() as session:
             preds = store.recent_batch_predictions(session, req.patient_id, limit=2)
-            newest_img, _ = store.latest_lge_image(session, req.patient_id, None)
+            last_lge = store.newest_lge_study_date(session, req.patient_id)
         latest, mv = preds[0] if preds else (None, None)
         before = preds[1][0] if len(preds) > 1 else None
         ctx = CardContext(
@@ -113,7 +113,7 @@ class HooksEngine:
             public_url=self.settings.server.public_url,
             headline_outcome=self.settings.alerts.outcome,
             now=now,
-            last_lge_date=store.parse_dicom_date(newest_img.study_date if newest_img else None),
+            last_lge_date=last_lge,
         )
         age_h = (now - store.as_utc(latest.created_at)).total_seconds() / 3600 if latest else None
         if latest is not None and age_h is not None and age_h <= hooks.fresh_hours:
@@ -265,7 +265,7 @@ class HooksEngine:
         if not key:
             return None
         with self.sessions() as session:
-            return store.latest_lge_image(session, patient_id, key)[1]
+            return store.cached_lge_image(session, patient_id, key)
 
     def _record_lge_date(self, data: GatheredData) -> dt.date | None:
         """Newest prefetched ImagingStudy holding an LGE series (by description)."""
