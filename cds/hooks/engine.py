@@ -7,7 +7,8 @@ Order of preference:
 2. otherwise a score computed now from the prefetch (and the FHIR server for absent keys),
    with image features only from the cache, in a worker thread the request waits for at
    most the rest of ``cds_hooks.time_budget_ms``;
-3. when that cannot finish (budget spent, no usable data, no scorer) the last nightly
+3. when that cannot finish (budget spent, no usable data, no scorer, or the scorer
+   already has ``2 x workers`` jobs running or waiting: load shedding) the last nightly
    result clearly labelled as not refreshed, or an info card saying why there is none.
 
 Patient data never make the call fail: every failure of step 2 ends in step 3.  The only
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -89,6 +91,10 @@ class HooksEngine:
             max_workers=max(1, settings.cds_hooks.workers), thread_name_prefix="hooks-score"
         )
         self.writer = WriteBehind(sessions)
+        # load shedding: at most `workers` scoring jobs running and `workers` waiting
+        self._max_in_flight = 2 * max(1, settings.cds_hooks.workers)
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self._lge = [p.lower() for p in settings.pacs.lge_patterns]
         self._not_lge = [p.lower() for p in settings.pacs.exclude_patterns]
 
@@ -164,8 +170,11 @@ class HooksEngine:
                     f"cannot score patient {req.patient_id}"
                 )
             reason = "the EHR sent no prefetch data and no FHIR access"
+        elif not self._admit():
+            reason = "the on-demand scorer is busy with other calls"
         else:
             future = self._pool.submit(self._compute, service, req, deadline, now, latest)
+            future.add_done_callback(self._release)
             computed = self._wait(future, deadline, req.patient_id)
             if computed.last_lge and (
                 ctx.last_lge_date is None or computed.last_lge > ctx.last_lge_date
@@ -195,6 +204,19 @@ class HooksEngine:
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
             return _Computed(None, f"on-demand scoring failed ({type(exc).__name__})", None)
+
+    def _admit(self) -> bool:
+        """Take a scoring slot; False when enough jobs are already running or waiting
+        (under overload a call is answered at once from what is known, not queued)."""
+        with self._in_flight_lock:
+            if self._in_flight >= self._max_in_flight:
+                return False
+            self._in_flight += 1
+            return True
+
+    def _release(self, _future: Future[_Computed]) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= 1
 
     def _store_late(self, future: Future[_Computed]) -> None:
         """A score that finished after its request gave up is stored all the same."""

@@ -261,3 +261,36 @@ def test_timed_out_requests_leave_no_backlog(
     finally:
         app.extensions["mprtm.hooks"].engine.close()
         app.extensions["mprtm.engine"].dispose()
+
+
+def test_overload_is_shed_not_queued(
+    make_settings: Callable[..., Settings], token: TokenFactory
+) -> None:
+    import threading
+
+    app = create_app(make_settings(time_budget_ms=3000, workers=1))
+    scorer = RuleScorer(delay_s=0.8)
+    set_scorer(app, scorer)
+    out: dict[str, Any] = {}
+
+    def call(pid: str) -> None:
+        resp = post(app.test_client(), token, hook_body(pid, prefetch=full_prefetch(pid)))
+        out[pid] = resp.get_json()["cards"][0]
+
+    try:
+        threads = []
+        for pid in ("p-o1", "p-o2", "p-o3"):  # 1 runs, 1 waits, the 3rd is shed
+            t = threading.Thread(target=call, args=(pid,))
+            t.start()
+            threads.append(t)
+            time.sleep(0.15)
+        for t in threads:
+            t.join()
+        assert "computed now" in out["p-o1"]["summary"]
+        assert "computed now" in out["p-o2"]["summary"]
+        assert out["p-o3"]["indicator"] == "info"
+        assert "scorer is busy" in out["p-o3"]["detail"]
+        assert len(scorer.calls) == 2
+    finally:
+        app.extensions["mprtm.hooks"].engine.close()
+        app.extensions["mprtm.engine"].dispose()
