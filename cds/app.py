@@ -14,6 +14,7 @@ from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
 from cds.hooks import init_app as init_hooks
 from cds.inbox import init_app as init_inbox
+from cds.wellknown import init_app as init_wellknown
 
 log = logging.getLogger("mprtm.app")
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         return jsonify(status="ok", version=__version__)
 
     init_inbox(app)
+    init_wellknown(app)  # /.well-known/jwks.json (SMART backend client key)
 
     return app
 

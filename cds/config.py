@@ -66,6 +66,9 @@ class FhirSettings:
     max_concurrency: int = 4
     max_retries: int = 4
     page_size: int = 200
+    retry_backoff_s: float = 0.5
+    max_retry_wait_s: float = 60.0
+    bulk_timeout_s: float = 3600.0
     observation_window_days: int = 365
     max_notes: int = 3
     notes_window_days: int = 365

@@ -20,6 +20,7 @@ from connectors.fhir.base import FhirSource
 from connectors.pacs.base import ImagingSource
 
 if TYPE_CHECKING:
+    from connectors.fhir.rest import FhirRestSource
     from connectors.pacs.factory import NetworkSourceParams
 
 _PLACEHOLDER = re.compile(r"\{as_of(?:([+-])(\d+)d)?\}")
@@ -40,7 +41,47 @@ def make_fhir_source(settings: Settings) -> FhirSource:
             return NdjsonFolderSource(settings.fhir.ndjson_dir)
         except FhirError as exc:
             raise ConfigError(f"fhir.ndjson_dir: {exc}") from None
+    if kind == "server":
+        return make_fhir_rest_source(settings)
     raise ConfigError(f"fhir.source = {kind!r} is not available in this build")
+
+
+def make_fhir_rest_source(settings: Settings) -> FhirRestSource:
+    """A REST source for ``fhir.base_url`` (``fhir.source = "server"`` and FHIR write-back),
+    authenticated as ``fhir.auth`` says; it reads the CapabilityStatement at once.
+
+    Raises:
+        ConfigError: missing base URL or unusable credentials (names the key).
+        connectors.errors.FhirError: the server cannot be reached or is not FHIR R4.
+    """
+    from connectors.errors import FhirAuthError
+    from connectors.fhir.rest import from_settings
+
+    f = settings.fhir
+    if not f.base_url:
+        raise ConfigError("fhir.base_url must be set for a FHIR server source or write-back")
+    try:
+        return from_settings(
+            base_url=f.base_url,
+            auth=f.auth,
+            token_url=f.token_url,
+            client_id=f.client_id,
+            private_key_file=f.private_key_file,
+            key_alg=f.key_alg,
+            key_id=f.key_id,
+            scope=f.scope,
+            bearer_token=f.bearer_token,
+            timeout_s=f.timeout_s,
+            max_concurrency=f.max_concurrency,
+            max_retries=f.max_retries,
+            backoff_s=f.retry_backoff_s,
+            max_wait_s=f.max_retry_wait_s,
+            page_size=f.page_size,
+        )
+    except FhirAuthError as exc:
+        if exc.status is None:  # a configuration problem, not a refusal by the server
+            raise ConfigError(f"[fhir] auth = {f.auth!r}: {exc}") from None
+        raise
 
 
 def make_imaging_source(settings: Settings) -> ImagingSource:

@@ -11,6 +11,9 @@ import pytest
 
 from cds.config import Settings, load_settings
 
+#: session fixtures shared by every area: one FHIR engine per test session
+pytest_plugins = ["tests.servers.fhir_engine"]
+
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get(
     "MPRTM_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -149,6 +149,12 @@ class Scorer:
     def finish(self) -> None:
         self.writer.finish()
 
+    def close(self) -> None:
+        """Close the sources and the writer (connections, associations, threads)."""
+        for part in (self.fhir, self.imaging, self.writer):
+            if part is not None:
+                part.close()
+
     # -- one chunk -----------------------------------------------------------------------
     def score_chunk(
         self, sessions: sessionmaker[Session], ctx: RunContext, patient_ids: list[str]

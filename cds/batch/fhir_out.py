@@ -38,8 +38,12 @@ TIER_DISPLAY = {
 
 
 def ra_identifier_value(model_version: str, patient_id: str, run_date: dt.date) -> str:
-    """Deterministic identifier value: a re-run on the same day updates, never duplicates."""
-    return f"{model_version}|{patient_id}|{run_date.isoformat()}"
+    """Deterministic identifier value: a re-run on the same day updates, never duplicates.
+
+    ``:`` separates the parts: it cannot occur in a FHIR id, and unlike ``|`` it needs no
+    escaping in a token search (``identifier=system|value``).
+    """
+    return f"{model_version}:{patient_id}:{run_date.isoformat()}"
 
 
 def build_device(model_name: str, model_version: str, card_url: str, *, synthetic: bool) -> Device:

@@ -150,9 +150,25 @@ class BatchRunner:
         engine: Engine | None = None,
     ) -> None:
         self.settings = settings
+        self._owns_engine = engine is None
         self.engine = engine or make_engine(settings.database.url)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self._owns_scorer = scorer is None
         self._scorer = scorer
+
+    def close(self) -> None:
+        """Close what this runner opened (sources of a scorer it built, the engine)."""
+        if self._scorer is not None and self._owns_scorer:
+            self._scorer.close()
+            self._scorer = None
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> BatchRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def scorer(self) -> _scoring.Scorer:

@@ -128,5 +128,8 @@ class NightlyScheduler:
             self.settings.batch.timezone,
             self.settings.batch.cohort,
         )
-        self.scheduler.start()
+        try:
+            self.scheduler.start()
+        finally:
+            self.runner.close()
         log.info("scheduler stopped")

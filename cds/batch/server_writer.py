@@ -20,15 +20,17 @@ from connectors.fhir.rest import FhirRestClient
 class ServerWriter:
     """Args: client: an authenticated FHIR REST client of the EHR."""
 
-    def __init__(self, client: FhirRestClient) -> None:
+    def __init__(self, client: FhirRestClient, owner: object | None = None) -> None:
         self.client = client
+        self._owner = owner
         self._devices: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerWriter:
         from cds.sources import make_fhir_rest_source
 
-        return cls(make_fhir_rest_source(settings).client)
+        source = make_fhir_rest_source(settings)
+        return cls(source.client, owner=source)
 
     def ensure_device(self, device: Device) -> str:
         ident = _identifier(device, DEVICE_IDENTIFIER_SYSTEM)
@@ -50,3 +52,8 @@ class ServerWriter:
 
     def finish(self) -> None:
         return None
+
+    def close(self) -> None:
+        close = getattr(self._owner, "close", None)
+        if close is not None:
+            close()

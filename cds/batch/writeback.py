@@ -35,7 +35,13 @@ class Writer(Protocol):
         """Create or update by identifier; return the resource's logical id."""
         ...
 
-    def finish(self) -> None: ...
+    def finish(self) -> None:
+        """End of a run (compaction for files)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
 
 
 def _identifier(resource: Any, system: str) -> str:
@@ -81,6 +87,9 @@ class NdjsonWriter:
     def finish(self) -> None:
         self.compact()
 
+    def close(self) -> None:
+        return None
+
     def compact(self) -> int:
         """Keep the last line per id; atomic replace. Returns the number of resources."""
         with self._lock:
@@ -125,4 +134,7 @@ class NullWriter:
         return _stable_id(f"{RA_IDENTIFIER_SYSTEM}|{_identifier(ra, RA_IDENTIFIER_SYSTEM)}")
 
     def finish(self) -> None:
+        return None
+
+    def close(self) -> None:
         return None

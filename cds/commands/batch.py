@@ -42,14 +42,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--limit must be at least 1")
     as_of_date = _date(args.as_of, "--as-of")
     as_of = dt.datetime.combine(as_of_date, dt.time(23, 59), dt.UTC) if as_of_date else None
-    summary = BatchRunner(settings).run(
-        RunOptions(
-            limit=args.limit,
-            run_date=_date(args.date, "--date"),
-            as_of=as_of,
-            progress=not args.no_progress,
+    with BatchRunner(settings) as runner:
+        summary = runner.run(
+            RunOptions(
+                limit=args.limit,
+                run_date=_date(args.date, "--date"),
+                as_of=as_of,
+                progress=not args.no_progress,
+            )
         )
-    )
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

@@ -85,7 +85,7 @@ class BatchRun(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_key: Mapped[str] = mapped_column(String(200), unique=True)
     run_date: Mapped[dt.date] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[str] = mapped_column(String(40), default="running")
     cohort: Mapped[str] = mapped_column(String(200))
     executor: Mapped[str] = mapped_column(String(20), default="local")
     model_version_id: Mapped[int | None] = mapped_column(

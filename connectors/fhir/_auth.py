@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from connectors.errors import FhirAuthError, FhirError
+from connectors.errors import FhirAuthError, FhirError, ResourceNotFound
 from connectors.fhir.jwks import PrivateKey, load_private_key, public_jwk
 
 if TYPE_CHECKING:
@@ -104,13 +104,31 @@ class SmartBackendAuth:
         return self._token_url
 
     def _discover(self) -> str:
-        doc = self._http.get_json(
-            ".well-known/smart-configuration", what="SMART configuration discovery"
-        )
-        url = doc.get("token_endpoint")
+        """Token endpoint from ``.well-known/smart-configuration``, else from the
+        CapabilityStatement's ``oauth-uris`` extension (older SMART servers)."""
+        url: Any = None
+        try:
+            resp = self._http.request(
+                "GET",
+                ".well-known/smart-configuration",
+                headers={"Accept": "application/json"},
+                use_auth=False,
+                what="SMART configuration discovery",
+            )
+            url = self._http.decode(resp, "SMART configuration discovery").get("token_endpoint")
+        except (ResourceNotFound, FhirAuthError):  # absent (some servers answer 401)
+            resp = self._http.request("GET", "metadata", use_auth=False, what="GET metadata")
+            cap = self._http.decode(resp, "CapabilityStatement")
+            for rest in cap.get("rest") or []:
+                for ext in (rest.get("security") or {}).get("extension") or []:
+                    if str(ext.get("url", "")).endswith("/oauth-uris"):
+                        for sub in ext.get("extension") or []:
+                            if sub.get("url") == "token":
+                                url = sub.get("valueUri")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise FhirAuthError(
-                "no token_endpoint in .well-known/smart-configuration; set fhir.token_url"
+                "no token endpoint in .well-known/smart-configuration or the "
+                "CapabilityStatement; set fhir.token_url"
             )
         return url
 

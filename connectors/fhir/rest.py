@@ -27,30 +27,40 @@ from fhir.resources.R4B.group import Group
 from fhir.resources.R4B.patient import Patient
 
 from connectors.errors import FhirAuthError, FhirError, ResourceNotFound
+from connectors.fhir._attachments import (
+    AttachmentUnreadable,
+    attachment_text,
+    binary_id,
+    decode_text,
+)
 from connectors.fhir._auth import BearerAuth, SmartBackendAuth
 from connectors.fhir._client import EntryResult, FhirRestClient, SearchPage, WriteResult
 from connectors.fhir._http import FhirHttp, NoAuth
+from connectors.fhir._parse import parse_resource, to_json
 from connectors.fhir.base import PatientRecord
 
 __all__ = [
+    "BearerAuth",
     "EntryResult",
+    "FhirHttp",
+    "SmartBackendAuth",
     "FhirRestClient",
     "FhirRestSource",
     "WriteResult",
     "from_settings",
     "LOINC",
+    "parse_resource",
+    "to_json",
 ]
 
 log = logging.getLogger("connectors.fhir.rest")
 
 LOINC = "http://loinc.org"
 #: LOINC codes per Observation search request (keeps URLs well under common limits).
-CODES_PER_SEARCH = 40
-#: Attachment content types read as text.
-TEXT_TYPES = ("text/plain", "text/markdown", "text/html", "text/xml", "application/xml")
+CODES_PER_SEARCH = 100
 T = TypeVar("T")
 
-# record attribute <- resource type searched by ``patient=<id>``
+# record attribute <- resource type searched by ``subject=Patient/<id>``
 PATIENT_SEARCHES: tuple[tuple[str, str], ...] = (
     ("conditions", "Condition"),
     ("medication_requests", "MedicationRequest"),
@@ -77,7 +87,11 @@ class FhirRestSource:
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="fhir")
         self.max_concurrency = max_concurrency
         if read_capabilities:
-            client.capabilities()
+            try:
+                client.capabilities()
+            except BaseException:
+                self._pool.shutdown(wait=False)
+                raise
 
     @property
     def http(self) -> FhirHttp:
@@ -138,7 +152,7 @@ class FhirRestSource:
         record = PatientRecord(patient=patient)
         jobs: list[tuple[str, Callable[[], SearchPage]]] = []
         for chunk in _chunks(loinc_codes, CODES_PER_SEARCH) if loinc_codes else [()]:
-            params: dict[str, str | list[str]] = {"patient": patient_id}
+            params: dict[str, str | list[str]] = {"subject": f"Patient/{patient_id}"}
             if chunk:
                 params["code"] = ",".join(f"{LOINC}|{c}" for c in chunk)
             if since is not None:
@@ -146,7 +160,9 @@ class FhirRestSource:
             jobs.append(("observations", _search(self.client, "Observation", params, label)))
         for attr, rtype in PATIENT_SEARCHES:
             if self.client.supports(rtype):
-                jobs.append((attr, _search(self.client, rtype, {"patient": patient_id}, label)))
+                jobs.append(
+                    (attr, _search(self.client, rtype, {"subject": f"Patient/{patient_id}"}, label))
+                )
             else:
                 record.warnings.append(f"{rtype}: not searchable on this server; not pulled")
         futures = [(attr, self._pool.submit(job)) for attr, job in jobs]
@@ -193,61 +209,52 @@ class FhirRestSource:
     # -------------------------------------------------------------- documents
     def _read_document(self, doc: DocumentReference, record: PatientRecord) -> None:
         key = f"DocumentReference/{doc.id}"
-        texts: list[str] = []
+        parts: list[str] = []
         for i, content in enumerate(doc.content or []):
             att = content.attachment
-            ctype = str(att.contentType or "text/plain").split(";")[0].strip().lower()
-            charset = _charset(str(att.contentType or "")) or "utf-8"
-            raw: bytes | None = None
-            if att.data is not None:
-                raw = _b64(att.data)
-                if raw is None:
-                    record.warnings.append(f"{key}: attachment {i} data is not base64; skipped")
-                    continue
-            elif att.url:
-                raw, ctype = self._fetch_attachment(str(att.url), key, i, ctype, record)
-                if raw is None:
-                    continue
-            else:
-                continue
-            if ctype not in TEXT_TYPES:
-                record.warnings.append(f"{key}: attachment {i} is {ctype}; not read as text")
-                continue
             try:
-                texts.append(raw.decode(charset))
-            except (UnicodeDecodeError, LookupError):
-                texts.append(raw.decode("utf-8", errors="replace"))
-                record.warnings.append(f"{key}: attachment {i} is not valid {charset}")
-        if texts:
-            record.document_texts[key] = "\n\n".join(texts)
+                if att.data is None and att.url:
+                    found = self._fetch_attachment(str(att.url), key, i)
+                    if found is None:
+                        record.warnings.append(
+                            f"{key}: attachment {i} not read (not found or on another server)"
+                        )
+                        continue
+                    raw, ctype = found
+                    parts.append(decode_text(raw, att.contentType or ctype))
+                else:
+                    parts.append(attachment_text(att, lambda _bid: None))
+            except AttachmentUnreadable as exc:
+                record.warnings.append(f"{key}: attachment {i} not read ({exc})")
+        if parts:
+            record.document_texts[key] = "\n".join(p for p in parts if p)
 
-    def _fetch_attachment(
-        self, url: str, key: str, i: int, ctype: str, record: PatientRecord
-    ) -> tuple[bytes | None, str]:
-        absolute = url.startswith(("http://", "https://"))
-        if absolute and not self.http.same_origin(url):
-            record.warnings.append(f"{key}: attachment {i} is on another server; not fetched")
-            return None, ctype
+    def _fetch_attachment(self, url: str, key: str, i: int) -> tuple[bytes, str | None] | None:
+        """Bytes and content type behind an attachment URL on the FHIR server (a Binary
+        read as FHIR JSON, or any other URL of the same origin); None when absent."""
+        if url.startswith(("http://", "https://")) and not self.http.same_origin(url):
+            return None  # never send our token elsewhere
+        bid = binary_id(url)
+        target = f"Binary/{bid}" if bid and not url.startswith(("http:", "https:")) else url
         try:
             resp = self.http.request(
                 "GET",
-                url,
+                target,
                 what=f"{key} attachment {i}",
                 headers={"Accept": "application/fhir+json, */*"},
             )
         except ResourceNotFound:
-            record.warnings.append(f"{key}: attachment {i} ({_path_of(url)}) not found")
-            return None, ctype
-        rtype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if rtype in ("application/fhir+json", "application/json"):
+            return None
+        rtype = resp.headers.get("Content-Type", "")
+        if rtype.split(";")[0].strip().lower() in ("application/fhir+json", "application/json"):
             body = self.http.decode(resp, f"{key} attachment {i}")
             if body.get("resourceType") == "Binary":
                 raw = _b64(str(body.get("data", "")))
                 if raw is None:
-                    record.warnings.append(f"{key}: Binary of attachment {i} is not base64")
-                    return None, ctype
-                return raw, str(body.get("contentType") or ctype).split(";")[0].lower()
-        return resp.content, (rtype or ctype)
+                    raise AttachmentUnreadable(f"Binary/{body.get('id')} data is not base64")
+                ctype = body.get("contentType")
+                return raw, str(ctype) if ctype else None
+        return resp.content, rtype or None
 
     # -------------------------------------------------------------- misc
     @staticmethod
@@ -306,18 +313,6 @@ def _b64(data: Any) -> bytes | None:
         return None
 
 
-def _charset(content_type: str) -> str:
-    for part in content_type.split(";")[1:]:
-        k, _, v = part.strip().partition("=")
-        if k.lower() == "charset":
-            return v.strip().strip('"')
-    return ""
-
-
-def _path_of(url: str) -> str:
-    return url.split("?", 1)[0]
-
-
 def from_settings(
     *,
     base_url: str,
@@ -355,6 +350,40 @@ def from_settings(
         max_concurrency=max_concurrency,
         transport=transport,
     )
+    try:
+        return _build(
+            http,
+            auth,
+            token_url,
+            client_id,
+            private_key_file,
+            key_alg,
+            key_id,
+            scope,
+            bearer_token,
+            page_size,
+            max_concurrency,
+            read_capabilities,
+        )
+    except BaseException:
+        http.close()
+        raise
+
+
+def _build(
+    http: FhirHttp,
+    auth: str,
+    token_url: str,
+    client_id: str,
+    private_key_file: str,
+    key_alg: str,
+    key_id: str,
+    scope: str,
+    bearer_token: str,
+    page_size: int,
+    max_concurrency: int,
+    read_capabilities: bool,
+) -> FhirRestSource:
     if auth == "bearer":
         http.auth = BearerAuth(bearer_token)
     elif auth == "smart-backend":

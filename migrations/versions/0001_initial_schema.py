@@ -106,7 +106,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("run_key", sa.String(length=200), nullable=False),
         sa.Column("run_date", sa.Date(), nullable=False),
-        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("status", sa.String(length=40), nullable=False),
         sa.Column("cohort", sa.String(length=200), nullable=False),
         sa.Column("executor", sa.String(length=20), nullable=False),
         sa.Column("model_version_id", sa.Integer(), nullable=True),

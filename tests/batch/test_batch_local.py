@@ -78,6 +78,7 @@ def test_batch_scores_everyone_reports_broken_and_reruns_idempotently(
         assert db.scalar(select(func.count()).select_from(Alert)) == n_alerts
         assert db.scalar(select(func.count()).select_from(ImageFeatureCache)) == n_cached
     engine.dispose()
+    runner.close()
 
 
 def test_killed_run_is_finished_by_the_next_run(
@@ -104,8 +105,8 @@ def test_killed_run_is_finished_by_the_next_run(
         ],
         cwd=REPO,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     engine = make_engine(s.database.url)
     sessions = session_factory(engine)
@@ -134,7 +135,8 @@ def test_killed_run_is_finished_by_the_next_run(
         )
     assert killed_done is not None and 2 <= killed_done < N_PATIENTS
 
-    summary = BatchRunner(s).run(RunOptions(run_date=AS_OF.date(), as_of=AS_OF, progress=False))
+    with BatchRunner(s) as runner:
+        summary = runner.run(RunOptions(run_date=AS_OF.date(), as_of=AS_OF, progress=False))
     assert summary.n_done == N_PATIENTS and summary.n_failed == 0
     assert summary.n_skipped_already_done == killed_done
     with session_scope(sessions) as db:

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers.fhir_engine import FhirEngine, fhir_engine  # noqa: F401  (pytest fixture)
+from tests.servers.fhir_engine import FhirEngine
 
 
 @pytest.fixture
-def engine(fhir_engine: FhirEngine) -> Iterator[FhirEngine]:  # noqa: F811
+def engine(fhir_engine: FhirEngine) -> Iterator[FhirEngine]:
     """The session's engine with faults, statistics and auth reset after the test."""
     fhir_engine.reset()
     yield fhir_engine

@@ -81,11 +81,12 @@ def test_observations_filtered_by_loinc_and_window(engine: FhirEngine, cohort: C
 def test_paging_follows_next_links(engine: FhirEngine, cohort: Cohort) -> None:
     pid = cohort.patient_ids[2]
     with source(engine, page_size=2) as src:
-        page = src.client.search("Observation", {"patient": pid})
+        page = src.client.search("Observation", {"subject": f"Patient/{pid}"})
         assert page.pages == 4  # 7 observations, 2 a page
         assert len({o.id for o in page.matches}) == 7
         rec = src.patient_record(pid)
         assert len(rec.observations) == 7
+        src.client.page_size = 40
         everyone = src.cohort_patient_ids("all")
         assert set(cohort.patient_ids) <= set(everyone)
         assert len(everyone) == len(set(everyone))
@@ -95,7 +96,7 @@ def test_search_cohort_and_count(engine: FhirEngine, cohort: Cohort) -> None:
     pid = cohort.patient_ids[1]
     with source(engine) as src:
         assert src.cohort_patient_ids(f"search:identifier=urn:test:mrn|{pid}") == [pid]
-        assert src.client.count("Observation", {"patient": pid}) == 7
+        assert src.client.count("Observation", {"subject": f"Patient/{pid}"}) == 7
         with pytest.raises(ValueError, match="cohort must be"):
             src.cohort_patient_ids("everyone")
 

@@ -28,7 +28,7 @@ from tests.hooks.helpers import (
     observation,
     service_url,
 )
-from tests.servers.fhir_engine import FhirEngine, fhir_engine  # noqa: F401  (fixture)
+from tests.servers.fhir_engine import FhirEngine
 
 pytestmark = pytest.mark.fhir_server
 
@@ -37,7 +37,7 @@ PID = "hooks-fb-1"
 
 
 @pytest.fixture(scope="module")
-def loaded(fhir_engine: FhirEngine) -> FhirEngine:  # noqa: F811
+def loaded(fhir_engine: FhirEngine) -> FhirEngine:
     fhir_engine.put({"resourceType": "Patient", "id": PID, "gender": "female"})
     fhir_engine.put(observation("hooks-fb-lvef", PID, LVEF, 28, "%"))
     fhir_engine.put(observation("hooks-fb-bnp", PID, NTPROBNP, 4100, "pg/mL"))

@@ -94,11 +94,13 @@ class FhirEngine:
         tokens: Sequence[str] = (),
         clients: dict[str, dict[str, Any]] | None = None,
         token_ttl: int | None = None,
+        well_known: bool = True,
     ) -> None:
         """Turn bearer checking on/off; ``clients`` maps client_id -> {"jwks": {...}} or
         {"jwks_url": "..."} for the SMART Backend Services token endpoint."""
         body: dict[str, Any] = {"require": require, "tokens": list(tokens)}
         body["clients"] = clients or {}
+        body["well_known"] = well_known
         if token_ttl is not None:
             body["token_ttl"] = token_ttl
         self._control("auth", body)

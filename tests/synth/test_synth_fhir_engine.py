@@ -8,12 +8,12 @@ import httpx
 import pytest
 from synth_helpers import N, read_ndjson
 
-from tests.servers.fhir_engine import FhirEngine, fhir_engine  # noqa: F401  (pytest fixture)
+from tests.servers.fhir_engine import FhirEngine
 
 pytestmark = pytest.mark.fhir_server
 
 
-def test_the_cohort_loads_with_validation(cohort_dir: Path, fhir_engine: FhirEngine) -> None:  # noqa: F811
+def test_the_cohort_loads_with_validation(cohort_dir: Path, fhir_engine: FhirEngine) -> None:
     resources = [r for f in sorted((cohort_dir / "fhir").glob("*.ndjson")) for r in read_ndjson(f)]
     bundle = {
         "resourceType": "Bundle",

@@ -88,6 +88,7 @@ const state = {
   usedJti: new Map(), // jti -> exp
   tokenTtl: opts.tokenTtl,
   requireAuth: opts.tokens.length > 0 || !!opts.clientId,
+  wellKnown: true, // serve .well-known/smart-configuration (off: discovery via metadata only)
 };
 if (opts.clientId) {
   state.clients.set(opts.clientId, { jwks: JSON.parse(fs.readFileSync(opts.jwks, 'utf8')) });
@@ -343,6 +344,7 @@ async function handleControl(req, res, pathname) {
       );
       state.issued.clear();
       if (body.token_ttl !== undefined) state.tokenTtl = body.token_ttl;
+      state.wellKnown = body.well_known ?? true;
       return send(res, 200, { require: state.requireAuth });
     case '/__test__/raw': // {resource}: store WITHOUT validation (bad data as found in real EHRs)
       return send(res, 200, await repo.withSeeding(() => repo.updateResource(body.resource)));
@@ -390,7 +392,7 @@ async function handle(req, res) {
     }
   }
 
-  if (path === '/.well-known/smart-configuration') {
+  if (path === '/.well-known/smart-configuration' && state.wellKnown) {
     return send(res, 200, {
       token_endpoint: tokenEndpoint(base),
       grant_types_supported: ['client_credentials'],
@@ -399,6 +401,9 @@ async function handle(req, res) {
       scopes_supported: ['system/*.rs', 'system/*.read', 'system/*.cruds', 'system/*.write'],
       capabilities: ['client-confidential-asymmetric'],
     }, { 'Content-Type': 'application/json' });
+  }
+  if (path === '/.well-known/smart-configuration') {
+    return send(res, 404, outcome('error', 'not-found', 'no SMART configuration here'));
   }
   if (path === '/metadata' && req.method === 'GET') return send(res, 200, capabilityStatement(base));
   if (!authorized(req)) {
