@@ -168,6 +168,7 @@ class CdsHooksSettings:
     max_token_lifetime_s: int = 3600
     jwks_cache_s: int = 300
     workers: int = 4
+    torch_threads: int = 1
 
 
 @dataclass(frozen=True)

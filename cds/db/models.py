@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -124,7 +125,11 @@ class Prediction(Base):
     """One scored patient: per run (batch) or per request (on demand)."""
 
     __tablename__ = "predictions"
-    __table_args__ = (UniqueConstraint("run_id", "patient_id"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "patient_id"),
+        # a patient's newest predictions (CDS Hooks, inbox) without scanning every run
+        Index("ix_predictions_patient_id_created_at", "patient_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("batch_runs.id"), nullable=True)

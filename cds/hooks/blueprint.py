@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from cds.config import Settings
 from cds.hooks.engine import HooksEngine
@@ -99,6 +100,7 @@ def feedback(service_id: str) -> Any:
         raise UnknownService(f"no CDS service with id {service_id!r}")
     body = _json_body()
     engine = _state().engine
+    engine.writer.flush()  # cards issued a moment ago are in the database
     with engine.sessions() as session:
         rows = parse_feedback(body, service_id, session)
     n = store_feedback(engine.sessions, rows)
@@ -113,6 +115,16 @@ def _hooks_error(exc: HooksError) -> Any:
     if exc.status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         log.warning("401 on %s: %s", request.path, exc)
+    return resp
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Any:
+    """Werkzeug's own errors in these views (e.g. 413 body too large) as JSON too."""
+    resp = jsonify(
+        {"error": (exc.name or "error").lower().replace(" ", "-"), "message": exc.description or ""}
+    )
+    resp.status_code = exc.code or 500
     return resp
 
 

@@ -77,8 +77,11 @@ class CardContext:
         return f"{self.public_url.rstrip('/')}/model-card"
 
     @property
-    def inbox_url(self) -> str:
-        return f"{self.public_url.rstrip('/')}/inbox/patients/{self.patient_id}"
+    def launch_url(self) -> str:
+        """The inbox's SMART launch endpoint: the EHR adds ``iss`` and ``launch``; after
+        the launch the inbox opens the patient of the launch context.  ``patient`` is used
+        only by the local demo log-in (``server.demo_login``)."""
+        return f"{self.public_url.rstrip('/')}/inbox/launch?patient={self.patient_id}"
 
 
 def _source(ctx: CardContext) -> dict[str, Any]:
@@ -99,7 +102,7 @@ def _links(ctx: CardContext, card_uuid: str, prediction_id: int | None) -> list[
     return [
         {
             "label": "Open in the M-PRTM follow-up inbox",
-            "url": ctx.inbox_url,
+            "url": ctx.launch_url,
             "type": "smart",
             "appContext": json.dumps(app_context, separators=(",", ":")),
         },

@@ -7,7 +7,8 @@ Order of preference:
 2. otherwise a score computed now from the prefetch (and the FHIR server for absent keys),
    with image features only from the cache, in a worker thread the request waits for at
    most the rest of ``cds_hooks.time_budget_ms``;
-3. when that cannot finish (budget spent, no usable data, no scorer) the last nightly
+3. when that cannot finish (budget spent, no usable data, no scorer, or the scorer
+   already has ``2 x workers`` jobs running or waiting: load shedding) the last nightly
    result clearly labelled as not refreshed, or an info card saying why there is none.
 
 Patient data never make the call fail: every failure of step 2 ends in step 3.  The only
@@ -20,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from cds.config import Settings
 from cds.db.models import ModelVersion, Prediction
 from cds.hooks import store
 from cds.hooks._deadline import Deadline
+from cds.hooks._writer import WriteBehind
 from cds.hooks.cards import CardContext, info_card, risk_card
 from cds.hooks.errors import DataUnavailable, PreconditionFailed, ScoringError
 from cds.hooks.prefetch import GatheredData, can_fetch, gather
@@ -45,11 +49,24 @@ log = logging.getLogger("mprtm.hooks")
 _ANSWER_RESERVE_S = 0.025
 
 
+#: Stores an on-demand prediction and the cards shown for it (run by the writer thread).
+SaveJob = Callable[[Session, list[dict[str, Any]]], None]
+
+
 @dataclass
 class _Computed:
     view: RiskView | None
     reason: str  # why there is no view
     last_lge: dt.date | None
+    save: SaveJob | None = None
+
+
+@dataclass
+class _Answer:
+    path: str  # nightly / on-demand / stale / info (for the log)
+    cards: list[dict[str, Any] | None]
+    prediction_id: int | None
+    save: SaveJob | None = None
 
 
 class HooksEngine:
@@ -73,11 +90,17 @@ class HooksEngine:
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, settings.cds_hooks.workers), thread_name_prefix="hooks-score"
         )
+        self.writer = WriteBehind(sessions)
+        # load shedding: at most `workers` scoring jobs running and `workers` waiting
+        self._max_in_flight = 2 * max(1, settings.cds_hooks.workers)
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self._lge = [p.lower() for p in settings.pacs.lge_patterns]
         self._not_lge = [p.lower() for p in settings.pacs.exclude_patterns]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.writer.close()
 
     def handle(self, service: ServiceDefinition, req: HookRequest) -> dict[str, Any]:
         hooks = self.settings.cds_hooks
@@ -85,7 +108,7 @@ class HooksEngine:
         now = dt.datetime.now(dt.UTC)
         with self.sessions() as session:
             preds = store.recent_batch_predictions(session, req.patient_id, limit=2)
-            newest_img, _ = store.latest_lge_image(session, req.patient_id, None)
+            last_lge = store.newest_lge_study_date(session, req.patient_id)
         latest, mv = preds[0] if preds else (None, None)
         before = preds[1][0] if len(preds) > 1 else None
         ctx = CardContext(
@@ -96,29 +119,35 @@ class HooksEngine:
             public_url=self.settings.server.public_url,
             headline_outcome=self.settings.alerts.outcome,
             now=now,
-            last_lge_date=store.parse_dicom_date(newest_img.study_date if newest_img else None),
+            last_lge_date=last_lge,
         )
         age_h = (now - store.as_utc(latest.created_at)).total_seconds() / 3600 if latest else None
         if latest is not None and age_h is not None and age_h <= hooks.fresh_hours:
-            path = "nightly"
             view = view_from_prediction(latest, mv, before)
-            cards = [risk_card(view, ctx)]
-            prediction_id: int | None = latest.id
+            answer = _Answer("nightly", [risk_card(view, ctx)], latest.id)
         else:
-            path, cards, prediction_id, ctx = self._not_fresh(
-                service, req, deadline, now, ctx, latest, mv, before
-            )
-        out = [c for c in cards if c is not None]
-        store.record_issued(self.sessions, out, service.id, req.patient_id, prediction_id)
+            answer = self._not_fresh(service, req, deadline, now, ctx, latest, mv, before)
+        out = [c for c in answer.cards if c is not None]
+        self.writer.submit(self._record_job(answer, out, service.id, req.patient_id))
         log.info(
             "hook %s patient=%s path=%s cards=%d ms=%.0f",
             service.id,
             req.patient_id,
-            path,
+            answer.path,
             len(out),
             1000 * deadline.elapsed_s(),
         )
         return {"cards": out}
+
+    @staticmethod
+    def _record_job(
+        answer: _Answer, cards: list[dict[str, Any]], service_id: str, patient_id: str
+    ) -> Callable[[Session], None]:
+        save = answer.save
+        if save is not None:
+            return lambda session: save(session, cards)
+        pid = answer.prediction_id
+        return lambda session: store.add_issued(session, cards, service_id, patient_id, pid)
 
     def _not_fresh(
         self,
@@ -130,7 +159,7 @@ class HooksEngine:
         latest: Prediction | None,
         mv: ModelVersion | None,
         before: Prediction | None,
-    ) -> tuple[str, list[dict[str, Any] | None], int | None, CardContext]:
+    ) -> _Answer:
         nothing_sent = all(req.prefetch_value(p.key) is ABSENT for p in service.prefetch)
         if self.scorer is None:
             reason = "on-demand scoring is not available on this server"
@@ -141,21 +170,19 @@ class HooksEngine:
                     f"cannot score patient {req.patient_id}"
                 )
             reason = "the EHR sent no prefetch data and no FHIR access"
+        elif not self._admit():
+            reason = "the on-demand scorer is busy with other calls"
         else:
             future = self._pool.submit(self._compute, service, req, deadline, now, latest)
+            future.add_done_callback(self._release)
             computed = self._wait(future, deadline, req.patient_id)
             if computed.last_lge and (
                 ctx.last_lge_date is None or computed.last_lge > ctx.last_lge_date
             ):
-                ctx = _with_lge(ctx, computed.last_lge)
+                ctx = dataclasses.replace(ctx, last_lge_date=computed.last_lge)
             if computed.view is not None:
                 computed.view.patient_id = req.patient_id
-                return (
-                    "on-demand",
-                    [risk_card(computed.view, ctx)],
-                    computed.view.prediction_id,
-                    ctx,
-                )
+                return _Answer("on-demand", [risk_card(computed.view, ctx)], None, computed.save)
             reason = computed.reason
         return self._fallback(reason, ctx, latest, mv, before)
 
@@ -164,6 +191,8 @@ class HooksEngine:
         try:
             return future.result(timeout=deadline.remaining_s(_ANSWER_RESERVE_S))
         except FutureTimeout:
+            if not future.cancel():  # still running: keep its result when it comes
+                future.add_done_callback(self._store_late)
             return _Computed(None, f"on-demand scoring did not finish within {budget_ms} ms", None)
         except (DataUnavailable, ScoringError) as exc:
             return _Computed(None, str(exc), None)
@@ -176,6 +205,27 @@ class HooksEngine:
             )
             return _Computed(None, f"on-demand scoring failed ({type(exc).__name__})", None)
 
+    def _admit(self) -> bool:
+        """Take a scoring slot; False when enough jobs are already running or waiting
+        (under overload a call is answered at once from what is known, not queued)."""
+        with self._in_flight_lock:
+            if self._in_flight >= self._max_in_flight:
+                return False
+            self._in_flight += 1
+            return True
+
+    def _release(self, _future: Future[_Computed]) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= 1
+
+    def _store_late(self, future: Future[_Computed]) -> None:
+        """A score that finished after its request gave up is stored all the same."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        save = future.result().save
+        if save is not None:
+            self.writer.submit(lambda session: save(session, []))
+
     def _fallback(
         self,
         reason: str,
@@ -183,22 +233,18 @@ class HooksEngine:
         latest: Prediction | None,
         mv: ModelVersion | None,
         before: Prediction | None,
-    ) -> tuple[str, list[dict[str, Any] | None], int | None, CardContext]:
+    ) -> _Answer:
         if latest is not None:
             view = view_from_prediction(latest, mv, before, stale=True, stale_reason=reason)
             view.patient_id = ctx.patient_id
-            return "stale", [risk_card(view, ctx)], latest.id, ctx
+            return _Answer("stale", [risk_card(view, ctx)], latest.id)
         detail = (
             f"No M-PRTM risk could be given for this patient now: {reason}.\n\n"
             "The patient has no nightly result yet. The risk will appear after the next "
             "nightly follow-up run, or on a later call when the data are available."
         )
-        return (
-            "info",
-            [info_card("HF 1-year risk not available for this patient", detail, ctx)],
-            None,
-            ctx,
-        )
+        card = info_card("HF 1-year risk not available for this patient", detail, ctx)
+        return _Answer("info", [card], None)
 
     # -- runs in a worker thread -------------------------------------------------------
 
@@ -218,15 +264,13 @@ class HooksEngine:
         info = self.scorer.info()  # loads the model on first use (off the request thread)
         usable_img = self._cached_image(req.patient_id, info.image_cache_key)
         score = self.scorer.score(data.record, usable_img, now)
-        notes = _key_notes(data)
-        prediction_id = store.save_on_demand(
-            self.sessions,
-            req.patient_id,
-            score,
-            info,
-            now,
-            usable_img.series_instance_uid if usable_img else None,
-        )
+        lge_uid = usable_img.series_instance_uid if usable_img else None
+        patient_id, service_id = req.patient_id, service.id
+
+        def save(session: Session, cards: list[dict[str, Any]]) -> None:
+            row = store.save_on_demand(session, patient_id, score, info, now, lge_uid)
+            store.add_issued(session, cards, service_id, patient_id, row.id)
+
         view = view_from_score(
             score,
             info,
@@ -234,16 +278,16 @@ class HooksEngine:
             data.record,
             usable_img,
             latest,
-            prediction_id,
-            [*notes, *data.record.warnings],
+            None,
+            [*_key_notes(data), *data.record.warnings],
         )
-        return _Computed(view, "", last_lge)
+        return _Computed(view, "", last_lge, save)
 
     def _cached_image(self, patient_id: str, key: str) -> CachedImage | None:
         if not key:
             return None
         with self.sessions() as session:
-            return store.latest_lge_image(session, patient_id, key)[1]
+            return store.cached_lge_image(session, patient_id, key)
 
     def _record_lge_date(self, data: GatheredData) -> dt.date | None:
         """Newest prefetched ImagingStudy holding an LGE series (by description)."""
@@ -267,7 +311,3 @@ class HooksEngine:
 def _key_notes(data: GatheredData) -> list[str]:
     missing = data.missing_keys()
     return [f"not available: {', '.join(missing)}"] if missing else []
-
-
-def _with_lge(ctx: CardContext, day: dt.date) -> CardContext:
-    return dataclasses.replace(ctx, last_lge_date=day)

@@ -6,7 +6,9 @@ or :meth:`ModelScorer.warm_up` at server start) and under a lock, so concurrent 
 load it once.  Forward passes are serialised by a second lock: on CPU, parallel passes only
 compete for the same cores.  Image features are never computed here: the cached embedding
 of the patient's LGE series (written by the nightly batch) is handed to the predictor
-through its image cache, keyed by a fingerprint; the PACS is never touched.
+through its image cache, keyed by a fingerprint; the PACS is never touched.  Text
+embeddings are remembered (LRU, :data:`TEXT_CACHE_SIZE`) because the text encoder is by
+far the slowest part of an on-demand score on CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,38 @@ log = logging.getLogger("mprtm.hooks.scorer")
 
 #: Seconds before a failed model load is tried again.
 _RETRY_LOAD_AFTER_S = 60.0
+#: Text embeddings remembered per process (medication list + notes change rarely between
+#: two calls for the same patient; the text encoder dominates on-demand time on CPU).
+TEXT_CACHE_SIZE = 2048
+
+
+def _caching_predictor(base: Any) -> Any:
+    """``model.predictor.Predictor`` with an LRU of text embeddings keyed by the text."""
+
+    class CachingPredictor(base):
+        """A Predictor whose :meth:`encode_texts` remembers the last embeddings."""
+
+        _text_cache: OrderedDict[str, np.ndarray] | None = None
+
+        def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+            if self._text_cache is None:
+                self._text_cache = OrderedDict()
+            cache = self._text_cache
+            keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+            missing = [i for i, k in enumerate(keys) if k not in cache]
+            if missing:
+                fresh = super().encode_texts([texts[i] for i in missing])
+                for row, i in enumerate(missing):
+                    cache[keys[i]] = np.array(fresh[row], dtype=np.float32)
+            rows = []
+            for k in keys:
+                cache.move_to_end(k)
+                rows.append(cache[k])
+            while len(cache) > TEXT_CACHE_SIZE:
+                cache.popitem(last=False)
+            return np.stack(rows)
+
+    return CachingPredictor
 
 
 class ModelScorer:
@@ -75,10 +111,10 @@ class ModelScorer:
             try:
                 if not path.is_file():
                     raise ScoringError(f"model checkpoint {m.checkpoint} not found")
-                predictor = Predictor.from_checkpoint(
+                predictor = _caching_predictor(Predictor).from_checkpoint(
                     path,
                     device=m.device,
-                    threads=m.cpu_threads,
+                    threads=self._settings.cds_hooks.torch_threads or m.cpu_threads,
                     text_encoder_path=m.text_encoder or None,
                     batch_size=1,
                     bf16=True,

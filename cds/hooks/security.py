@@ -40,6 +40,8 @@ ALLOWED_ALGORITHMS: tuple[str, ...] = ("ES384", "RS384")
 _KEY_TYPE = {"ES384": "EC", "RS384": "RSA"}
 #: Seconds between two fetches of the same JWK Set triggered by an unknown kid.
 _REFETCH_MIN_INTERVAL_S = 10.0
+#: Seconds between two looks at a jwks_file's modification time.
+_FILE_CHECK_INTERVAL_S = 2.0
 
 
 class ReplayCache:
@@ -84,6 +86,7 @@ class _CachedSet:
     keys: dict[str, PyJWK]
     loaded_at: float
     mtime: float = 0.0
+    checked_at: float = 0.0
 
 
 class JwksStore:
@@ -117,6 +120,9 @@ class JwksStore:
     def _stale(self, source: str, cached: _CachedSet, now: float) -> bool:
         if _is_url(source):
             return now - cached.loaded_at > self._ttl
+        if now - cached.checked_at < _FILE_CHECK_INTERVAL_S:
+            return False
+        cached.checked_at = now
         try:
             return Path(source).stat().st_mtime != cached.mtime
         except OSError:
@@ -138,7 +144,8 @@ class JwksStore:
             log.warning("cannot load JWK Set %s: %s", source, type(exc).__name__)
             raise Unauthorized(f"the issuer's JWK Set could not be loaded from {source}") from None
         keys = {str(k.key_id): k for k in jwks.keys if k.key_id}
-        entry = _CachedSet(keys=keys, loaded_at=time.monotonic(), mtime=mtime)
+        now = time.monotonic()
+        entry = _CachedSet(keys=keys, loaded_at=now, mtime=mtime, checked_at=now)
         self._sets[source] = entry
         return entry
 

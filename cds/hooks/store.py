@@ -44,32 +44,39 @@ def recent_batch_predictions(
     return [(p, mv) for p, mv in session.execute(stmt).all()]
 
 
-def latest_lge_image(
-    session: Session, fhir_id: str, image_cache_key: str | None
-) -> tuple[ImageFeatureCache | None, CachedImage | None]:
-    """The patient's newest cached LGE series (any model) and, when one was made by the
-    current model (``image_cache_key``), its features ready for the scorer."""
+def newest_lge_study_date(session: Session, fhir_id: str) -> dt.date | None:
+    """Study date of the patient's newest cached LGE series (any model version)."""
+    stmt = (
+        select(ImageFeatureCache.study_date)
+        .where(ImageFeatureCache.patient_fhir_id == fhir_id)
+        .order_by(ImageFeatureCache.study_date.desc())
+        .limit(1)
+    )
+    return parse_dicom_date(session.scalars(stmt).first())
+
+
+def cached_lge_image(session: Session, fhir_id: str, image_cache_key: str) -> CachedImage | None:
+    """The newest LGE series the current model (``image_cache_key``) already embedded."""
     stmt = (
         select(ImageFeatureCache)
-        .where(ImageFeatureCache.patient_fhir_id == fhir_id)
+        .where(
+            ImageFeatureCache.patient_fhir_id == fhir_id,
+            ImageFeatureCache.model_version == image_cache_key,
+        )
         .order_by(ImageFeatureCache.study_date.desc(), ImageFeatureCache.created_at.desc())
+        .limit(1)
     )
-    rows = list(session.scalars(stmt).all())
-    newest = rows[0] if rows else None
-    usable = None
-    if image_cache_key:
-        for row in rows:
-            if row.model_version == image_cache_key:
-                usable = CachedImage(
-                    series_instance_uid=row.series_instance_uid,
-                    study_date=parse_dicom_date(row.study_date),
-                    features=ImageFeatures(
-                        embedding=np.frombuffer(row.embedding, dtype=np.float32).copy(),
-                        fibrosis_burden=float(row.fibrosis_burden),
-                    ),
-                )
-                break
-    return newest, usable
+    row = session.scalars(stmt).first()
+    if row is None:
+        return None
+    return CachedImage(
+        series_instance_uid=row.series_instance_uid,
+        study_date=parse_dicom_date(row.study_date),
+        features=ImageFeatures(
+            embedding=np.frombuffer(row.embedding, dtype=np.float32).copy(),
+            fibrosis_burden=float(row.fibrosis_burden),
+        ),
+    )
 
 
 def parse_dicom_date(value: str | None) -> dt.date | None:
@@ -101,57 +108,55 @@ def _model_version_id(session: Session, info: ModelInfo) -> int | None:
 
 
 def save_on_demand(
-    factory: sessionmaker[Session],
+    session: Session,
     fhir_id: str,
     score: OnDemandScore,
     info: ModelInfo,
     as_of: dt.datetime,
     lge_series_uid: str | None,
-) -> int:
-    """Store an on-demand prediction (``source='on_demand'``); returns its id."""
-    with factory() as session, session.begin():
-        patient = _patient_row(session, fhir_id)
-        pred = score.prediction
-        row = Prediction(
-            run_id=None,
-            patient_id=patient.id,
-            model_version_id=_model_version_id(session, info),
-            source="on_demand",
-            as_of=as_of,
-            probabilities=dict(pred.probabilities),
-            tiers=dict(pred.tiers),
-            modality_weights=dict(pred.modality_weights),
-            fibrosis_burden=pred.fibrosis_burden,
-            input_fingerprint=score.input_fingerprint[:64],
-            inputs=score.inputs,
-            basis=list(score.basis),
-            warnings=list(score.warnings)[:200],
-            lge_series_uid=lge_series_uid,
-        )
-        session.add(row)
-        session.flush()
-        return int(row.id)
+) -> Prediction:
+    """Add an on-demand prediction (``source='on_demand'``) to the session."""
+    patient = _patient_row(session, fhir_id)
+    pred = score.prediction
+    row = Prediction(
+        run_id=None,
+        patient_id=patient.id,
+        model_version_id=_model_version_id(session, info),
+        source="on_demand",
+        as_of=as_of,
+        probabilities=dict(pred.probabilities),
+        tiers=dict(pred.tiers),
+        modality_weights=dict(pred.modality_weights),
+        fibrosis_burden=pred.fibrosis_burden,
+        input_fingerprint=score.input_fingerprint[:64],
+        inputs=score.inputs,
+        basis=list(score.basis),
+        warnings=list(score.warnings)[:200],
+        lge_series_uid=lge_series_uid,
+    )
+    session.add(row)
+    session.flush()
+    return row
 
 
-def record_issued(
-    factory: sessionmaker[Session],
+def add_issued(
+    session: Session,
     cards: Sequence[dict[str, Any]],
     service_id: str,
     fhir_id: str,
     prediction_id: int | None,
 ) -> None:
     """Remember each card's uuid so feedback can be tied to its patient and service."""
-    with factory() as session, session.begin():
-        for card in cards:
-            if card.get("uuid"):
-                session.add(
-                    IssuedCard(
-                        card_uuid=card["uuid"],
-                        service_id=service_id,
-                        patient_fhir_id=fhir_id,
-                        prediction_id=prediction_id,
-                    )
+    for card in cards:
+        if card.get("uuid"):
+            session.add(
+                IssuedCard(
+                    card_uuid=card["uuid"],
+                    service_id=service_id,
+                    patient_fhir_id=fhir_id,
+                    prediction_id=prediction_id,
                 )
+            )
 
 
 def issued_cards(session: Session, uuids: Sequence[str]) -> dict[str, IssuedCard]:

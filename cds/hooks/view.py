@@ -63,10 +63,38 @@ def model_info_of(mv: ModelVersion | None) -> ModelInfo:
 
 
 def _stored_freshness(pred: Prediction) -> dict[str, str | None]:
-    raw = (pred.inputs or {}).get("freshness") if isinstance(pred.inputs, dict) else None
-    if not isinstance(raw, dict):
+    """Newest input date per group from ``Prediction.inputs``.
+
+    Either an explicit ``{"freshness": {group: date}}`` or the batch's display format
+    (``features``: name -> {date, source}; ``lge_series``: {study_date}).
+    """
+    inputs = pred.inputs if isinstance(pred.inputs, dict) else {}
+    raw = inputs.get("freshness")
+    if isinstance(raw, dict):
+        return {str(k): (str(v) if v else None) for k, v in raw.items()}
+    features = inputs.get("features")
+    if not isinstance(features, dict):
         return {}
-    return {str(k): (str(v) if v else None) for k, v in raw.items()}
+    obs: list[dt.date | None] = []
+    meds: list[dt.date | None] = []
+    for name, f in features.items():
+        if not isinstance(f, dict):
+            continue
+        source = str(f.get("source") or "")
+        if source.startswith("Observation/"):
+            obs.append(_date_of(f.get("date")))
+        elif str(name).startswith("med_"):
+            meds.append(_date_of(f.get("date")))
+    lge = inputs.get("lge_series")
+    study = lge.get("study_date") if isinstance(lge, dict) else None
+    lge_day = None
+    if isinstance(study, str) and len(study) == 8 and study.isdigit():
+        lge_day = f"{study[:4]}-{study[4:6]}-{study[6:]}"
+    return {
+        "clinical indicators": _newest(obs),
+        "medications": _newest(meds),
+        "LGE cardiac MRI": lge_day,
+    }
 
 
 def view_from_prediction(

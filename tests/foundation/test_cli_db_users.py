@@ -21,7 +21,12 @@ def test_db_upgrade_then_users_add(
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("MPRTM_DATABASE__URL", url)
     assert main(["db", "upgrade"]) == 0
-    assert "0001" in capsys.readouterr().out
+    from alembic.script import ScriptDirectory
+
+    from cds.db.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert f"database at revision {head}" in capsys.readouterr().out
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("correct horse battery\n"))
     assert main(["users", "add", "dr-lee", "--role", "admin", "--password-stdin"]) == 0
     engine = create_engine(url)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -51,7 +52,9 @@ def test_discovery(client: FlaskClient, token: TokenFactory) -> None:
     assert "10230-1" in by_id[PV]["prefetch"]["observations"]  # LVEF is asked for
 
 
-def test_patient_view_nightly_card(client: FlaskClient, token: TokenFactory, sessions: Any) -> None:
+def test_patient_view_nightly_card(
+    app: Flask, client: FlaskClient, token: TokenFactory, sessions: Any
+) -> None:
     pid = add_prediction(sessions, "p1", age_hours=3, p_death=0.42)
     resp = post(client, token, PV, hook_body("p1"))
     assert resp.status_code == 200
@@ -72,6 +75,7 @@ def test_patient_view_nightly_card(client: FlaskClient, token: TokenFactory, ses
     assert "no earlier run" in detail
     assert card["source"]["url"] == f"{PUBLIC_URL}/model-card"
     # the issued card is stored with its patient, service and prediction
+    app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with sessions() as s:
         issued = s.scalars(select(IssuedCard).where(IssuedCard.card_uuid == card["uuid"])).one()
     assert (issued.patient_fhir_id, issued.service_id, issued.prediction_id) == ("p1", PV, pid)
@@ -85,7 +89,7 @@ def test_links_smart_app_context_and_absolute_model_card(
     smart = [lnk for lnk in card["links"] if lnk["type"] == "smart"]
     absolute = [lnk for lnk in card["links"] if lnk["type"] == "absolute"]
     assert len(smart) == 1 and len(absolute) == 1
-    assert smart[0]["url"] == f"{PUBLIC_URL}/inbox/patients/p-links"
+    assert smart[0]["url"] == f"{PUBLIC_URL}/inbox/launch?patient=p-links"
     ctx = json.loads(smart[0]["appContext"])
     assert ctx == {
         "patientId": "p-links",
@@ -355,3 +359,71 @@ def test_cors_origin_list(make_settings: Any) -> None:
     assert "Access-Control-Allow-Origin" not in bad.headers
     app.extensions["mprtm.hooks"].engine.close()
     app.extensions["mprtm.engine"].dispose()
+
+
+def test_card_links_resolve_in_this_application(make_settings: Any, sessions: Any) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    from cds.app import create_app
+
+    app = create_app(make_settings(require_jwt=False).replace(server__demo_login=True))
+    try:
+        add_prediction(app.extensions["mprtm.sessions"], "p-nav")
+        c = app.test_client()
+        [card] = c.post(f"/cds-services/{PV}", json=hook_body("p-nav")).get_json()["cards"]
+        links = {lnk["type"]: urlsplit(lnk["url"]) for lnk in card["links"]}
+        launch = c.get(f"{links['smart'].path}?{links['smart'].query}")
+        assert launch.status_code == 302  # demo: through the log-in to the patient page
+        assert "/inbox/patients/p-nav" in unquote(launch.headers["Location"])
+        assert c.get(links["absolute"].path).status_code == 200  # the model card
+    finally:
+        app.extensions["mprtm.hooks"].engine.close()
+        app.extensions["mprtm.engine"].dispose()
+
+
+def test_freshness_from_the_batch_inputs_format(
+    client: FlaskClient, token: TokenFactory, sessions: Any
+) -> None:
+    from sqlalchemy import update
+
+    from cds.db.models import Prediction
+
+    pid = add_prediction(sessions, "p-fresh")
+    batch_inputs = {
+        "features": {
+            "lvef": {"value": 35, "unit": "%", "date": "2026-10-02", "source": "Observation/o1"},
+            "creatinine": {
+                "value": 99,
+                "unit": "umol/L",
+                "date": "2026-11-01",
+                "source": "Observation/o2",
+            },
+            "med_beta_blocker": {
+                "value": 1,
+                "unit": "",
+                "date": "2026-09-15",
+                "source": "MedicationRequest/m1",
+            },
+        },
+        "medications": ["bisoprolol 5 mg"],
+        "notes": [],
+        "lge_series": {"series_instance_uid": "1.2.3", "study_date": "20260301", "n_slices": 9},
+    }
+    with sessions() as s, s.begin():
+        s.execute(update(Prediction).where(Prediction.id == pid).values(inputs=batch_inputs))
+    [card] = post(client, token, PV, hook_body("p-fresh")).get_json()["cards"]
+    assert "- clinical indicators: 2026-11-01" in card["detail"]
+    assert "- medications: 2026-09-15" in card["detail"]
+    assert "- LGE cardiac MRI: 2026-03-01" in card["detail"]
+
+
+def test_too_large_body_is_a_json_error(client: FlaskClient, token: TokenFactory) -> None:
+    big = b'{"hook": "patient-view", "pad": "' + b"x" * (6 * 1024 * 1024) + b'"}'
+    resp = client.post(
+        f"/cds-services/{PV}",
+        data=big,
+        content_type="application/json",
+        headers=auth(token(service_url(PV))),
+    )
+    assert resp.status_code == 413
+    assert resp.get_json()["error"] == "request-entity-too-large"

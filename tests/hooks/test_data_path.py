@@ -59,7 +59,7 @@ def test_fresh_nightly_result_is_used_without_scoring(
 
 
 def test_stale_nightly_means_on_demand_from_prefetch(
-    client: FlaskClient, token: TokenFactory, sessions: Any, scorer: RuleScorer
+    app: Flask, client: FlaskClient, token: TokenFactory, sessions: Any, scorer: RuleScorer
 ) -> None:
     add_prediction(sessions, "p-od", age_hours=50, p_death=0.2)
     body = post(client, token, hook_body("p-od", prefetch=full_prefetch("p-od"))).get_json()
@@ -73,6 +73,7 @@ def test_stale_nightly_means_on_demand_from_prefetch(
     # p = 0.05 + 0.2 (LVEF 30) + 0.15 (NT-proBNP 3500) = 40 %, vs 20 % in the nightly run
     assert "40%" in card["summary"] and "+20 pts since last run" in card["summary"]
     assert "Computed on demand" in card["detail"]
+    app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with sessions() as s:
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
         issued = s.scalars(select(IssuedCard)).one()
@@ -138,6 +139,7 @@ def test_time_budget_answers_with_stale_result_then_stores_late_score(
     assert card["summary"].startswith("Not refreshed")
     assert "did not finish within 200 ms" in card["detail"]
     time.sleep(1.2)  # the score finishes in the background and is kept
+    slow_app.extensions["mprtm.hooks"].engine.writer.flush()
     with sessions() as s:
         assert s.scalars(select(Prediction).where(Prediction.source == "on_demand")).first()
 
@@ -238,3 +240,57 @@ def test_without_a_scorer_stale_results_are_labelled(
     [card] = body["cards"]
     assert card["summary"].startswith("Not refreshed")
     assert "on-demand scoring is not available" in card["detail"]
+
+
+def test_timed_out_requests_leave_no_backlog(
+    make_settings: Callable[..., Settings], token: TokenFactory
+) -> None:
+    app = create_app(make_settings(time_budget_ms=150, workers=1))
+    scorer = RuleScorer(delay_s=0.6)
+    set_scorer(app, scorer)
+    try:
+        c = app.test_client()
+        for pid in ("p-b1", "p-b2", "p-b3"):  # the 2nd and 3rd wait behind the 1st and give up
+            assert post(c, token, hook_body(pid, prefetch=full_prefetch(pid))).status_code == 200
+        time.sleep(1.0)
+        assert [r.patient_id for r, _ in scorer.calls] == ["p-b1"]  # queued ones were dropped
+        app.extensions["mprtm.hooks"].engine.writer.flush()
+        with app.extensions["mprtm.sessions"]() as s:
+            rows = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).all()
+        assert len(rows) == 1  # the one that ran late is kept
+    finally:
+        app.extensions["mprtm.hooks"].engine.close()
+        app.extensions["mprtm.engine"].dispose()
+
+
+def test_overload_is_shed_not_queued(
+    make_settings: Callable[..., Settings], token: TokenFactory
+) -> None:
+    import threading
+
+    app = create_app(make_settings(time_budget_ms=3000, workers=1))
+    scorer = RuleScorer(delay_s=0.8)
+    set_scorer(app, scorer)
+    out: dict[str, Any] = {}
+
+    def call(pid: str) -> None:
+        resp = post(app.test_client(), token, hook_body(pid, prefetch=full_prefetch(pid)))
+        out[pid] = resp.get_json()["cards"][0]
+
+    try:
+        threads = []
+        for pid in ("p-o1", "p-o2", "p-o3"):  # 1 runs, 1 waits, the 3rd is shed
+            t = threading.Thread(target=call, args=(pid,))
+            t.start()
+            threads.append(t)
+            time.sleep(0.15)
+        for t in threads:
+            t.join()
+        assert "computed now" in out["p-o1"]["summary"]
+        assert "computed now" in out["p-o2"]["summary"]
+        assert out["p-o3"]["indicator"] == "info"
+        assert "scorer is busy" in out["p-o3"]["detail"]
+        assert len(scorer.calls) == 2
+    finally:
+        app.extensions["mprtm.hooks"].engine.close()
+        app.extensions["mprtm.engine"].dispose()

@@ -29,6 +29,8 @@ from tests.hooks.conftest import TokenFactory
 from tests.hooks.helpers import PV, auth, full_prefetch, hook_body, service_url
 from tests.model.helpers import tiny_cohort, write_tiny_bert
 
+pytestmark = pytest.mark.slow  # trains a tiny model (about 10-30 s on a busy machine)
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -93,6 +95,7 @@ def test_on_demand_with_the_trained_model(model_app: Flask, token: TokenFactory)
     [card] = body["cards"]
     assert "computed now" in card["summary"], card["summary"]
     assert "mprtm-" in card["detail"] and "trained on synthetic patients" in card["detail"]
+    model_app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with model_app.extensions["mprtm.sessions"]() as s:
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
     assert set(pred.probabilities) >= {"death", "cv_death", "macce"}
@@ -125,6 +128,7 @@ def test_cached_image_features_are_used(
         )
     [card] = _post(model_app, token, "p-img")["cards"]
     assert "31.0% of the myocardium" in card["detail"]
+    model_app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with model_app.extensions["mprtm.sessions"]() as s:
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
     assert pred.modality_weights["image"] > 0.0
@@ -165,3 +169,33 @@ def test_missing_checkpoint_gives_an_info_card(
     finally:
         app.extensions["mprtm.hooks"].engine.close()
         app.extensions["mprtm.engine"].dispose()
+
+
+def test_text_embeddings_are_remembered(model_app: Flask, token: TokenFactory) -> None:
+    import base64
+
+    from tests.hooks.helpers import bundle
+
+    note = base64.b64encode(b"Worsening dyspnea, admitted; furosemide 40 mg daily.").decode()
+    prefetch = _prefetch("p-text")
+    prefetch["documents"] = bundle(
+        {
+            "resourceType": "DocumentReference",
+            "id": "note-1",
+            "status": "current",
+            "subject": {"reference": "Patient/p-text"},
+            "date": f"{dt.date.today().isoformat()}T08:00:00Z",
+            "content": [{"attachment": {"contentType": "text/plain", "data": note}}],
+        }
+    )
+    client = model_app.test_client()
+    for _ in range(2):
+        resp = client.post(
+            f"/cds-services/{PV}",
+            json=hook_body("p-text", prefetch=prefetch),
+            headers=auth(token(service_url(PV))),
+        )
+        assert "computed now" in resp.get_json()["cards"][0]["summary"]
+    predictor = model_app.extensions["mprtm.hooks"].engine.scorer._predictor
+    assert len(predictor._text_cache) == 1  # the second call reused the embedding
+    assert resp.get_json()["cards"][0]["detail"].count("notes: ") == 1
