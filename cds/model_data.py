@@ -1,0 +1,72 @@
+"""Bridge from a cohort folder (``cds.dataset``) to the model's training examples.
+
+``cds.dataset.load_dataset`` builds every patient exactly as inference does; this
+module converts those examples into :class:`model.types.LabelledExample` and picks the
+cause classes of the cause head from the labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from cds.config import Settings
+from cds.dataset import LabelledExample as CohortExample
+from cds.dataset import load_dataset
+from cds.errors import UsageError
+from model.types import OUTCOMES, LabelledExample
+
+NO_EVENT = "none"
+
+
+def cause_of(labels: dict[str, int | str]) -> str:
+    """The cause of the first 1-year event: a cardiovascular death's cause when there is
+    one, else the MACCE cause, else ``none``."""
+    for key in ("cv_death_cause", "macce_cause"):
+        value = str(labels.get(key) or "").strip()
+        if value:
+            return value
+    return NO_EVENT
+
+
+def to_model_examples(examples: Sequence[CohortExample]) -> list[LabelledExample]:
+    """Convert cohort examples into the model package's training examples."""
+    out = []
+    for ex in examples:
+        out.append(
+            LabelledExample(
+                input=ex.model_input,
+                labels={o: float(ex.labels[o]) for o in OUTCOMES if o in ex.labels},
+                cause=cause_of(ex.labels),
+                masks=ex.masks,
+                fibrosis_burden=ex.fibrosis_burden,
+                oracle_risk=dict(ex.true_risk or {}),
+            )
+        )
+    return out
+
+
+def cause_classes(examples: Sequence[LabelledExample]) -> tuple[str, ...]:
+    """``none`` followed by every other cause seen, sorted."""
+    seen = {e.cause for e in examples if e.cause and e.cause != NO_EVENT}
+    return (NO_EVENT, *sorted(seen))
+
+
+def load_model_examples(
+    data_dir: str | Path, image_size: int, settings: Settings, progress: bool = True
+) -> list[LabelledExample]:
+    """Every labelled patient of ``data_dir`` as model examples (images at ``image_size``)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UsageError(f"--data {root}: no such folder")
+    examples = to_model_examples(
+        load_dataset(root, image_size=image_size, settings=settings, progress=progress)
+    )
+    if not examples:
+        raise UsageError(f"--data {root}: no labelled patient could be loaded")
+    return examples
+
+
+def is_synthetic(data_dir: str | Path) -> bool:
+    """A folder with true risks (``truth/risk.csv``) comes from the simulator."""
+    return (Path(data_dir) / "truth" / "risk.csv").is_file()
