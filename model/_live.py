@@ -53,13 +53,13 @@ class LiveEncoders:
                 self.volumes[k] = [
                     None
                     if e.input.image is None
-                    else prepare_volume(e.input.image, cfg.image_size, cfg.max_slices)
+                    else prepare_volume(e.input.image, cfg.image_size, cfg.max_slices, cfg.crop)
                     for e in v
                 ]
                 self.masks[k] = [
                     None
                     if e.masks is None or e.input.image is None or e.masks.shape[0] > cfg.max_slices
-                    else prepare_mask(e.masks, cfg.image_size)
+                    else prepare_mask(e.masks, cfg.image_size, cfg.crop)
                     for e in v
                 ]
 

@@ -44,8 +44,8 @@ def collect_slices(
         idx = np.arange(n)
         if per_patient and n > per_patient:
             idx = np.sort(rng.choice(n, per_patient, replace=False))
-        xs.append(prepare_volume(img[idx], cfg.image_size, len(idx)))
-        ys.append(prepare_mask(m[idx], cfg.image_size))
+        xs.append(prepare_volume(img[idx], cfg.image_size, len(idx), cfg.crop))
+        ys.append(prepare_mask(m[idx], cfg.image_size, cfg.crop))
     if not xs:
         return torch.zeros(0, 1, cfg.image_size, cfg.image_size), torch.zeros(
             0, cfg.image_size, cfg.image_size, dtype=torch.long
@@ -176,7 +176,7 @@ def embed_images(
         for r, ex in enumerate(it):
             if ex.input.image is None:
                 continue
-            x = prepare_volume(ex.input.image, cfg.image_size, cfg.max_slices).to(device)
+            x = prepare_volume(ex.input.image, cfg.image_size, cfg.max_slices, cfg.crop).to(device)
             f = branch.forward_features(x)
             out[r, :-1] = f["embedding"].cpu().numpy()
             out[r, -1] = float(f["burden"])

@@ -54,6 +54,7 @@ class MPRTM(nn.Module):
             cfg.enc_depths,
             cfg.first_stride,
             cfg.mlp_ratio,
+            cfg.crop,
         )
         self.numeric = NumericEncoder(
             2 * len(cfg.numeric_features), cfg.numeric_hidden, d, cfg.dropout

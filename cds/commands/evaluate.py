@@ -38,7 +38,7 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
         cfg = load_checkpoint(args.checkpoint).config
     except ModelError as exc:
         raise UsageError(f"--checkpoint: {exc}") from exc
-    examples = load_model_examples(args.data, cfg.image_size, settings, not args.quiet)
+    examples = load_model_examples(args.data, cfg.input_size, settings, not args.quiet)
     try:
         metrics = evaluate_checkpoint(
             args.checkpoint, examples, args.out, args.bootstrap, not args.quiet, args.threads

@@ -46,8 +46,56 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--text-cache", type=Path, default=None, metavar="DIR", help="cache of text embeddings"
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model config field, e.g. --set seg_epochs=10 --set enc_dims=32,64,128",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_handler)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> typed ModelConfig overrides (UsageError naming the key)."""
+    import dataclasses
+
+    from model.config import ModelConfig
+
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    defaults = ModelConfig()
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields or key in ("extra", "numeric_features", "preset"):
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE with KEY a model config field")
+        current = getattr(defaults, key)
+        try:
+            if isinstance(current, bool):
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                value: Any = raw.lower() in ("true", "1")
+            elif isinstance(current, int):
+                value = int(raw)
+            elif isinstance(current, float):
+                value = float(raw)
+            elif isinstance(current, tuple):
+                parts = [p.strip() for p in raw.split(",") if p.strip()]
+                value = (
+                    tuple(int(p) for p in parts)
+                    if key in ("enc_dims", "enc_depths")
+                    else tuple(parts)
+                )
+            else:
+                value = raw
+        except ValueError:
+            raise UsageError(
+                f"--set {key}: cannot read {raw!r} as {type(current).__name__}"
+            ) from None
+        out[key] = value
+    return out
 
 
 def _handler(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,7 +111,7 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--threads must be >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides: dict[str, Any] = {}
+    overrides = parse_overrides(args.set)
     if args.epochs is not None:
         if args.epochs < 0:
             raise UsageError("--epochs must be >= 0")
@@ -74,8 +122,11 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
         overrides["fusion_epochs"] = args.fusion_epochs
     encoder = args.text_encoder if args.text_encoder is not None else settings.model.text_encoder
     overrides["text_encoder"] = encoder or ""
-    cfg = preset(args.preset, **overrides)
-    examples = load_model_examples(args.data, cfg.image_size, settings, not args.quiet)
+    try:
+        cfg = preset(args.preset, **overrides)
+    except ValueError as exc:
+        raise UsageError(f"bad model config: {exc}") from exc
+    examples = load_model_examples(args.data, cfg.input_size, settings, not args.quiet)
     cfg.causes = cause_classes(examples)
     try:
         res = train_mprtm(

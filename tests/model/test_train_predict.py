@@ -33,6 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Mode
         "small",
         image_size=32,
         max_slices=3,
+        crop=1.0,
         enc_dims=(8, 16, 16),
         embed_dim=32,
         fusion_heads=2,
@@ -180,7 +181,8 @@ def test_fine_tuned_text_and_joint_training(tmp_path: Path) -> None:
 
     bert = write_tiny_bert(tmp_path / "bert")
     cfg = preset(
-        "small", image_size=32, max_slices=3, enc_dims=(8, 16, 16), embed_dim=32, fusion_heads=2,
+        "small", image_size=32, max_slices=3, crop=1.0, enc_dims=(8, 16, 16), embed_dim=32,
+        fusion_heads=2,
         numeric_hidden=16, text_encoder=str(bert), text_window=32, seg_epochs=1, fusion_epochs=2,
         seg_batch=8, fusion_batch=16, text_trainable_layers=1, joint=True,
     )  # fmt: skip
