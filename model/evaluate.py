@@ -27,7 +27,7 @@ from model._batch import assemble, has_text
 from model._fusion_train import predict_logits
 from model._report import write_report
 from model.errors import ModelError
-from model.image_branch import ENHANCEMENT, MYOCARDIUM
+from model.image_branch import ENHANCEMENT, MYOCARDIUM, select_slices
 from model.maggic import maggic_one_year_mortality
 from model.metrics import binary_metrics, bootstrap_auroc
 from model.mprtm import build_model
@@ -174,7 +174,9 @@ def _segmentation(
         if f is None or f.segmentation is None or ex.masks is None:
             continue
         p, t = f.segmentation, np.asarray(ex.masks)
-        if p.shape != t.shape:  # series longer than max_slices: only the used slices
+        if p.shape[0] != t.shape[0]:  # a long series: the slices the model used
+            t = t[select_slices(t.shape[0], p.shape[0])]
+        if p.shape != t.shape:
             continue
         pm, tm, pe, te = p >= MYOCARDIUM, t >= MYOCARDIUM, p == ENHANCEMENT, t == ENHANCEMENT
         myo_i += int((pm & tm).sum())
