@@ -55,7 +55,7 @@ def cause_classes(examples: Sequence[LabelledExample]) -> tuple[str, ...]:
 def load_model_examples(
     data_dir: str | Path, image_size: int, settings: Settings, progress: bool = True
 ) -> list[LabelledExample]:
-    """Every labelled patient of ``data_dir`` as model examples (images at ``image_size``)."""
+    """Every labelled patient of ``data_dir`` as model examples (slices ``image_size`` px)."""
     root = Path(data_dir)
     if not root.is_dir():
         raise UsageError(f"--data {root}: no such folder")

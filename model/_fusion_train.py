@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,9 @@ from tqdm import tqdm
 
 from model.config import ModelConfig
 from model.mprtm import MPRTM
+
+if TYPE_CHECKING:
+    from model._live import LiveEncoders
 
 Tensors = dict[str, torch.Tensor]
 
@@ -79,6 +83,7 @@ def train_fusion(
     only: int | None = None,
     progress: bool = True,
     desc: str = "stage 2: fusion",
+    live: LiveEncoders | None = None,
 ) -> dict[str, list[float]]:
     """Train everything but the image branch; early-stop on validation BCE.
 
@@ -92,20 +97,27 @@ def train_fusion(
         only: train a single-modality model on this modality index.
         progress: show a progress bar.
         desc: progress-bar label.
+        live: encoders trained along (fine-tuned text, joint image), else None.
     """
     gen = torch.Generator().manual_seed(seed)
     params = [p for n, p in net.named_parameters() if not n.startswith("image.")]
     for p in net.image.parameters():
         p.requires_grad = False
+    if live is not None:
+        params += live.parameters()
+        live.refresh("val", val)
     opt = torch.optim.AdamW(params, lr=cfg.fusion_lr, weight_decay=cfg.weight_decay)
     present_all = restrict(train["present"], only)
     rows = present_all.any(dim=1).nonzero()[:, 0]
     hist: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best, best_state, stale = float("inf"), copy.deepcopy(net.state_dict()), 0
+    best_live = live.state() if live is not None else {}
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
     for _ in bar:
         net.train()
-        net.image.eval()
+        net.image.train(live is not None and live.image is not None)
+        if live is not None:
+            live.train(True)
         perm = rows[torch.randperm(len(rows), generator=gen)]
         total, count = 0.0, 0
         for s in range(0, len(perm), cfg.fusion_batch):
@@ -114,7 +126,12 @@ def train_fusion(
             present = present_all[sel]
             if only is None and cfg.modality_dropout > 0:
                 present = _drop_modalities(present, cfg.modality_dropout, gen)
+            extra = None
+            if live is not None:
+                b, extra = live.batch("train", sel, b)
             loss, bce = fusion_loss(_forward(net, b, present), b)
+            if extra is not None:
+                loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -122,17 +139,24 @@ def train_fusion(
             total += float(bce.detach()) * len(sel)
             count += len(sel)
         hist["train_loss"].append(total / max(count, 1))
+        if live is not None:
+            live.refresh("val", val)
         v = evaluate_loss(net, val, only)
         hist["val_loss"].append(v)
         bar.set_postfix(train=f"{hist['train_loss'][-1]:.4f}", val=f"{v:.4f}")
         if v < best - 1e-4:
             best, best_state, stale = v, copy.deepcopy(net.state_dict()), 0
+            best_live = live.state() if live is not None else {}
         else:
             stale += 1
             if stale >= cfg.patience:
                 break
     net.load_state_dict(best_state)
     net.eval()
+    if live is not None:
+        live.load_state(best_live)
+        live.refresh("val", val)
+        live.refresh("train", train)
     return hist
 
 

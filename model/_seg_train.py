@@ -44,8 +44,8 @@ def collect_slices(
         idx = np.arange(n)
         if per_patient and n > per_patient:
             idx = np.sort(rng.choice(n, per_patient, replace=False))
-        xs.append(prepare_volume(img[idx], cfg.image_size, len(idx)))
-        ys.append(prepare_mask(m[idx], cfg.image_size))
+        xs.append(prepare_volume(img[idx], cfg.image_size, len(idx), cfg.crop))
+        ys.append(prepare_mask(m[idx], cfg.image_size, cfg.crop))
     if not xs:
         return torch.zeros(0, 1, cfg.image_size, cfg.image_size), torch.zeros(
             0, cfg.image_size, cfg.image_size, dtype=torch.long
@@ -67,7 +67,10 @@ def dice_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor) -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy plus soft Dice of the foreground classes; logits (B, K, H, W)."""
     ce = F.cross_entropy(logits, target, weight=class_weight)
     prob = logits.softmax(1)  # (B, K, H, W)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
@@ -134,7 +137,7 @@ def train_segmentation(
             xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
             if torch.rand((), generator=gen) < 0.5:  # flip augmentation
                 xb, yb = xb.flip(-1), yb.flip(-1)
-            loss = _loss(seg(xb), yb, class_weight)
+            loss = segmentation_loss(seg(xb), yb, class_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -173,7 +176,7 @@ def embed_images(
         for r, ex in enumerate(it):
             if ex.input.image is None:
                 continue
-            x = prepare_volume(ex.input.image, cfg.image_size, cfg.max_slices).to(device)
+            x = prepare_volume(ex.input.image, cfg.image_size, cfg.max_slices, cfg.crop).to(device)
             f = branch.forward_features(x)
             out[r, :-1] = f["embedding"].cpu().numpy()
             out[r, -1] = float(f["burden"])

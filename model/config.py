@@ -30,6 +30,8 @@ class ModelConfig:
         preset: name of the preset this config came from (``small``, ``full`` or ``custom``).
         image_size: side of the square slices fed to DAE-Former (pixels).
         max_slices: slices per series used for the image embedding (evenly sampled).
+        crop: fraction of each side of the field of view kept around its centre (where
+            the heart is on short-axis LGE) before resizing to ``image_size``.
         num_classes: segmentation classes (background, myocardium, enhancement).
         enc_dims: channels of the three encoder stages of DAE-Former.
         enc_depths: dual transformer blocks per encoder stage.
@@ -57,10 +59,11 @@ class ModelConfig:
     preset: str = "small"
     image_size: int = 64
     max_slices: int = 6
+    crop: float = 0.5
     num_classes: int = 3
-    enc_dims: tuple[int, int, int] = (24, 48, 96)
+    enc_dims: tuple[int, int, int] = (32, 64, 128)
     enc_depths: tuple[int, int, int] = (1, 1, 1)
-    first_stride: int = 2
+    first_stride: int = 4
     mlp_ratio: int = 2
     text_encoder: str = ""
     text_dim: int = 384
@@ -74,10 +77,10 @@ class ModelConfig:
     dropout: float = 0.1
     modality_dropout: float = 0.15
     causes: tuple[str, ...] = DEFAULT_CAUSES
-    seg_epochs: int = 6
+    seg_epochs: int = 8
     seg_lr: float = 2e-3
     seg_batch: int = 32
-    seg_max_slices_train: int = 3
+    seg_max_slices_train: int = 4
     fusion_epochs: int = 60
     fusion_lr: float = 1e-3
     fusion_batch: int = 128
@@ -107,6 +110,8 @@ class ModelConfig:
             raise ValueError(
                 f"num_classes must be 3 (bg/myocardium/enhancement), got {self.num_classes}"
             )
+        if not 0.2 <= self.crop <= 1.0:
+            raise ValueError(f"crop must be in [0.2, 1], got {self.crop}")
         if self.max_slices <= 0:
             raise ValueError(f"max_slices must be positive, got {self.max_slices}")
         if self.embed_dim <= 0 or self.embed_dim % self.fusion_heads:
@@ -122,6 +127,11 @@ class ModelConfig:
             raise ValueError("text_window must be >= 16 and text_max_chunks positive")
         if len(self.causes) < 2:
             raise ValueError("causes needs at least two classes")
+
+    @property
+    def input_size(self) -> int:
+        """In-plane size a data loader should resample series to (before the crop)."""
+        return int(round(self.image_size / self.crop))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (tuples become lists)."""
@@ -141,8 +151,9 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     """A preset config, with field overrides.
 
     Args:
-        name: ``small`` (CPU-trainable: 64 px, narrow DAE-Former) or ``full`` (224 px,
-            the paper's stage widths 128/320/512 and two dual blocks per stage).
+        name: ``small`` (CPU-trainable: the central half of the field of view at 64 px,
+            narrow DAE-Former) or ``full`` (the whole field of view at 224 px, the
+            paper's stage widths 128/320/512 and two dual blocks per stage).
         overrides: fields to change.
     """
     if name == "small":
@@ -152,6 +163,7 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
             "preset": "full",
             "image_size": 224,
             "max_slices": 12,
+            "crop": 1.0,
             "enc_dims": (128, 320, 512),
             "enc_depths": (2, 2, 2),
             "first_stride": 4,

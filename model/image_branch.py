@@ -21,13 +21,24 @@ def select_slices(n: int, max_slices: int) -> np.ndarray:
     return np.round(np.linspace(0, n - 1, max_slices)).astype(np.int64)
 
 
-def prepare_volume(volume: np.ndarray, size: int, max_slices: int) -> torch.Tensor:
-    """Check, subsample and resize a series to (S, 1, size, size) float32.
+def crop_box(h: int, w: int, crop: float) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the centred square-ish crop keeping ``crop`` of each side."""
+    if not 0.0 < crop <= 1.0:
+        raise ValueError(f"crop must be in (0, 1], got {crop}")
+    ch, cw = max(1, round(h * crop)), max(1, round(w * crop))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def prepare_volume(
+    volume: np.ndarray, size: int, max_slices: int, crop: float = 1.0
+) -> torch.Tensor:
+    """Check, subsample, centre-crop and resize a series to (S, 1, size, size) float32.
 
     Args:
         volume: (S, H, W) slices, intensities about [0, 1].
         size: output side.
         max_slices: slices kept at most (evenly spaced).
+        crop: fraction of each side kept around the centre (the heart) before resizing.
     """
     arr = np.asarray(volume)
     if arr.ndim == 2:
@@ -37,7 +48,9 @@ def prepare_volume(volume: np.ndarray, size: int, max_slices: int) -> torch.Tens
     if not np.isfinite(arr).all():
         raise ModelInputError("image contains NaN or infinite values")
     idx = select_slices(arr.shape[0], max_slices)
-    x = torch.from_numpy(np.ascontiguousarray(arr[idx], dtype=np.float32))[:, None]
+    top, left, ch, cw = crop_box(arr.shape[1], arr.shape[2], crop)
+    arr = arr[idx, top : top + ch, left : left + cw]
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[:, None]
     if x.shape[-2:] != (size, size):
         x = F.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
@@ -45,11 +58,13 @@ def prepare_volume(volume: np.ndarray, size: int, max_slices: int) -> torch.Tens
     return x  # (S, 1, size, size)
 
 
-def prepare_mask(mask: np.ndarray, size: int) -> torch.Tensor:
-    """Resize integer label masks (S, H, W) to (S, size, size) by nearest neighbour."""
+def prepare_mask(mask: np.ndarray, size: int, crop: float = 1.0) -> torch.Tensor:
+    """Centre-crop and resize label masks (S, H, W) to (S, size, size), nearest neighbour."""
     m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
     if m.dim() == 2:
         m = m[None]
+    top, left, ch, cw = crop_box(m.shape[1], m.shape[2], crop)
+    m = m[:, top : top + ch, left : left + cw]
     if m.shape[-2:] != (size, size):
         m = F.interpolate(m[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
     return m
@@ -76,6 +91,7 @@ class ImageBranch(nn.Module):
     Args:
         image_size: side of the network input.
         max_slices: slices used per series.
+        crop: fraction of each side kept around the centre before resizing.
         num_classes: segmentation classes.
         dims, depths, first_stride, mlp_ratio: DAE-Former sizes.
     """
@@ -89,10 +105,14 @@ class ImageBranch(nn.Module):
         depths: tuple[int, int, int],
         first_stride: int,
         mlp_ratio: int,
+        crop: float = 1.0,
     ) -> None:
         super().__init__()
         if image_size <= 0 or max_slices <= 0:
             raise ValueError(f"image_size ({image_size}) and max_slices ({max_slices}) > 0")
+        if not 0.0 < crop <= 1.0:
+            raise ValueError(f"crop must be in (0, 1], got {crop}")
+        self.crop = crop
         self.image_size = image_size
         self.max_slices = max_slices
         self.segmenter = DAEFormer(1, num_classes, dims, depths, first_stride, 1, mlp_ratio)

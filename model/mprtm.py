@@ -12,6 +12,8 @@ from model.image_branch import ImageBranch
 from model.numeric_branch import NumericEncoder
 from model.types import MODALITIES, OUTCOMES
 
+#: Burden above which enhancement counts as present (an explicit input of the image token).
+BURDEN_PRESENT = 0.01
 NUMERIC, TEXT, IMAGE = (MODALITIES.index(m) for m in ("numeric", "text", "image"))
 
 
@@ -54,12 +56,13 @@ class MPRTM(nn.Module):
             cfg.enc_depths,
             cfg.first_stride,
             cfg.mlp_ratio,
+            cfg.crop,
         )
         self.numeric = NumericEncoder(
             2 * len(cfg.numeric_features), cfg.numeric_hidden, d, cfg.dropout
         )
         self.text_proj = _projector(cfg.text_dim, d, cfg.dropout)
-        self.image_proj = _projector(self.image.embed_dim + 1, d, cfg.dropout)
+        self.image_proj = _projector(self.image.embed_dim + 3, d, cfg.dropout)
         self.fusion = ModalityFusion(d, cfg.fusion_heads, len(MODALITIES), TEXT, cfg.dropout)
         self.heads = PrognosisHeads(d, len(OUTCOMES), len(cfg.causes), cfg.dropout)
         self.register_buffer("calib_scale", torch.ones(len(OUTCOMES)))
@@ -84,6 +87,8 @@ class MPRTM(nn.Module):
             ``logits`` (B, 5), ``cause_logits`` (B, K), ``burden`` (B,), ``weights`` (B, 3),
             ``embedding`` (B, D).
         """
+        burden = image[:, -1:]  # (B, 1) measured on the segmentation
+        image = torch.cat([image, 10.0 * burden, (burden > BURDEN_PRESENT).to(image.dtype)], 1)
         tokens = torch.stack(
             [self.numeric(numeric), self.text_proj(text), self.image_proj(image)], dim=1
         )  # (B, 3, D)

@@ -13,6 +13,20 @@ from torch import nn
 
 #: Standardised values are clipped to +-CLIP.
 CLIP = 5.0
+#: Inputs of the MAGGIC score; with none of them present no score is derived.
+_MAGGIC_CORE = ("age", "lvef", "sbp", "bmi", "creatinine", "nyha_class")
+
+
+def with_derived(row: Mapping[str, float]) -> dict[str, float]:
+    """The row plus derived features: ``maggic_score``, the published integer MAGGIC
+    score (Pocock et al. 2013), a strong non-linear summary that a small cohort cannot
+    learn from its components."""
+    from model.maggic import maggic_score
+
+    out = dict(row)
+    if any(k in row and row[k] is not None and math.isfinite(float(row[k])) for k in _MAGGIC_CORE):
+        out["maggic_score"] = float(maggic_score(row))
+    return out
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,8 @@ class FeatureSchema:
         if not rows:
             raise ValueError("cannot fit a feature schema on zero rows")
         counts: dict[str, list[float]] = {}
-        for row in rows:
+        for raw in rows:
+            row = with_derived(raw)
             for k, v in row.items():
                 if v is not None and math.isfinite(float(v)):
                     counts.setdefault(k, []).append(float(v))
@@ -76,8 +91,8 @@ class FeatureSchema:
         mean = np.asarray(self.means)
         std = np.asarray(self.stds)
         index = {n: i for i, n in enumerate(self.names)}
-        for r, row in enumerate(rows):
-            for k, v in row.items():
+        for r, raw in enumerate(rows):
+            for k, v in with_derived(raw).items():
                 i = index.get(k)
                 if i is None or v is None or not math.isfinite(float(v)):
                     continue

@@ -14,7 +14,7 @@ from model._batch import assemble, has_text
 from model.calibration import tier
 from model.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from model.errors import IncompatibleCheckpointError, ModelInputError
-from model.image_branch import prepare_volume
+from model.image_branch import crop_box, prepare_volume
 from model.mprtm import MPRTM, build_model
 from model.text_branch import TextEncoder
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, PatientPrediction
@@ -152,15 +152,18 @@ class Predictor:
             volume: (S, H, W) float32 slices, intensities about [0, 1].
         """
         arr = np.asarray(volume)
-        x = prepare_volume(arr, self.config.image_size, self.config.max_slices).to(self.device)
+        cfg = self.config
+        x = prepare_volume(arr, cfg.image_size, cfg.max_slices, cfg.crop).to(self.device)
         with self._autocast():
             out = self.network.image.forward_features(x)
-        logits = out["logits"].float()  # (S, K, h, w)
-        if logits.shape[-2:] != arr.shape[-2:]:
+        logits = out["logits"].float()  # (S, K, h, w) over the centre crop
+        top, left, ch, cw = crop_box(arr.shape[-2], arr.shape[-1], cfg.crop)
+        if logits.shape[-2:] != (ch, cw):
             logits = torch.nn.functional.interpolate(
-                logits, size=arr.shape[-2:], mode="bilinear", align_corners=False
+                logits, size=(ch, cw), mode="bilinear", align_corners=False
             )
-        seg = logits.argmax(1).to(torch.uint8).cpu().numpy()  # (S, H, W)
+        seg = np.zeros((x.shape[0], *arr.shape[-2:]), dtype=np.uint8)  # (S, H, W)
+        seg[:, top : top + ch, left : left + cw] = logits.argmax(1).to(torch.uint8).cpu().numpy()
         return ImageFeatures(
             embedding=out["embedding"].float().cpu().numpy().astype(np.float32),
             fibrosis_burden=float(out["burden"]),

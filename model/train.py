@@ -2,9 +2,12 @@
 
 Stage 1 trains DAE-Former on slices with masks; stage 2 trains the numeric MLP, the text
 projection, the fusion and the heads on cached embeddings with the image encoder and a
-frozen text encoder held fixed.  Three single-modality networks are trained in stage 2
-as well (baselines for evaluation).  Probabilities are calibrated on the validation
-split and tier thresholds are set there.  Everything is seeded: on CPU the same seed and
+frozen text encoder held fixed.  Optionally the text encoder's top layers are fine-tuned
+(``cfg.text_trainable_layers``) and/or the image branch is trained jointly in stage 2
+(``cfg.joint``); embeddings are then recomputed per batch (slow on CPU).
+Three single-modality networks are trained in stage 2 as well (baselines for
+evaluation).  Probabilities are calibrated on the validation split and tier thresholds
+are set there.  Everything is seeded: on CPU the same seed and
 data give the same checkpoint weights.
 """
 
@@ -26,6 +29,7 @@ import torch
 
 from model._batch import assemble, has_text
 from model._fusion_train import predict_logits, train_fusion
+from model._live import LiveEncoders
 from model._plots import plot_training_curves
 from model._seg_train import embed_images, train_segmentation
 from model.calibration import fit_temperature, tier_thresholds
@@ -176,18 +180,17 @@ def train_mprtm(
     encoder = TextEncoder(
         cfg.text_encoder, cfg.text_trainable_layers, cfg.text_window, cfg.text_max_chunks
     )
-    if not encoder.frozen:
-        raise TrainingError(
-            "fine-tuning the text encoder (text_trainable_layers > 0) needs joint training, "
-            "which this version does not implement; use text_trainable_layers = 0"
-        )
-    if cfg.joint:
-        raise TrainingError("joint training (cfg.joint) is not implemented in this version")
     cfg = dataclasses.replace(cfg, numeric_features=schema.names, text_dim=encoder.hidden_size)
     net = build_model(cfg).to(dev)
+    encoder.to(dev)
     rng = np.random.default_rng(seed)
     hist = train_segmentation(net.image, train, val, cfg, rng, dev, cfg.seg_epochs, progress)
-    cache = TextEmbeddingCache(encoder, text_cache_dir)
+    frozen = (
+        encoder
+        if encoder.frozen
+        else TextEncoder(cfg.text_encoder, 0, cfg.text_window, cfg.text_max_chunks)
+    )
+    cache = TextEmbeddingCache(frozen, text_cache_dir)
     tensors = {}
     for name, part in (("train", train), ("val", val)):
         temb, tpres = text_embeddings(part, cache, progress)
@@ -195,12 +198,29 @@ def train_mprtm(
         t = assemble([e.input for e in part], schema, temb, tpres, iemb, ipres)
         t.update(label_tensors(part, cfg.causes))
         tensors[name] = {k: v.to(dev) for k, v in t.items()}
-    image_state = copy.deepcopy(net.image.state_dict())
+    live = None
+    if not encoder.frozen or cfg.joint:
+        live = LiveEncoders(
+            {"train": train, "val": val},
+            cfg,
+            dev,
+            text=None if encoder.frozen else encoder,
+            image=net.image if cfg.joint else None,
+        )
     hist.update(
         train_fusion(
-            net, tensors["train"], tensors["val"], cfg, seed, cfg.fusion_epochs, None, progress
+            net,
+            tensors["train"],
+            tensors["val"],
+            cfg,
+            seed,
+            cfg.fusion_epochs,
+            None,
+            progress,
+            live=live,
         )
     )
+    image_state = copy.deepcopy(net.image.state_dict())
     val_probs = _calibrate(net, tensors["val"], None)
     y_val = tensors["val"]["y"].cpu().numpy()
     thresholds = {
@@ -243,6 +263,9 @@ def train_mprtm(
         state_dict={k: v.cpu() for k, v in net.state_dict().items()},
         schema=schema,
         text_encoder=encoder.identity(),
+        text_encoder_state=None
+        if encoder.frozen
+        else {k: v.cpu() for k, v in encoder.bert.state_dict().items()},
         thresholds=thresholds,
         metrics=metrics,
         data_fingerprint=data_fingerprint(examples),

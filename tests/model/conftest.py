@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.config import ModelConfig, preset
 from tests.model.helpers import write_tiny_bert
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Tiny tensors run fastest on one thread, and CI machines are shared."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +28,7 @@ def tiny_cfg(tiny_bert: Path) -> ModelConfig:
         "small",
         image_size=32,
         max_slices=3,
+        crop=1.0,
         enc_dims=(8, 16, 16),
         embed_dim=32,
         fusion_heads=2,

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from model.errors import ModelInputError, TextEncoderError
-from model.image_branch import burden_from_labels, prepare_mask, prepare_volume, select_slices
+from model.image_branch import (
+    burden_from_labels,
+    crop_box,
+    prepare_mask,
+    prepare_volume,
+    select_slices,
+)
 from model.numeric_branch import FeatureSchema, NumericEncoder
 from model.text_branch import TextEmbeddingCache, TextEncoder
 
@@ -85,6 +91,18 @@ def test_text_cache_persists(tiny_bert: Path, tmp_path: Path) -> None:
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
     again = TextEmbeddingCache(enc, tmp_path / "cache").get_many(["digoxin", "aspirin daily"])
     assert np.array_equal(a[::-1], again)
+
+
+def test_centre_crop_keeps_the_middle() -> None:
+    vol = np.zeros((1, 40, 40), dtype=np.float32)
+    vol[0, 10:30, 10:30] = 1.0  # the "heart" fills the central half
+    assert crop_box(40, 40, 0.5) == (10, 10, 20, 20)
+    x = prepare_volume(vol, 16, 4, crop=0.5)
+    assert x.shape == (1, 1, 16, 16) and float(x.min()) == pytest.approx(1.0)
+    m = prepare_mask(vol.astype(np.uint8) * 2, 16, crop=0.5)
+    assert bool((m == 2).all())
+    with pytest.raises(ValueError):
+        crop_box(40, 40, 0.0)
 
 
 def test_image_helpers() -> None:

@@ -33,6 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Mode
         "small",
         image_size=32,
         max_slices=3,
+        crop=1.0,
         enc_dims=(8, 16, 16),
         embed_dim=32,
         fusion_heads=2,
@@ -173,3 +174,29 @@ def test_incompatible_checkpoints_fail_clearly(trained, tmp_path: Path) -> None:
     other_bert = write_tiny_bert(tmp_path / "other-bert", seed=99)
     with pytest.raises(IncompatibleCheckpointError, match="sha256"):
         Predictor.from_checkpoint(res.path, text_encoder_path=str(other_bert))
+
+
+def test_fine_tuned_text_and_joint_training(tmp_path: Path) -> None:
+    from model.config import preset
+
+    bert = write_tiny_bert(tmp_path / "bert")
+    cfg = preset(
+        "small", image_size=32, max_slices=3, crop=1.0, enc_dims=(8, 16, 16), embed_dim=32,
+        fusion_heads=2,
+        numeric_hidden=16, text_encoder=str(bert), text_window=32, seg_epochs=1, fusion_epochs=2,
+        seg_batch=8, fusion_batch=16, text_trainable_layers=1, joint=True,
+    )  # fmt: skip
+    examples = tiny_cohort(24, seed=2)
+    res = train_mprtm(
+        examples, cfg, seed=3, out=tmp_path / "ft.pt", progress=False, baselines=False
+    )
+    ck = load_checkpoint(tmp_path / "ft.pt")
+    assert ck.text_encoder_state is not None
+    original = write_tiny_bert(tmp_path / "bert-copy")  # same seed: same weights file
+    from transformers import AutoModel
+
+    before = AutoModel.from_pretrained(original).state_dict()
+    assert not all(torch.equal(v, ck.text_encoder_state[k]) for k, v in before.items())
+    pred = Predictor.from_checkpoint(res.path)
+    out = pred.predict([examples[0].input])
+    assert np.isfinite(list(out[0].probabilities.values())).all()

@@ -1,0 +1,150 @@
+"""Per-patient CPU inference time of the Predictor against a bare forward pass.
+
+Two paths are timed in one run:
+
+* numeric + text: ``Predictor.predict`` on patients without images, against the bare
+  forward of the text encoder plus the fusion network on pre-assembled tensors;
+* image: ``Predictor.encode_image`` on one LGE series, against the bare forward of the
+  image branch on an already prepared (resized) tensor.
+
+The ratio says how much the Predictor adds (validation, tokenisation bookkeeping,
+resizing, calibration, building the result objects) on top of the network itself.
+
+    python benchmarks/bench_inference.py [--checkpoint CKPT] [--patients 64] [--threads 2]
+
+Without ``--checkpoint`` a randomly initialised ``small`` network with the bundled
+MiniLM text encoder is used (timing does not depend on the weights' values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model._batch import assemble
+from model.calibration import TIER_QUANTILES
+from model.checkpoint import Checkpoint, save_checkpoint
+from model.config import preset
+from model.image_branch import prepare_volume
+from model.mprtm import build_model
+from model.numeric_branch import FeatureSchema
+from model.predictor import Predictor
+from model.text_branch import TextEncoder
+from model.types import OUTCOMES, ModelInput
+
+FEATURES = ("age", "sex_male", "lvef", "nt_probnp", "sbp", "creatinine", "sodium", "hemoglobin")
+NOTE = (
+    "Follow-up visit. Patient reports worsening breathlessness on exertion, sleeps on two "
+    "pillows, ankle swelling in the evenings. Medications: furosemide 40 mg daily, "
+    "bisoprolol 5 mg daily, sacubitril/valsartan 49/51 mg twice daily, spironolactone 25 mg "
+    "daily, dapagliflozin 10 mg daily. Lives alone; daughter visits weekly. "
+)
+
+
+def _patients(n: int, slices: int, size: int, rng: np.random.Generator) -> list[ModelInput]:
+    out = []
+    for i in range(n):
+        numeric = {f: float(rng.normal(50, 10)) for f in FEATURES}
+        image = rng.random((slices, size, size), dtype=np.float32)
+        out.append(ModelInput(f"bench-{i}", numeric, NOTE * 3, image, f"fp-{i}"))
+    return out
+
+
+def _random_checkpoint(folder: Path) -> Path:
+    enc = TextEncoder()
+    rows = [{f: float(v) for f, v in zip(FEATURES, r, strict=True)} for r in np.eye(8) + 1]
+    schema = FeatureSchema.fit(rows)
+    cfg = preset("small", numeric_features=schema.names, text_dim=enc.hidden_size)
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    ck = Checkpoint(
+        config=cfg,
+        state_dict=net.state_dict(),
+        schema=schema,
+        text_encoder=enc.identity(),
+        thresholds={o: TIER_QUANTILES for o in OUTCOMES},
+    )
+    return save_checkpoint(ck, folder / "random-small.pt")
+
+
+def _time(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, default=None)
+    ap.add_argument("--patients", type=int, default=64)
+    ap.add_argument("--slices", type=int, default=10)
+    ap.add_argument("--size", type=int, default=64, help="in-plane size of the series")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = args.checkpoint or _random_checkpoint(Path(tmp))
+        pred = Predictor.from_checkpoint(ckpt, threads=args.threads, batch_size=32)
+    rng = np.random.default_rng(0)
+    pts = _patients(args.patients, args.slices, args.size, rng)
+    no_image = [ModelInput(p.patient_id, p.numeric, p.text) for p in pts]
+    n = len(no_image)
+
+    t_pred = _time(lambda: pred.predict(no_image), args.repeat)
+    net, enc = pred.network, pred.text_encoder
+
+    def bare_nt() -> None:
+        with torch.inference_mode():
+            for s in range(0, n, pred.batch_size):
+                part = no_image[s : s + pred.batch_size]
+                text = enc([p.text or "" for p in part])
+                t = assemble(
+                    part,
+                    pred.schema,
+                    text.numpy(),
+                    np.ones(len(part), dtype=bool),
+                    np.zeros((len(part), net.image.embed_dim + 1), dtype=np.float32),
+                    np.zeros(len(part), dtype=bool),
+                )
+                net(t["numeric"], t["text"], t["image"], t["present"])
+
+    t_bare = _time(bare_nt, args.repeat)
+    vol = pts[0].image
+    assert vol is not None
+    x = prepare_volume(vol, pred.config.image_size, pred.config.max_slices, pred.config.crop)
+    t_img = _time(lambda: pred.encode_image(vol), args.repeat * 3)
+
+    def bare_img() -> None:
+        with torch.inference_mode():
+            net.image.forward_features(x)
+
+    t_img_bare = _time(bare_img, args.repeat * 3)
+    print(
+        f"threads={args.threads} patients={n} preset={pred.config.preset} "
+        f"series={args.slices}x{args.size}x{args.size} (used {x.shape[0]} slices, "
+        f"{pred.config.image_size} px)"
+    )
+    print(
+        f"numeric+text  predictor {1000 * t_pred / n:8.2f} ms/patient   "
+        f"bare forward {1000 * t_bare / n:8.2f} ms/patient   ratio {t_pred / t_bare:5.2f}"
+    )
+    print(
+        f"image         predictor {1000 * t_img:8.2f} ms/series    "
+        f"bare forward {1000 * t_img_bare:8.2f} ms/series    ratio {t_img / t_img_bare:5.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
