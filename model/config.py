@@ -54,6 +54,8 @@ class ModelConfig:
         seg_max_slices_train: slices drawn per training patient in stage 1.
         fusion_epochs, fusion_lr, fusion_batch, weight_decay, patience: stage-2 training.
         joint: also fine-tune the image encoder in stage 2 (slower).
+        linear_shortcut: add a linear path from the numeric inputs and the LGE burden
+            features of present modalities straight to the outcome logits (wide & deep).
     """
 
     preset: str = "small"
@@ -87,6 +89,7 @@ class ModelConfig:
     weight_decay: float = 1e-4
     patience: int = 8
     joint: bool = False
+    linear_shortcut: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

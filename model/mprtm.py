@@ -65,6 +65,11 @@ class MPRTM(nn.Module):
         self.image_proj = _projector(self.image.embed_dim + 3, d, cfg.dropout)
         self.fusion = ModalityFusion(d, cfg.fusion_heads, len(MODALITIES), TEXT, cfg.dropout)
         self.heads = PrognosisHeads(d, len(OUTCOMES), len(cfg.causes), cfg.dropout)
+        self.shortcut: nn.Linear | None = None
+        if cfg.linear_shortcut:
+            self.shortcut = nn.Linear(2 * len(cfg.numeric_features) + 2, len(OUTCOMES))
+            nn.init.zeros_(self.shortcut.weight)
+            nn.init.zeros_(self.shortcut.bias)
         self.register_buffer("calib_scale", torch.ones(len(OUTCOMES)))
         self.register_buffer("calib_bias", torch.zeros(len(OUTCOMES)))
 
@@ -94,6 +99,10 @@ class MPRTM(nn.Module):
         )  # (B, 3, D)
         fused, weights = self.fusion(tokens, present)  # (B, D), (B, 3)
         out = self.heads(fused)
+        if self.shortcut is not None:
+            p = present.to(numeric.dtype)  # (B, 3): missing modalities contribute nothing
+            wide = torch.cat([numeric * p[:, :1], image[:, -2:] * p[:, 2:]], dim=1)
+            out["logits"] = out["logits"] + self.shortcut(wide)
         out["weights"] = weights
         out["embedding"] = fused
         return out

@@ -70,6 +70,22 @@ def test_mprtm_outputs_and_determinism(tiny_cfg: ModelConfig) -> None:
     assert a["weights"][1, 1] == 0 and a["weights"][2, 0] == 0 and a["weights"][3, 2] == 0
 
 
+def test_linear_shortcut_ignores_missing_modalities(tiny_cfg: ModelConfig) -> None:
+    import dataclasses
+
+    torch.manual_seed(0)
+    net = build_model(dataclasses.replace(tiny_cfg, linear_shortcut=True)).eval()
+    assert net.shortcut is not None
+    torch.nn.init.normal_(net.shortcut.weight)
+    present = torch.tensor([[0, 1, 0]], dtype=torch.bool)
+    text = torch.randn(1, tiny_cfg.text_dim)
+    img = torch.randn(1, net.image.embed_dim + 1)
+    a = net(torch.randn(1, 8), text, img, present)
+    b = net(torch.randn(1, 8), text, img + 1.0, present)  # absent inputs change
+    assert torch.allclose(a["logits"], b["logits"])
+    assert a["weights"][0].tolist() == [0.0, 1.0, 0.0]
+
+
 def test_config_validation_and_round_trip() -> None:
     cfg = preset("small", numeric_features=("a",))
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
