@@ -117,7 +117,7 @@ class TextEncoder(nn.Module):
         sep_id = self.tokenizer.sep_token_id
         chunks: list[list[int]] = []
         owner: list[int] = []
-        enc = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        enc = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         for i, ids in enumerate(enc):
             ids = ids[: body * self.max_chunks] or [self.tokenizer.unk_token_id]
             for s in range(0, len(ids), body):
