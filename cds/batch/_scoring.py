@@ -242,9 +242,12 @@ class Scorer:
         overlay = None
         if feats.segmentation is not None:
             from cds.overlay import render_overlay
+            from model.image_branch import select_slices
 
+            # the segmentation covers the slices the image branch kept, in that order
+            kept = select_slices(mi.image.shape[0], feats.segmentation.shape[0])
             k = int(np.argmax((feats.segmentation == 2).sum(axis=(1, 2))))
-            overlay = render_overlay(mi.image[k], feats.segmentation[k])
+            overlay = render_overlay(mi.image[kept[k]], feats.segmentation[k])
         series = m.lge_series
         s.add(
             ImageFeatureCache(
@@ -279,6 +282,8 @@ class Scorer:
     ) -> int:
         pid = pred.patient_id
         tiers = self._tiers(pred)
+        # one rounding for every copy (RiskAssessment, database, cards): 4 decimals
+        probs = {k: round(float(v), 4) for k, v in pred.probabilities.items()}
         t0 = time.perf_counter()
         occurrence = dt.datetime.now(dt.UTC)
         ra = build_risk_assessment(
@@ -288,7 +293,7 @@ class Scorer:
             device_reference=self.device_ref,
             occurrence=occurrence,
             run_date=ctx.run_date,
-            probabilities=pred.probabilities,
+            probabilities=probs,
             tiers=tiers,
             modality_weights=pred.modality_weights,
             fibrosis_burden=pred.fibrosis_burden,
@@ -322,7 +327,7 @@ class Scorer:
             row.source = "batch"
             row.created_at = occurrence
             row.as_of = ctx.as_of
-            row.probabilities = {k: float(v) for k, v in pred.probabilities.items()}
+            row.probabilities = probs
             row.tiers = tiers
             row.modality_weights = {k: float(v) for k, v in pred.modality_weights.items()}
             row.fibrosis_burden = pred.fibrosis_burden

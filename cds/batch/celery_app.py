@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from sqlalchemy import select
@@ -68,7 +68,7 @@ class SharedRateLimiter:
             now = time.time()
             window = int(now)
             k = f"{self.key}:{window}"
-            n = self.client.incr(k)
+            n = int(cast(int, self.client.incr(k)))
             if n == 1:
                 self.client.expire(k, 2)
             if n <= self.rate:
