@@ -159,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-arg",
         action="append",
-        default=[],
-        help="extra argument for `mprtm train` (repeatable), e.g. --train-arg=--epochs=2",
+        default=None,
+        help="argument for `mprtm train` (repeatable; default: "
+        + " ".join(DEMO_TRAIN_ARGS)
+        + ", to fit the demo's time budget)",
     )
     p.add_argument("--no-serve", action="store_true", help="stop after printing the login")
     return p
@@ -209,7 +211,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 "small",
                 "--seed",
                 str(args.seed),
-                *args.train_arg,
+                *(args.train_arg or DEMO_TRAIN_ARGS),
             ]
         )
     _done(t0)
