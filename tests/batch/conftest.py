@@ -13,9 +13,8 @@ from cds.config import Settings, load_settings
 from cds.db.migrate import upgrade
 from cds.model_data import cause_classes, load_model_examples
 from cds.synth.generate import generate
-from model.config import preset
 from model.train import train_mprtm
-from tests.model.helpers import write_tiny_bert
+from tests.model.helpers import tiny_config, write_tiny_bert
 
 N_PATIENTS = 16
 AS_OF = dt.datetime(2026, 11, 2, 23, 0, tzinfo=dt.UTC)
@@ -61,22 +60,7 @@ def checkpoint(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     root = tmp_path_factory.mktemp("batch-model")
     bert = write_tiny_bert(root / "bert")
     examples = load_model_examples(cohort_dir, 32, load_settings(environ={}), progress=False)
-    cfg = preset(
-        "small",
-        image_size=32,
-        max_slices=4,
-        enc_dims=(8, 16, 16),
-        embed_dim=32,
-        fusion_heads=2,
-        numeric_hidden=16,
-        text_encoder=str(bert),
-        text_window=32,
-        seg_epochs=1,
-        fusion_epochs=2,
-        seg_batch=8,
-        fusion_batch=16,
-        causes=cause_classes(examples),
-    )
+    cfg = tiny_config(bert, max_slices=4, causes=cause_classes(examples))
     res = train_mprtm(
         examples, cfg, seed=3, out=root / "m.pt", progress=False, synthetic=True, baselines=False
     )

@@ -21,13 +21,12 @@ from cds.app import create_app
 from cds.config import Settings
 from cds.db.models import ImageFeatureCache, Prediction
 from cds.hooks.model_scorer import ModelScorer
-from model.config import preset
 from model.predictor import Predictor
 from model.train import train_mprtm
 from tests.hooks.conformance import check_response
 from tests.hooks.conftest import TokenFactory
 from tests.hooks.helpers import PV, auth, full_prefetch, hook_body, service_url
-from tests.model.helpers import tiny_cohort, write_tiny_bert
+from tests.model.helpers import tiny_cohort, tiny_config, write_tiny_bert
 
 pytestmark = pytest.mark.slow  # trains a tiny model (about 10-30 s on a busy machine)
 
@@ -36,21 +35,7 @@ pytestmark = pytest.mark.slow  # trains a tiny model (about 10-30 s on a busy ma
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hooks-model")
     bert = write_tiny_bert(root / "bert")
-    cfg = preset(
-        "small",
-        image_size=32,
-        max_slices=3,
-        enc_dims=(8, 16, 16),
-        embed_dim=32,
-        fusion_heads=2,
-        numeric_hidden=16,
-        text_encoder=str(bert),
-        text_window=32,
-        seg_epochs=1,
-        fusion_epochs=2,
-        seg_batch=8,
-        fusion_batch=16,
-    )
+    cfg = tiny_config(bert)
     res = train_mprtm(
         tiny_cohort(24, seed=5),
         cfg,

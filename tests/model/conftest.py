@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.config import ModelConfig, preset
-from tests.model.helpers import write_tiny_bert
+from model.config import ModelConfig
+from tests.model.helpers import tiny_config, write_tiny_bert
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,22 +24,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def tiny_cfg(tiny_bert: Path) -> ModelConfig:
-    return preset(
-        "small",
-        image_size=32,
-        max_slices=3,
+    return tiny_config(
+        tiny_bert,
         crop=1.0,
-        enc_dims=(8, 16, 16),
-        embed_dim=32,
-        fusion_heads=2,
-        numeric_hidden=16,
-        text_encoder=str(tiny_bert),
         text_dim=32,
-        text_window=32,
         text_max_chunks=4,
         numeric_features=("age", "nt_probnp", "sex_male", "lvef"),
         seg_epochs=2,
         fusion_epochs=3,
-        seg_batch=8,
-        fusion_batch=16,
     )

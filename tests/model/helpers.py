@@ -4,9 +4,11 @@ tiny labelled cohort with a learnable signal in every modality."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from model.config import ModelConfig
 from model.types import OUTCOMES, LabelledExample, ModelInput
 
 WORDS = [
@@ -113,3 +115,26 @@ def tiny_cohort(
             )
         )
     return out
+
+
+def tiny_config(text_encoder: Path | str, **overrides: Any) -> ModelConfig:
+    """The ``small`` preset shrunk to train in seconds (32 px, narrow widths, few epochs);
+    ``overrides`` change any field.  Shared by the model, batch and CDS Hooks tests."""
+    from model.config import preset
+
+    fields: dict[str, Any] = {
+        "image_size": 32,
+        "max_slices": 3,
+        "enc_dims": (8, 16, 16),
+        "embed_dim": 32,
+        "fusion_heads": 2,
+        "numeric_hidden": 16,
+        "text_encoder": str(text_encoder),
+        "text_window": 32,
+        "seg_epochs": 1,
+        "fusion_epochs": 2,
+        "seg_batch": 8,
+        "fusion_batch": 16,
+    }
+    fields.update(overrides)
+    return preset("small", **fields)

@@ -20,31 +20,14 @@ from model.errors import (
 from model.predictor import Predictor
 from model.train import TrainResult, split_patients, train_mprtm
 from model.types import MODALITIES, OUTCOMES, TIERS, ImageFeatures, ModelInput
-from tests.model.helpers import tiny_cohort, write_tiny_bert
+from tests.model.helpers import tiny_cohort, tiny_config, write_tiny_bert
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, ModelConfig, list]:
     root = tmp_path_factory.mktemp("train")
     bert = write_tiny_bert(root / "bert")
-    from model.config import preset
-
-    cfg = preset(
-        "small",
-        image_size=32,
-        max_slices=3,
-        crop=1.0,
-        enc_dims=(8, 16, 16),
-        embed_dim=32,
-        fusion_heads=2,
-        numeric_hidden=16,
-        text_encoder=str(bert),
-        text_window=32,
-        seg_epochs=2,
-        fusion_epochs=3,
-        seg_batch=8,
-        fusion_batch=16,
-    )
+    cfg = tiny_config(bert, crop=1.0, seg_epochs=2, fusion_epochs=3)
     examples = tiny_cohort(40, seed=5)
     res = train_mprtm(examples, cfg, seed=7, out=root / "m.pt", progress=False, synthetic=True)
     return res, cfg, examples
