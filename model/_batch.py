@@ -34,7 +34,7 @@ def assemble(
     Args:
         inputs: the patients.
         schema: numeric feature schema.
-        text_emb: (B, H) text embeddings (rows of absent texts are ignored).
+        text_emb: (B, S, H) segment embeddings (rows of absent texts are ignored).
         text_present: (B,) bool.
         image_emb: (B, 2*C_3 + 1) image embeddings with burden last.
         image_present: (B,) bool.

@@ -26,13 +26,28 @@ def _drop_modalities(present: torch.Tensor, p: float, gen: torch.Generator) -> t
     return torch.where(empty, present, kept)
 
 
-def fusion_loss(out: Tensors, batch: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total loss, outcome BCE) with unknown labels masked out."""
+def fusion_loss(
+    out: Tensors,
+    batch: Tensors,
+    present: torch.Tensor | None = None,
+    aux_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total loss, outcome BCE) with unknown labels masked out.
+
+    With ``aux_weight`` > 0 the per-modality heads' BCE (present modalities only) is added.
+    """
     y = batch["y"]  # (B, O), NaN unknown
     known = ~torch.isnan(y)
-    bce = F.binary_cross_entropy_with_logits(out["logits"], torch.nan_to_num(y), reduction="none")
+    target = torch.nan_to_num(y)
+    bce = F.binary_cross_entropy_with_logits(out["logits"], target, reduction="none")
     bce = (bce * known).sum() / known.sum().clamp(min=1)
     total = bce
+    if aux_weight > 0 and present is not None and "aux_logits" in out:
+        aux = F.binary_cross_entropy_with_logits(
+            out["aux_logits"], target[:, None].expand_as(out["aux_logits"]), reduction="none"
+        )  # (B, M, O)
+        w = known[:, None, :] & present[..., None]
+        total = total + aux_weight * (aux * w).sum() / w.sum().clamp(min=1)
     cause = batch["cause"]
     if bool((cause >= 0).any()):
         total = total + 0.3 * F.cross_entropy(out["cause_logits"], cause, ignore_index=-1)
@@ -73,6 +88,13 @@ def evaluate_loss(net: MPRTM, data: Tensors, only: int | None, batch: int = 512)
     return total / max(n, 1)
 
 
+def wide_parameters(net: MPRTM) -> list[torch.nn.Parameter]:
+    """The linear path's parameters: the shortcut and the text's sentence detectors."""
+    if net.shortcut is None:
+        return []
+    return [*net.shortcut.parameters(), *net.text_pool.detect.parameters()]
+
+
 def train_fusion(
     net: MPRTM,
     train: Tensors,
@@ -87,31 +109,111 @@ def train_fusion(
 ) -> dict[str, list[float]]:
     """Train everything but the image branch; early-stop on validation BCE.
 
+    With the linear path (``cfg.linear_shortcut``) training has two phases.  Phase A fits
+    the linear path alone (sparse numeric weights, LGE burden, sentence detectors) to
+    its best validation loss.  Phase B freezes it and trains the attention fusion, the
+    branches and the heads as a residual on top, starting from a zero outcome head, so
+    phase B begins exactly at phase A's model; its best epoch by validation loss is kept,
+    even when phase A alone was a little better, so that the fusion and the modality
+    weights it reports are always trained.  Without the
+    phases the dense numeric MLP over-fits within two epochs, before the weaker text and
+    image signals are learned (measured in ``docs/model-performance.md``).
+
     Args:
         net: the network (its image branch stays frozen).
         train, val: tensors ``numeric``, ``text``, ``image``, ``present``, ``y``,
             ``cause``, ``burden``.
         cfg: config (learning rate, batch, patience, modality dropout).
         seed: seeds shuffling and modality dropout.
-        epochs: maximum epochs.
+        epochs: maximum epochs of each phase.
         only: train a single-modality model on this modality index.
         progress: show a progress bar.
         desc: progress-bar label.
-        live: encoders trained along (fine-tuned text, joint image), else None.
+        live: encoders trained along in phase B (fine-tuned text, joint image), else None.
     """
     gen = torch.Generator().manual_seed(seed)
-    params = [p for n, p in net.named_parameters() if not n.startswith("image.")]
     for p in net.image.parameters():
         p.requires_grad = False
+    hist: dict[str, list[float]] = {}
+    wide = wide_parameters(net)
+    if wide:
+        net.use_deep = False
+        h = _fit(
+            net,
+            train,
+            val,
+            cfg,
+            gen,
+            epochs,
+            only,
+            progress,
+            f"{desc} (linear)",
+            None,
+            wide,
+            lr=cfg.linear_lr,
+            keep_start=True,
+        )
+        hist.update({f"wide_{k}": v for k, v in h.items()})
+        net.use_deep = True
+        for p in wide:
+            p.requires_grad = False
+        torch.nn.init.zeros_(net.heads.outcomes.weight)
+        torch.nn.init.zeros_(net.heads.outcomes.bias)
+    ids = {id(p) for p in wide}
+    deep = [p for n, p in net.named_parameters() if not n.startswith("image.") and id(p) not in ids]
     if live is not None:
-        params += live.parameters()
+        deep += live.parameters()
         live.refresh("val", val)
-    opt = torch.optim.AdamW(params, lr=cfg.fusion_lr, weight_decay=cfg.weight_decay)
+    hist.update(
+        _fit(
+            net,
+            train,
+            val,
+            cfg,
+            gen,
+            epochs,
+            only,
+            progress,
+            desc,
+            live,
+            deep,
+            lr=cfg.fusion_lr,
+            keep_start=not wide,
+        )
+    )
+    for p in wide:
+        p.requires_grad = True
+    return hist
+
+
+def _fit(
+    net: MPRTM,
+    train: Tensors,
+    val: Tensors,
+    cfg: ModelConfig,
+    gen: torch.Generator,
+    epochs: int,
+    only: int | None,
+    progress: bool,
+    desc: str,
+    live: LiveEncoders | None,
+    params: list[torch.nn.Parameter],
+    lr: float,
+    keep_start: bool,
+) -> dict[str, list[float]]:
+    """Train ``params`` with early stopping on the validation BCE.
+
+    With ``keep_start`` the untrained state is a candidate too; phase B does not keep it,
+    so the fusion (and the modality weights it reports) is always trained.
+    """
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     present_all = restrict(train["present"], only)
     rows = present_all.any(dim=1).nonzero()[:, 0]
     hist: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-    best, best_state, stale = float("inf"), copy.deepcopy(net.state_dict()), 0
+    best = evaluate_loss(net, val, only) if keep_start else float("inf")
+    best_state, stale = copy.deepcopy(net.state_dict()), 0
     best_live = live.state() if live is not None else {}
+    l1 = cfg.shortcut_l1 if net.shortcut is not None and net.shortcut.weight.requires_grad else 0.0
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
     for _ in bar:
         net.train()
@@ -129,9 +231,11 @@ def train_fusion(
             extra = None
             if live is not None:
                 b, extra = live.batch("train", sel, b)
-            loss, bce = fusion_loss(_forward(net, b, present), b)
+            loss, bce = fusion_loss(_forward(net, b, present), b, present, cfg.aux_weight)
             if extra is not None:
                 loss = loss + extra
+            if l1 > 0 and net.shortcut is not None:
+                loss = loss + l1 * net.shortcut.weight[:, : net.numeric_width].abs().sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)

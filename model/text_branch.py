@@ -1,16 +1,23 @@
 """Text branch: a local BERT-family encoder over medication lists and notes.
 
 The encoder is loaded with ``transformers`` from a local folder with
-``local_files_only=True``; nothing is downloaded.  Texts longer than the window are
-split into chunks; each chunk is mean-pooled over its tokens and the chunks are
-averaged.  A frozen encoder's embeddings can be cached per text (see
-:class:`TextEmbeddingCache`).
+``local_files_only=True``; nothing is downloaded.  A patient's text is split into
+segments (lines, then sentences; a segment longer than the window is split into
+window-sized chunks), each segment is mean-pooled over its tokens, and the patient's
+text becomes a set of at most ``max_segments`` segment embeddings, (S, H) padded with
+zero rows.  :class:`SentencePooling` (inside the network) pools the set with gated
+attention (Ilse et al., ICML 2018, "Attention-based deep multiple instance learning")
+and a max over learned segment features: the notes' prognostic signals are single
+sentences in long texts, and a mean over a whole note dilutes them.  A frozen encoder's
+segment embeddings are cached per segment (see :class:`TextEmbeddingCache`), so the
+template sentences that recur across notes are encoded once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,18 @@ from model.errors import TextEncoderError
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+#: A sentence ends at . ! ? or ; followed by space and an upper-case letter or a digit.
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9])")
+
+
+def split_segments(text: str) -> list[str]:
+    """Lines, then sentences, of ``text`` (empty pieces dropped), in order."""
+    out: list[str] = []
+    for line in text.splitlines():
+        out += [p.strip() for p in _SENTENCE_END.split(line.strip()) if p.strip()]
+    return out
 
 
 def default_text_encoder_path() -> str:
@@ -51,21 +70,23 @@ def weights_sha256(folder: str | os.PathLike[str]) -> str:
 
 
 class TextEncoder(nn.Module):
-    """A BERT-family encoder with chunking and mean pooling.
+    """A BERT-family encoder that embeds each segment of a text (mean pooling).
 
     Args:
         path: local model folder ("" for the bundled MiniLM).
         trainable_layers: 0 freezes everything; N unfreezes the top N transformer layers.
-        window: tokens per chunk including [CLS]/[SEP] (clipped to the model maximum).
-        max_chunks: chunks per text at most.
+        window: tokens per segment including [CLS]/[SEP] (clipped to the model maximum);
+            a longer segment is split into several.
+        max_segments: segments per text at most (the first ones: the text puts the
+            medication list and the newest note first); later segments are dropped.
     """
 
     def __init__(
-        self, path: str = "", trainable_layers: int = 0, window: int = 256, max_chunks: int = 8
+        self, path: str = "", trainable_layers: int = 0, window: int = 128, max_segments: int = 48
     ) -> None:
         super().__init__()
-        if trainable_layers < 0 or window < 16 or max_chunks <= 0:
-            raise ValueError("trainable_layers >= 0, window >= 16 and max_chunks > 0 required")
+        if trainable_layers < 0 or window < 16 or max_segments <= 0:
+            raise ValueError("trainable_layers >= 0, window >= 16 and max_segments > 0 required")
         from transformers import AutoModel, AutoTokenizer
 
         folder = path or default_text_encoder_path()
@@ -83,7 +104,7 @@ class TextEncoder(nn.Module):
         self.hidden_size = int(self.bert.config.hidden_size)
         limit = int(getattr(self.bert.config, "max_position_embeddings", 512))
         self.window = min(window, limit)
-        self.max_chunks = max_chunks
+        self.max_segments = max_segments
         self.trainable_layers = trainable_layers
         self._set_trainable(trainable_layers)
 
@@ -111,45 +132,65 @@ class TextEncoder(nn.Module):
             "hidden_size": self.hidden_size,
         }
 
-    def _chunks(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+    def segments(self, text: str) -> list[str]:
+        """The segments of ``text`` that are embedded (at most ``max_segments``)."""
+        return split_segments(text)[: self.max_segments]
+
+    def encode_segments(self, segments: list[str]) -> torch.Tensor:
+        """Mean-pooled embeddings (N, H) of segments, each at most ``window`` tokens
+        (a longer one is embedded in window-sized chunks and the chunks averaged)."""
+        if not segments:
+            return torch.zeros(0, self.hidden_size, device=self._device())
         body = self.window - 2
-        cls_id = self.tokenizer.cls_token_id
-        sep_id = self.tokenizer.sep_token_id
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        enc = self.tokenizer(segments, add_special_tokens=False, verbose=False)["input_ids"]
         chunks: list[list[int]] = []
         owner: list[int] = []
-        enc = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         for i, ids in enumerate(enc):
-            ids = ids[: body * self.max_chunks] or [self.tokenizer.unk_token_id]
+            ids = ids or [self.tokenizer.unk_token_id]
             for s in range(0, len(ids), body):
                 chunks.append([cls_id, *ids[s : s + body], sep_id])
                 owner.append(i)
-        return chunks, owner
-
-    def forward(self, texts: list[str]) -> torch.Tensor:
-        """Embed texts: (B, hidden_size); gradients flow only into unfrozen layers."""
-        if not texts:
-            raise ValueError("no texts to encode")
-        chunks, owner = self._chunks(texts)
-        device = next(self.bert.parameters()).device
+        device = self._device()
         longest = max(len(c) for c in chunks)
-        ids = torch.zeros(len(chunks), longest, dtype=torch.long)
+        ids_t = torch.zeros(len(chunks), longest, dtype=torch.long)
         mask = torch.zeros(len(chunks), longest, dtype=torch.long)
         for r, c in enumerate(chunks):
-            ids[r, : len(c)] = torch.tensor(c)
+            ids_t[r, : len(c)] = torch.tensor(c)
             mask[r, : len(c)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        out = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state  # (C, T, H)
+        ids_t, mask = ids_t.to(device), mask.to(device)
+        out = self.bert(input_ids=ids_t, attention_mask=mask).last_hidden_state  # (C, T, H)
         m = mask.unsqueeze(-1).to(out.dtype)
         pooled = (out * m).sum(1) / m.sum(1).clamp(min=1.0)  # (C, H)
         own = torch.tensor(owner, device=device)
-        summed = torch.zeros(len(texts), pooled.shape[1], dtype=pooled.dtype, device=device)
+        summed = torch.zeros(len(segments), pooled.shape[1], dtype=pooled.dtype, device=device)
         summed.index_add_(0, own, pooled)
-        counts = torch.bincount(own, minlength=len(texts)).clamp(min=1).to(pooled.dtype)
-        return summed / counts[:, None]  # (B, H)
+        counts = torch.bincount(own, minlength=len(segments)).clamp(min=1).to(pooled.dtype)
+        return summed / counts[:, None]  # (N, H)
+
+    def _device(self) -> torch.device:
+        return next(self.bert.parameters()).device
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """Segment embeddings of texts: (B, max_segments, H), zero rows for padding;
+        gradients flow only into unfrozen layers."""
+        if not texts:
+            raise ValueError("no texts to encode")
+        per_text = [self.segments(t) or [t.strip() or "-"] for t in texts]
+        flat = [seg for segs in per_text for seg in segs]
+        emb = self.encode_segments(flat)  # (N, H)
+        out = torch.zeros(
+            len(texts), self.max_segments, self.hidden_size, dtype=emb.dtype, device=emb.device
+        )
+        r = 0
+        for i, segs in enumerate(per_text):
+            out[i, : len(segs)] = emb[r : r + len(segs)]
+            r += len(segs)
+        return out
 
     @torch.inference_mode()
     def embed(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
-        """Inference-only embeddings (N, hidden_size) float32, in batches."""
+        """Inference-only segment embeddings (N, max_segments, H) float32, in batches."""
         was_training = self.training
         self.eval()
         parts = [
@@ -157,11 +198,66 @@ class TextEncoder(nn.Module):
             for i in range(0, len(texts), batch_size)
         ]
         self.train(was_training)
+        if not parts:
+            return np.zeros((0, self.max_segments, self.hidden_size), dtype=np.float32)
         return np.concatenate(parts).astype(np.float32)
 
 
+class SentencePooling(nn.Module):
+    """Pool a set of segment embeddings (B, S, H) into one text embedding (B, D).
+
+    Segments are L2-normalised (as sentence-transformer embeddings are compared).  Three
+    views of the set are projected to ``dim``: gated attention pooling (Ilse et al. 2018)
+    of a segment MLP, an element-wise max of that MLP, and ``concepts`` linear sentence
+    detectors max-pooled over the segments (multiple-instance learning: "does any
+    sentence say X?"), whose rectified scores are also returned for the model's linear
+    path.  Zero rows are padding and never pooled.
+
+    Args:
+        in_dim: segment embedding size (the encoder's hidden size).
+        dim: output size.
+        dropout: dropout in the segment MLP.
+        concepts: number of sentence detectors.
+    """
+
+    def __init__(self, in_dim: int, dim: int, dropout: float = 0.1, concepts: int = 8) -> None:
+        super().__init__()
+        if in_dim <= 0 or dim < 2 or concepts <= 0:
+            raise ValueError(
+                f"in_dim ({in_dim}) > 0, dim ({dim}) >= 2 and concepts ({concepts}) > 0 required"
+            )
+        self.concepts = concepts
+        self.detect = nn.Linear(in_dim, concepts)
+        self.segment = nn.Sequential(
+            nn.Linear(in_dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
+        )
+        self.att_v = nn.Linear(dim, dim // 2)
+        self.att_u = nn.Linear(dim, dim // 2)
+        self.att_w = nn.Linear(dim // 2, 1)
+        self.out = nn.Sequential(nn.Linear(2 * dim + concepts, dim), nn.LayerNorm(dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return the pooled embedding (B, D), the attention over segments (B, S) and the
+        rectified sentence-detector scores (B, concepts), 0 for a text-less row."""
+        if x.dim() != 3:
+            raise ValueError(f"segment embeddings must be (B, S, H), got {tuple(x.shape)}")
+        valid = x.abs().sum(-1) > 0  # (B, S)
+        has = valid.any(1, keepdim=True)  # (B, 1)
+        x = nn.functional.normalize(x, dim=-1)  # zero rows stay zero
+        found = self.detect(x).masked_fill(~valid[..., None], -1e4).max(dim=1).values
+        found = torch.where(has, torch.relu(found), torch.zeros_like(found))  # (B, K)
+        h = self.segment(x)  # (B, S, D)
+        score = self.att_w(torch.tanh(self.att_v(h)) * torch.sigmoid(self.att_u(h)))[..., 0]
+        score = score.masked_fill(~valid, -1e4)  # finite: rows without text stay NaN-free
+        att = score.softmax(dim=1) * valid  # (B, S), 0 on padding
+        pooled = (att[..., None] * h).sum(1)  # (B, D)
+        top = h.masked_fill(~valid[..., None], -1e4).max(dim=1).values  # (B, D)
+        top = torch.where(has, top, torch.zeros_like(top))
+        return self.out(torch.cat([pooled, top, found], dim=-1)), att, found
+
+
 class TextEmbeddingCache:
-    """Frozen-encoder embeddings keyed by sha256(encoder weights hash + text).
+    """Frozen-encoder segment embeddings keyed by sha256(encoder weights hash + segment).
 
     Args:
         encoder: the (frozen) encoder that computes missing entries.
@@ -177,39 +273,48 @@ class TextEmbeddingCache:
             self.folder.mkdir(parents=True, exist_ok=True)
         self._mem: dict[str, np.ndarray] = {}
 
-    def key(self, text: str) -> str:
+    def key(self, segment: str) -> str:
         h = hashlib.sha256(self.encoder.sha256.encode())
-        h.update(f"|{self.encoder.window}|{self.encoder.max_chunks}|".encode())
-        h.update(text.encode("utf-8"))
+        h.update(f"|segment|{self.encoder.window}|".encode())
+        h.update(segment.encode("utf-8"))
         return h.hexdigest()
 
     def get_many(
-        self, texts: list[str], batch_size: int = 16, progress: bool = False
+        self, texts: list[str], batch_size: int = 64, progress: bool = False
     ) -> np.ndarray:
-        """Embeddings (N, H) for texts, computing only those not cached yet."""
-        keys = [self.key(t) for t in texts]
+        """Segment embeddings (N, max_segments, H) of texts, encoding only new segments."""
+        enc = self.encoder
+        per_text = [enc.segments(t) or [t.strip() or "-"] for t in texts]
+        keys = [[self.key(seg) for seg in segs] for segs in per_text]
         todo: dict[str, str] = {}
-        for k, t in zip(keys, texts, strict=True):
-            if k in self._mem:
-                continue
-            if self.folder and (self.folder / f"{k}.npy").is_file():
-                self._mem[k] = np.load(self.folder / f"{k}.npy")
-            else:
-                todo[k] = t
+        for ks, segs in zip(keys, per_text, strict=True):
+            for k, seg in zip(ks, segs, strict=True):
+                if k in self._mem or k in todo:
+                    continue
+                if self.folder and (self.folder / f"{k}.npy").is_file():
+                    self._mem[k] = np.load(self.folder / f"{k}.npy")
+                else:
+                    todo[k] = seg
         if todo:
-            items = list(todo.items())
+            items = sorted(todo.items(), key=lambda kv: len(kv[1]))  # similar lengths batch well
             it = range(0, len(items), batch_size)
             if progress:
                 from tqdm import tqdm
 
-                it = tqdm(it, desc="text embeddings", unit="batch")
-            for s in it:
-                part = items[s : s + batch_size]
-                vecs = self.encoder.embed([t for _, t in part], batch_size=batch_size)
-                for (k, _), v in zip(part, vecs, strict=True):
-                    self._mem[k] = v
-                    if self.folder:
-                        np.save(self.folder / f"{k}.npy", v)
-        if not keys:
-            return np.zeros((0, self.encoder.hidden_size), dtype=np.float32)
-        return np.stack([self._mem[k] for k in keys])
+                it = tqdm(it, desc="text segments", unit="batch")
+            was_training = enc.training
+            enc.eval()
+            with torch.inference_mode():
+                for s in it:
+                    part = items[s : s + batch_size]
+                    vecs = enc.encode_segments([t for _, t in part]).float().cpu().numpy()
+                    for (k, _), v in zip(part, vecs, strict=True):
+                        self._mem[k] = v.astype(np.float32)
+                        if self.folder:
+                            np.save(self.folder / f"{k}.npy", self._mem[k])
+            enc.train(was_training)
+        out = np.zeros((len(texts), enc.max_segments, enc.hidden_size), dtype=np.float32)
+        for i, ks in enumerate(keys):
+            for r, k in enumerate(ks):
+                out[i, r] = self._mem[k]
+        return out

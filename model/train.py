@@ -107,7 +107,8 @@ def text_embeddings(
     examples: Sequence[LabelledExample], cache: TextEmbeddingCache, progress: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     present = np.array([has_text(e.input) for e in examples], dtype=bool)
-    emb = np.zeros((len(examples), cache.encoder.hidden_size), dtype=np.float32)
+    enc = cache.encoder
+    emb = np.zeros((len(examples), enc.max_segments, enc.hidden_size), dtype=np.float32)
     idx = np.flatnonzero(present)
     if len(idx):
         emb[idx] = cache.get_many(
@@ -178,7 +179,7 @@ def train_mprtm(
         raise TrainingError("no outcome labels in the training split")
     schema = FeatureSchema.fit([e.input.numeric for e in train])
     encoder = TextEncoder(
-        cfg.text_encoder, cfg.text_trainable_layers, cfg.text_window, cfg.text_max_chunks
+        cfg.text_encoder, cfg.text_trainable_layers, cfg.text_window, cfg.text_max_segments
     )
     cfg = dataclasses.replace(cfg, numeric_features=schema.names, text_dim=encoder.hidden_size)
     net = build_model(cfg).to(dev)
@@ -188,7 +189,7 @@ def train_mprtm(
     frozen = (
         encoder
         if encoder.frozen
-        else TextEncoder(cfg.text_encoder, 0, cfg.text_window, cfg.text_max_chunks)
+        else TextEncoder(cfg.text_encoder, 0, cfg.text_window, cfg.text_max_segments)
     )
     cache = TextEmbeddingCache(frozen, text_cache_dir)
     tensors = {}

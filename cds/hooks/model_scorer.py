@@ -38,7 +38,9 @@ log = logging.getLogger("mprtm.hooks.scorer")
 _RETRY_LOAD_AFTER_S = 60.0
 #: Text embeddings remembered per process (medication list + notes change rarely between
 #: two calls for the same patient; the text encoder dominates on-demand time on CPU).
-TEXT_CACHE_SIZE = 2048
+#: An entry is the text's segment embeddings, text_max_segments x 384 float32 (74 KB with
+#: the defaults), so 512 entries hold about 38 MB.
+TEXT_CACHE_SIZE = 512
 
 
 def _caching_predictor(base: Any) -> Any:

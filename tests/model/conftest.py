@@ -28,7 +28,7 @@ def tiny_cfg(tiny_bert: Path) -> ModelConfig:
         tiny_bert,
         crop=1.0,
         text_dim=32,
-        text_max_chunks=4,
+        text_max_segments=8,
         numeric_features=("age", "nt_probnp", "sex_male", "lvef"),
         seg_epochs=2,
         fusion_epochs=3,

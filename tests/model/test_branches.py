@@ -17,7 +17,7 @@ from model.image_branch import (
     select_slices,
 )
 from model.numeric_branch import FeatureSchema, NumericEncoder
-from model.text_branch import TextEmbeddingCache, TextEncoder
+from model.text_branch import SentencePooling, TextEmbeddingCache, TextEncoder, split_segments
 
 
 def test_schema_standardises_and_flags_missing() -> None:
@@ -50,20 +50,58 @@ def test_numeric_encoder_shapes_and_errors() -> None:
         NumericEncoder(6, 16, 8, dropout=1.5)
 
 
-def test_text_encoder_chunks_long_text(tiny_bert: Path) -> None:
-    enc = TextEncoder(str(tiny_bert), 0, window=16, max_chunks=3)
+def test_split_segments_lines_then_sentences() -> None:
+    text = "Medications: bisoprolol 5 mg; ramipril.\nNote 2026-01-02: Mood low. Lives alone.\n\n"
+    assert split_segments(text) == [
+        "Medications: bisoprolol 5 mg; ramipril.",
+        "Note 2026-01-02: Mood low.",
+        "Lives alone.",
+    ]
+    assert split_segments("  \n ") == []
+
+
+def test_text_encoder_embeds_each_segment(tiny_bert: Path) -> None:
+    enc = TextEncoder(str(tiny_bert), 0, window=16, max_segments=3)
     assert enc.window == 16 and enc.frozen
     short = "furosemide 40 mg daily"
-    long = " ".join(["bisoprolol 5 mg twice daily"] * 20)
-    chunks, owner = enc._chunks([short, long])
-    assert owner.count(0) == 1 and owner.count(1) == 3  # capped at max_chunks
-    assert all(len(c) <= 16 for c in chunks)
+    long = "Bisoprolol 5 mg twice daily. " * 5 + "\n" + "ramipril " * 40
+    assert len(enc.segments(long)) == 3  # capped at max_segments
     emb = enc.embed([short, long])
-    assert emb.shape == (2, 32) and np.isfinite(emb).all()
-    # batching does not change a text's embedding
+    assert emb.shape == (2, 3, 32) and np.isfinite(emb).all()
+    assert np.abs(emb[0, 0]).sum() > 0 and not emb[0, 1:].any()  # one segment, then padding
+    assert np.abs(emb[1]).sum(-1).min() > 0  # three real segments
+    # a segment is embedded the same alone or among others, and batching changes nothing
+    alone = enc.embed(["Bisoprolol 5 mg twice daily."])[0, 0]
+    assert np.allclose(alone, emb[1, 0], atol=1e-5)
     assert np.allclose(enc.embed([short])[0], emb[0], atol=1e-5)
+    # a segment longer than the window is embedded in chunks (still one row)
+    assert enc.encode_segments(["ramipril " * 40]).shape == (1, 32)
     assert not any(p.requires_grad for p in enc.parameters())
     assert enc.identity()["sha256"] and len(enc.identity()["sha256"]) == 64
+
+
+def test_sentence_pooling_masks_padding() -> None:
+    torch.manual_seed(0)
+    pool = SentencePooling(8, 16, dropout=0.0, concepts=8).eval()
+    x = torch.randn(3, 5, 8)
+    x[0, 2:] = 0  # two real segments
+    x[2] = 0  # no text at all
+    out, att, found = pool(x)
+    assert out.shape == (3, 16) and att.shape == (3, 5) and torch.isfinite(out).all()
+    assert found.shape == (3, 8) and (found >= 0).all() and not found[2].any()
+    assert torch.allclose(att[0, :2].sum(), torch.tensor(1.0)) and not att[0, 2:].any()
+    assert not att[2].any()
+    # padding rows never change the result
+    y = x.clone()
+    y[0, 2:] = 0
+    y[0, 2:] = 5.0  # padding content never leaks in ...
+    y[0, 2:] = 0.0  # ... once it is zero again
+    assert torch.allclose(pool(y)[0][0], out[0])
+    z = x.clone()
+    z[0, 0] *= 3.0  # segments are L2-normalised: scale does not matter
+    assert torch.allclose(pool(z)[0][0], out[0], atol=1e-5)
+    with pytest.raises(ValueError):
+        pool(torch.randn(3, 8))
 
 
 def test_text_encoder_fine_tune_top_layers(tiny_bert: Path) -> None:
@@ -87,10 +125,14 @@ def test_text_encoder_missing_folder(tmp_path: Path) -> None:
 def test_text_cache_persists(tiny_bert: Path, tmp_path: Path) -> None:
     enc = TextEncoder(str(tiny_bert))
     cache = TextEmbeddingCache(enc, tmp_path / "cache")
-    a = cache.get_many(["aspirin daily", "digoxin"])
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
-    again = TextEmbeddingCache(enc, tmp_path / "cache").get_many(["digoxin", "aspirin daily"])
+    a = cache.get_many(["Aspirin daily. Digoxin.", "Digoxin."])
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # one file per distinct segment
+    assert np.array_equal(a[0, 1], a[1, 0])
+    again = TextEmbeddingCache(enc, tmp_path / "cache").get_many(
+        ["Digoxin.", "Aspirin daily. Digoxin."]
+    )
     assert np.array_equal(a[::-1], again)
+    assert np.allclose(a, enc.embed(["Aspirin daily. Digoxin.", "Digoxin."]), atol=1e-5)
 
 
 def test_centre_crop_keeps_the_middle() -> None:

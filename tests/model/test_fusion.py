@@ -55,7 +55,7 @@ def test_mprtm_outputs_and_determinism(tiny_cfg: ModelConfig) -> None:
         present = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0]], dtype=torch.bool)
         return net(
             torch.randn(b, 8, generator=g),
-            torch.randn(b, tiny_cfg.text_dim, generator=g),
+            torch.randn(b, tiny_cfg.text_max_segments, tiny_cfg.text_dim, generator=g),
             torch.randn(b, net.image.embed_dim + 1, generator=g),
             present,
         )
@@ -68,6 +68,9 @@ def test_mprtm_outputs_and_determinism(tiny_cfg: ModelConfig) -> None:
         assert torch.isfinite(a[k]).all()
         assert torch.equal(a[k], b[k])
     assert a["weights"][1, 1] == 0 and a["weights"][2, 0] == 0 and a["weights"][3, 2] == 0
+    assert a["aux_logits"].shape == (4, 3, 5)
+    assert a["text_attention"].shape == (4, tiny_cfg.text_max_segments)
+    assert torch.allclose(a["text_attention"].sum(1), torch.ones(4))
 
 
 def test_linear_shortcut_ignores_missing_modalities(tiny_cfg: ModelConfig) -> None:
@@ -78,7 +81,7 @@ def test_linear_shortcut_ignores_missing_modalities(tiny_cfg: ModelConfig) -> No
     assert net.shortcut is not None
     torch.nn.init.normal_(net.shortcut.weight)
     present = torch.tensor([[0, 1, 0]], dtype=torch.bool)
-    text = torch.randn(1, tiny_cfg.text_dim)
+    text = torch.randn(1, tiny_cfg.text_max_segments, tiny_cfg.text_dim)
     img = torch.randn(1, net.image.embed_dim + 1)
     a = net(torch.randn(1, 8), text, img, present)
     b = net(torch.randn(1, 8), text, img + 1.0, present)  # absent inputs change
@@ -100,3 +103,25 @@ def test_config_validation_and_round_trip() -> None:
         ModelConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError, match="numeric_features"):
         build_model(preset("small"))
+
+
+def test_auxiliary_loss_counts_present_modalities_only() -> None:
+    from model._fusion_train import fusion_loss
+
+    y = torch.tensor([[1.0, 0.0, float("nan"), 1.0, 0.0]] * 2)
+    batch = {"y": y, "cause": torch.full((2,), -1), "burden": torch.full((2,), float("nan"))}
+    present = torch.tensor([[True, False, True], [True, True, False]])
+    aux = torch.zeros(2, 3, 5)
+    out = {"logits": torch.zeros(2, 5), "aux_logits": aux}
+    base, bce = fusion_loss(out, batch, present, aux_weight=0.5)
+    assert torch.isfinite(base) and base > bce  # the auxiliary heads add a loss
+    absent = aux.clone()
+    absent[0, 1] = 9.0  # text of patient 0 and image of patient 1 are absent
+    absent[1, 2] = -9.0
+    same, _ = fusion_loss({**out, "aux_logits": absent}, batch, present, aux_weight=0.5)
+    assert torch.allclose(same, base)
+    changed = aux.clone()
+    changed[0, 0] = 9.0
+    assert fusion_loss({**out, "aux_logits": changed}, batch, present, 0.5)[0] > base
+    off, _ = fusion_loss({**out, "aux_logits": changed}, batch, present, aux_weight=0.0)
+    assert torch.allclose(off, bce)
