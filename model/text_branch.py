@@ -133,8 +133,9 @@ class TextEncoder(nn.Module):
         }
 
     def segments(self, text: str) -> list[str]:
-        """The segments of ``text`` that are embedded (at most ``max_segments``)."""
-        return split_segments(text)[: self.max_segments]
+        """The segments of ``text`` that are embedded (at most ``max_segments``; a text
+        without any sentence is one segment, so every text has at least one)."""
+        return split_segments(text)[: self.max_segments] or [text.strip() or "-"]
 
     def encode_segments(self, segments: list[str]) -> torch.Tensor:
         """Mean-pooled embeddings (N, H) of segments, each at most ``window`` tokens
@@ -176,7 +177,7 @@ class TextEncoder(nn.Module):
         gradients flow only into unfrozen layers."""
         if not texts:
             raise ValueError("no texts to encode")
-        per_text = [self.segments(t) or [t.strip() or "-"] for t in texts]
+        per_text = [self.segments(t) for t in texts]
         flat = [seg for segs in per_text for seg in segs]
         emb = self.encode_segments(flat)  # (N, H)
         out = torch.zeros(
@@ -284,7 +285,7 @@ class TextEmbeddingCache:
     ) -> np.ndarray:
         """Segment embeddings (N, max_segments, H) of texts, encoding only new segments."""
         enc = self.encoder
-        per_text = [enc.segments(t) or [t.strip() or "-"] for t in texts]
+        per_text = [enc.segments(t) for t in texts]
         keys = [[self.key(seg) for seg in segs] for segs in per_text]
         todo: dict[str, str] = {}
         for ks, segs in zip(keys, per_text, strict=True):
