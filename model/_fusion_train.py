@@ -111,7 +111,9 @@ def train_fusion(
 
     With the linear path (``cfg.linear_shortcut``) training has two phases.  Phase A fits
     the linear path alone (sparse numeric weights, LGE burden, sentence detectors) to
-    its best validation loss.  Phase B freezes it and trains the attention fusion, the
+    its best validation loss; the deep branches are not run in it (``net.use_deep`` is
+    False), so the detectors learn from the outcomes only, not through the untrained
+    fusion's auxiliary and cause losses.  Phase B freezes it and trains the attention fusion, the
     branches and the heads as a residual on top, starting from a zero outcome head, so
     phase B begins exactly at phase A's model; its best epoch by validation loss is kept,
     even when phase A alone was a little better, so that the fusion and the modality

@@ -105,6 +105,8 @@ class MPRTM(nn.Module):
         """
         burden = image[:, -1:]  # (B, 1) measured on the segmentation
         image = torch.cat([image, 10.0 * burden, (burden > BURDEN_PRESENT).to(image.dtype)], 1)
+        if not self.use_deep:
+            return self._linear_only(numeric, text, image, present)
         text_token, text_attention, concepts = self.text_pool(text)  # (B, D), (B, S), (B, K)
         tokens = torch.stack(
             [self.numeric(numeric), text_token, self.image_proj(image)], dim=1
@@ -125,6 +127,27 @@ class MPRTM(nn.Module):
         )  # (B, 3, O)
         out["text_attention"] = text_attention
         return out
+
+    def _linear_only(
+        self, numeric: torch.Tensor, text: torch.Tensor, image: torch.Tensor, present: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Phase A of training: the linear path alone, without running the deep branches
+        (several times faster); the other outputs are zeros of the usual shapes."""
+        if self.shortcut is None:
+            raise RuntimeError("use_deep=False needs the linear path (cfg.linear_shortcut)")
+        p = present.to(numeric.dtype)
+        concepts = self.text_pool.detector_scores(text)
+        wide = torch.cat([numeric * p[:, :1], image[:, -2:] * p[:, 2:], concepts * p[:, 1:2]], 1)
+        b = len(numeric)
+        zeros = numeric.new_zeros
+        return {
+            "logits": self.shortcut(wide),
+            "cause_logits": zeros(b, len(self.cfg.causes)),
+            "burden": zeros(b),
+            "weights": zeros(b, len(MODALITIES)),
+            "embedding": zeros(b, self.cfg.embed_dim),
+            "text_attention": zeros(b, text.shape[1]),
+        }
 
     def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """sigmoid(scale * logit + bias) per outcome: (B, 5)."""

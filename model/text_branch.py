@@ -245,8 +245,7 @@ class SentencePooling(nn.Module):
         valid = x.abs().sum(-1) > 0  # (B, S)
         has = valid.any(1, keepdim=True)  # (B, 1)
         x = nn.functional.normalize(x, dim=-1)  # zero rows stay zero
-        found = self.detect(x).masked_fill(~valid[..., None], -1e4).max(dim=1).values
-        found = torch.where(has, torch.relu(found), torch.zeros_like(found))  # (B, K)
+        found = self._detect(x, valid, has)  # (B, K)
         h = self.segment(x)  # (B, S, D)
         score = self.att_w(torch.tanh(self.att_v(h)) * torch.sigmoid(self.att_u(h)))[..., 0]
         score = score.masked_fill(~valid, -1e4)  # finite: rows without text stay NaN-free
@@ -255,6 +254,16 @@ class SentencePooling(nn.Module):
         top = h.masked_fill(~valid[..., None], -1e4).max(dim=1).values  # (B, D)
         top = torch.where(has, top, torch.zeros_like(top))
         return self.out(torch.cat([pooled, top, found], dim=-1)), att, found
+
+    def _detect(self, x: torch.Tensor, valid: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+        found = self.detect(x).masked_fill(~valid[..., None], -1e4).max(dim=1).values
+        return torch.where(has, torch.relu(found), torch.zeros_like(found))
+
+    def detector_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The rectified sentence-detector scores (B, concepts) alone, as :meth:`forward`
+        computes them."""
+        valid = x.abs().sum(-1) > 0
+        return self._detect(nn.functional.normalize(x, dim=-1), valid, valid.any(1, keepdim=True))
 
 
 class TextEmbeddingCache:

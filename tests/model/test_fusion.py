@@ -89,6 +89,33 @@ def test_linear_shortcut_ignores_missing_modalities(tiny_cfg: ModelConfig) -> No
     assert a["weights"][0].tolist() == [0.0, 1.0, 0.0]
 
 
+def test_linear_only_path_equals_full_network_without_deep_head(tiny_cfg: ModelConfig) -> None:
+    """Phase A skips the deep branches; its logits must be what the full network adds."""
+    import dataclasses
+
+    torch.manual_seed(1)
+    net = build_model(dataclasses.replace(tiny_cfg, linear_shortcut=True)).eval()
+    assert net.shortcut is not None
+    torch.nn.init.normal_(net.shortcut.weight)
+    torch.nn.init.zeros_(net.heads.outcomes.weight)
+    torch.nn.init.zeros_(net.heads.outcomes.bias)
+    g = torch.Generator().manual_seed(2)
+    text = torch.randn(3, tiny_cfg.text_max_segments, tiny_cfg.text_dim, generator=g)
+    text[0, 2:] = 0.0  # padding segments
+    args = (
+        torch.randn(3, 8, generator=g),
+        text,
+        torch.randn(3, net.image.embed_dim + 1, generator=g),
+        torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0]], dtype=torch.bool),
+    )
+    full = net(*args)["logits"]
+    net.use_deep = False
+    fast = net(*args)
+    assert torch.allclose(fast["logits"], full, atol=1e-6)
+    assert fast["weights"].shape == (3, 3) and fast["cause_logits"].shape[0] == 3
+    assert torch.count_nonzero(fast["logits"]) > 0
+
+
 def test_config_validation_and_round_trip() -> None:
     cfg = preset("small", numeric_features=("a",))
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
