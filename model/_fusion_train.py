@@ -117,7 +117,9 @@ def train_fusion(
     branches and the heads as a residual on top, starting from a zero outcome head, so
     phase B begins exactly at phase A's model; its best epoch by validation loss is kept,
     even when phase A alone was a little better, so that the fusion and the modality
-    weights it reports are always trained.  Without the
+    weights it reports are always trained.  With ``cfg.backfit`` a phase C then re-fits
+    the linear path with the deep residual frozen (the phase-B state is kept unless
+    re-fitting lowers the validation loss).  Without the
     phases the dense numeric MLP over-fits within two epochs, before the weaker text and
     image signals are learned (measured in ``docs/model-performance.md``).
 
@@ -185,6 +187,27 @@ def train_fusion(
     )
     for p in wide:
         p.requires_grad = True
+    if wide and cfg.backfit:
+        for p in deep:
+            p.requires_grad = False
+        h = _fit(
+            net,
+            train,
+            val,
+            cfg,
+            gen,
+            epochs,
+            only,
+            progress,
+            f"{desc} (linear re-fit)",
+            None,
+            wide,
+            lr=0.3 * cfg.linear_lr,
+            keep_start=True,
+        )
+        hist.update({f"backfit_{k}": v for k, v in h.items()})
+        for p in deep:
+            p.requires_grad = True
     return hist
 
 

@@ -67,6 +67,10 @@ class ModelConfig:
             straight to the outcome logits (wide & deep, Cheng et al. 2016).
         shortcut_l1: L1 penalty on the linear path's numeric weights (a sparse linear
             model over the ~100 clinical variables instead of an over-fitted dense one).
+        backfit: after phase B, re-fit the linear path once more with the deep residual
+            frozen (phase C, backfitting as in additive models), at 0.3 x ``linear_lr``;
+            its start (the phase-B model) is kept when re-fitting does not lower the
+            validation loss.
     """
 
     preset: str = "small"
@@ -105,6 +109,7 @@ class ModelConfig:
     text_concepts: int = 8
     linear_shortcut: bool = True
     shortcut_l1: float = 0.003
+    backfit: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -152,3 +152,37 @@ def test_auxiliary_loss_counts_present_modalities_only() -> None:
     assert fusion_loss({**out, "aux_logits": changed}, batch, present, 0.5)[0] > base
     off, _ = fusion_loss({**out, "aux_logits": changed}, batch, present, aux_weight=0.0)
     assert torch.allclose(off, bce)
+
+
+def test_backfit_phase_never_raises_the_validation_loss(tiny_cfg: ModelConfig) -> None:
+    """Phase C re-fits the linear path after phase B and keeps phase B's state unless the
+    validation loss drops, so the trained model is at least as good as phase B's best."""
+    import dataclasses
+
+    from model._fusion_train import evaluate_loss, train_fusion
+
+    cfg = dataclasses.replace(tiny_cfg, linear_shortcut=True, backfit=True, patience=2)
+    g = torch.Generator().manual_seed(5)
+
+    def data(n: int) -> dict[str, torch.Tensor]:
+        numeric = torch.randn(n, 8, generator=g)
+        risk = numeric[:, 0] - numeric[:, 1]
+        y = (risk[:, None] + torch.randn(n, 5, generator=g) > 0).float()
+        return {
+            "numeric": numeric,
+            "text": torch.randn(n, cfg.text_max_segments, cfg.text_dim, generator=g),
+            "image": torch.randn(n, 2 * cfg.enc_dims[2] + 1, generator=g),
+            "present": torch.ones(n, 3, dtype=torch.bool),
+            "y": y,
+            "cause": torch.full((n,), -1, dtype=torch.long),
+            "burden": torch.full((n,), float("nan")),
+        }
+
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    train, val = data(64), data(32)
+    hist = train_fusion(net, train, val, cfg, seed=0, epochs=4, progress=False)
+    assert hist["backfit_val_loss"] and hist["wide_val_loss"]
+    final = evaluate_loss(net, val, None)
+    assert final <= min(hist["val_loss"]) + 1e-5
+    assert all(p.requires_grad for n, p in net.named_parameters() if not n.startswith("image."))
