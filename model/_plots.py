@@ -32,8 +32,14 @@ def plot_training_curves(hist: Mapping[str, Sequence[float]], path: Path) -> Pat
             axes[2].plot(range(n_wide, n_wide + len(v)), v, label=f"phase B (fusion) {k}")
         elif k.endswith("_only_val_loss"):
             axes[2].plot(v, label=k, alpha=0.5)
-    if n_wide:
-        axes[2].axvline(n_wide, color="grey", linewidth=0.8)
+    n_deep = n_wide + len(hist.get("val_loss", []))
+    for k in ("backfit_train_loss", "backfit_val_loss"):
+        if hist.get(k):  # phase C re-fits the linear path after phase B
+            v = hist[k]
+            axes[2].plot(range(n_deep, n_deep + len(v)), v, label=f"phase C (re-fit) {k[8:]}")
+    for x in (n_wide, n_deep if hist.get("backfit_val_loss") else 0):
+        if x:
+            axes[2].axvline(x, color="grey", linewidth=0.8)
     axes[2].set_title("stage 2: outcome BCE")
     axes[2].legend(fontsize=7)
     for ax in axes:
