@@ -140,24 +140,15 @@ def train_fusion(
         p.requires_grad = False
     hist: dict[str, list[float]] = {}
     wide = wide_parameters(net)
+
+    def fit_linear(label: str, lr: float, prefix: str) -> None:
+        """Fit the linear path alone (phases A and C), keeping its start if not beaten."""
+        h = _fit(net, train, val, cfg, gen, epochs, only, progress, label, None, wide, lr, True)
+        hist.update({f"{prefix}_{k}": v for k, v in h.items()})
+
     if wide:
         net.use_deep = False
-        h = _fit(
-            net,
-            train,
-            val,
-            cfg,
-            gen,
-            epochs,
-            only,
-            progress,
-            f"{desc} (linear)",
-            None,
-            wide,
-            lr=cfg.linear_lr,
-            keep_start=True,
-        )
-        hist.update({f"wide_{k}": v for k, v in h.items()})
+        fit_linear(f"{desc} (linear)", cfg.linear_lr, "wide")
         net.use_deep = True
         for p in wide:
             p.requires_grad = False
@@ -190,22 +181,7 @@ def train_fusion(
     if wide and cfg.backfit:
         for p in deep:
             p.requires_grad = False
-        h = _fit(
-            net,
-            train,
-            val,
-            cfg,
-            gen,
-            epochs,
-            only,
-            progress,
-            f"{desc} (linear re-fit)",
-            None,
-            wide,
-            lr=0.3 * cfg.linear_lr,
-            keep_start=True,
-        )
-        hist.update({f"backfit_{k}": v for k, v in h.items()})
+        fit_linear(f"{desc} (linear re-fit)", 0.3 * cfg.linear_lr, "backfit")
         for p in deep:
             p.requires_grad = True
     return hist
