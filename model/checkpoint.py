@@ -26,7 +26,10 @@ from model.types import OUTCOMES
 
 FORMAT = "mprtm-checkpoint"
 #: 2: text as a set of segment embeddings (SentencePooling) and per-modality heads.
-FORMAT_VERSION = 2
+#: 3: whitening of the text segment embeddings (SentencePooling buffers, cfg.text_whiten).
+FORMAT_VERSION = 3
+#: Formats this code reads (older ones are upgraded on load).
+READABLE_VERSIONS = (2, 3)
 
 
 def package_versions() -> dict[str, str]:
@@ -131,10 +134,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise IncompatibleCheckpointError(f"{path} is not an M-PRTM checkpoint")
     version = blob.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         raise IncompatibleCheckpointError(
-            f"{path} has checkpoint format {version}; this code reads format {FORMAT_VERSION}"
+            f"{path} has checkpoint format {version}; this code reads formats {readable}"
         )
+    if version == 2:
+        _upgrade_from_v2(blob)
     try:
         cfg = ModelConfig.from_dict(_tuplify(blob["config"]))
         schema = FeatureSchema.from_dict(blob["schema"])
@@ -163,6 +169,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         created=blob.get("created", ""),
         card_markdown=blob.get("card_markdown", ""),
     )
+
+
+def _upgrade_from_v2(blob: dict[str, Any]) -> None:
+    """Format 2 had no text whitening: add the identity transform (switched off)."""
+    states = [blob.get("state_dict") or {}, *(blob.get("baselines") or {}).values()]
+    for state in states:
+        if "text_pool.detect.weight" not in state:
+            continue
+        dim = int(state["text_pool.detect.weight"].shape[1])
+        state.setdefault("text_pool.white_mean", torch.zeros(dim))
+        state.setdefault("text_pool.white_matrix", torch.eye(dim))
+        state.setdefault("text_pool.white_on", torch.zeros((), dtype=torch.bool))
 
 
 def _tuplify(d: dict[str, Any]) -> dict[str, Any]:

@@ -214,6 +214,14 @@ class SentencePooling(nn.Module):
     sentence say X?"), whose rectified scores are also returned for the model's linear
     path.  Zero rows are padding and never pooled.
 
+    Before pooling, segments can be *whitened* (:meth:`fit_whitening`): centred on the
+    training segments' mean and multiplied by a regularised ZCA matrix, then normalised
+    again.  Sentence-encoder embeddings are anisotropic (they share a large common
+    direction; Ethayarajh 2019, Su et al. 2021 "whitening sentence representations"), so
+    sentences that differ in one fact (lives alone / lives with spouse) sit close
+    together; whitening spreads them out, which makes a linear detector easier to learn
+    from few outcomes.  Until fitted, the transform is the identity.
+
     Args:
         in_dim: segment embedding size (the encoder's hidden size).
         dim: output size.
@@ -236,6 +244,52 @@ class SentencePooling(nn.Module):
         self.att_u = nn.Linear(dim, dim // 2)
         self.att_w = nn.Linear(dim // 2, 1)
         self.out = nn.Sequential(nn.Linear(2 * dim + concepts, dim), nn.LayerNorm(dim))
+        self.register_buffer("white_mean", torch.zeros(in_dim))
+        self.register_buffer("white_matrix", torch.eye(in_dim))
+        self.register_buffer("white_on", torch.zeros((), dtype=torch.bool))
+
+    white_mean: torch.Tensor
+    white_matrix: torch.Tensor
+    white_on: torch.Tensor
+
+    @torch.no_grad()
+    def fit_whitening(self, x: torch.Tensor, eps: float) -> int:
+        """Fit the whitening transform on training segment embeddings.
+
+        Args:
+            x: (N, S, H) segment embeddings, zero rows for padding (or (M, H) rows).
+            eps: ridge added to the covariance's eigenvalues, as a fraction of their mean
+                (small: full whitening; large: close to centring only).
+
+        Returns:
+            the number of segments it was fitted on.
+
+        Raises:
+            ValueError: fewer than two non-padding segments, or ``eps`` not positive.
+        """
+        if eps <= 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        rows = x.reshape(-1, x.shape[-1])
+        rows = rows[rows.abs().sum(-1) > 0]
+        if len(rows) < 2:
+            raise ValueError(f"need at least 2 text segments to fit whitening, got {len(rows)}")
+        z = nn.functional.normalize(rows.double(), dim=-1)
+        mean = z.mean(0)
+        lam, vec = torch.linalg.eigh(torch.cov((z - mean).T))
+        lam = lam.clamp_min(0.0)
+        scale = 1.0 / torch.sqrt(lam + eps * float(lam.mean()))
+        self.white_mean.copy_(mean.to(self.white_mean.dtype))
+        self.white_matrix.copy_(((vec * scale) @ vec.T).to(self.white_matrix.dtype))
+        self.white_on.fill_(True)
+        return len(rows)
+
+    def _prepare(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Normalise, whiten and normalise again; padding rows stay zero."""
+        x = nn.functional.normalize(x, dim=-1)
+        if not bool(self.white_on):
+            return x
+        z = nn.functional.normalize((x - self.white_mean) @ self.white_matrix, dim=-1)
+        return torch.where(valid[..., None], z, torch.zeros_like(z))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return the pooled embedding (B, D), the attention over segments (B, S) and the
@@ -244,7 +298,7 @@ class SentencePooling(nn.Module):
             raise ValueError(f"segment embeddings must be (B, S, H), got {tuple(x.shape)}")
         valid = x.abs().sum(-1) > 0  # (B, S)
         has = valid.any(1, keepdim=True)  # (B, 1)
-        x = nn.functional.normalize(x, dim=-1)  # zero rows stay zero
+        x = self._prepare(x, valid)  # zero rows stay zero
         found = self._detect(x, valid, has)  # (B, K)
         h = self.segment(x)  # (B, S, D)
         score = self.att_w(torch.tanh(self.att_v(h)) * torch.sigmoid(self.att_u(h)))[..., 0]
@@ -263,7 +317,7 @@ class SentencePooling(nn.Module):
         """The rectified sentence-detector scores (B, concepts) alone, as :meth:`forward`
         computes them."""
         valid = x.abs().sum(-1) > 0
-        return self._detect(nn.functional.normalize(x, dim=-1), valid, valid.any(1, keepdim=True))
+        return self._detect(self._prepare(x, valid), valid, valid.any(1, keepdim=True))
 
 
 class TextEmbeddingCache:

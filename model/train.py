@@ -37,7 +37,7 @@ from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.errors import TrainingError
 from model.metrics import binary_metrics
-from model.mprtm import MPRTM, build_model
+from model.mprtm import MPRTM, TEXT, build_model
 from model.numeric_branch import FeatureSchema
 from model.text_branch import TextEmbeddingCache, TextEncoder
 from model.types import MODALITIES, OUTCOMES, LabelledExample
@@ -199,6 +199,9 @@ def train_mprtm(
         t = assemble([e.input for e in part], schema, temb, tpres, iemb, ipres)
         t.update(label_tensors(part, cfg.causes))
         tensors[name] = {k: v.to(dev) for k, v in t.items()}
+    has_txt = tensors["train"]["present"][:, TEXT]
+    if cfg.text_whiten > 0 and bool(has_txt.any()):
+        net.text_pool.fit_whitening(tensors["train"]["text"][has_txt], cfg.text_whiten)
     live = None
     if not encoder.frozen or cfg.joint:
         live = LiveEncoders(
@@ -242,6 +245,9 @@ def train_mprtm(
             seed_everything(seed + 1 + j)
             b = build_model(cfg).to(dev)
             b.image.load_state_dict(image_state)
+            b.text_pool.white_mean.copy_(net.text_pool.white_mean)
+            b.text_pool.white_matrix.copy_(net.text_pool.white_matrix)
+            b.text_pool.white_on.copy_(net.text_pool.white_on)
             h = train_fusion(
                 b,
                 tensors["train"],

@@ -104,6 +104,36 @@ def test_sentence_pooling_masks_padding() -> None:
         pool(torch.randn(3, 8))
 
 
+def test_sentence_pooling_whitening() -> None:
+    torch.manual_seed(0)
+    pool = SentencePooling(8, 16, dropout=0.0, concepts=4).eval()
+    common = torch.randn(8) * 5.0  # anisotropic: every segment shares one direction
+    x = common + torch.randn(6, 10, 8) * torch.linspace(0.1, 2.0, 8)
+    x[0, 7:] = 0  # padding
+    x[5] = 0  # no text
+    before = pool(x)
+    assert pool.fit_whitening(x, eps=1e-6) == 5 * 10 - 3
+    rows = x.reshape(-1, 8)
+    valid = rows.abs().sum(-1) > 0
+    z = torch.nn.functional.normalize(rows[valid], dim=-1)
+    w = (z - pool.white_mean) @ pool.white_matrix
+    cov = torch.cov(w.T)
+    assert torch.allclose(cov, torch.eye(8), atol=1e-3)  # whitened on the fitting data
+    after = pool(x)
+    assert not torch.allclose(after[0], before[0])  # the transform is applied ...
+    assert not after[2][5].any() and not after[1][5].any()  # ... never to missing text
+    assert not after[1][0, 7:].any()
+    assert torch.allclose(pool.detector_scores(x), after[2])
+    # the buffers travel in the state dict, so a loaded model whitens the same way
+    other = SentencePooling(8, 16, dropout=0.0, concepts=4).eval()
+    other.load_state_dict(pool.state_dict())
+    assert torch.allclose(other(x)[0], after[0])
+    with pytest.raises(ValueError, match="at least 2 text segments"):
+        pool.fit_whitening(torch.zeros(2, 3, 8), eps=0.01)
+    with pytest.raises(ValueError, match="eps"):
+        pool.fit_whitening(x, eps=0.0)
+
+
 def test_text_encoder_fine_tune_top_layers(tiny_bert: Path) -> None:
     enc = TextEncoder(str(tiny_bert), trainable_layers=1)
     trainable = {n.split(".")[2] for n, p in enc.bert.named_parameters() if p.requires_grad}

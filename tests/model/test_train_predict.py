@@ -147,6 +147,17 @@ def test_incompatible_checkpoints_fail_clearly(trained, tmp_path: Path) -> None:
     torch.save(blob, tmp_path / "future.pt")
     with pytest.raises(IncompatibleCheckpointError, match="format 99"):
         load_checkpoint(tmp_path / "future.pt")
+    # format 2 (before text whitening) still loads: identity transform, switched off
+    old = {k: v for k, v in blob.items()}
+    old["format_version"] = 2
+    strip = lambda st: {k: v for k, v in st.items() if not k.startswith("text_pool.white_")}  # noqa: E731
+    old["state_dict"] = strip(blob["state_dict"])
+    old["baselines"] = {k: strip(v) for k, v in blob["baselines"].items()}
+    torch.save(old, tmp_path / "v2.pt")
+    x = [e.input for e in trained[2][:3]]
+    a = Predictor.from_checkpoint(tmp_path / "v2.pt").predict(x)
+    b = Predictor.from_checkpoint(res.path).predict(x)
+    assert [r.probabilities for r in a] == [r.probabilities for r in b]
     # weights that do not fit the config
     ck = load_checkpoint(res.path)
     ck.state_dict = {k: v for k, v in ck.state_dict.items() if not k.startswith("heads.")}
@@ -157,6 +168,24 @@ def test_incompatible_checkpoints_fail_clearly(trained, tmp_path: Path) -> None:
     other_bert = write_tiny_bert(tmp_path / "other-bert", seed=99)
     with pytest.raises(IncompatibleCheckpointError, match="sha256"):
         Predictor.from_checkpoint(res.path, text_encoder_path=str(other_bert))
+
+
+def test_text_whitening_is_fitted_and_shared_with_the_text_baseline(tmp_path: Path) -> None:
+    bert = write_tiny_bert(tmp_path / "bert")
+    cfg = tiny_config(bert, crop=1.0, seg_epochs=1, fusion_epochs=2, text_whiten=0.01)
+    res = train_mprtm(tiny_cohort(24, seed=4), cfg, seed=1, out=tmp_path / "w.pt", progress=False)
+    ck = load_checkpoint(tmp_path / "w.pt")
+    st = ck.state_dict
+    assert bool(st["text_pool.white_on"]) and st["text_pool.white_mean"].abs().sum() > 0
+    w = st["text_pool.white_matrix"]
+    assert not torch.allclose(w, torch.eye(len(w)))
+    base = ck.baselines["text_only"]
+    assert torch.equal(base["text_pool.white_matrix"], st["text_pool.white_matrix"])
+    assert bool(base["text_pool.white_on"])
+    out = Predictor.from_checkpoint(res.path).predict([tiny_cohort(2, seed=9)[0].input])
+    assert np.isfinite(list(out[0].probabilities.values())).all()
+    # off by default: the trained fixture's pooling is the plain normalisation
+    assert ModelConfig().text_whiten == 0.0
 
 
 def test_fine_tuned_text_and_joint_training(tmp_path: Path) -> None:
