@@ -26,7 +26,8 @@ from model.types import OUTCOMES
 
 FORMAT = "mprtm-checkpoint"
 #: 2: text as a set of segment embeddings (SentencePooling) and per-modality heads.
-#: 3: whitening of the text segment embeddings (SentencePooling buffers, cfg.text_whiten).
+#: 3: whitening of the text segment embeddings (SentencePooling buffers, cfg.text_whiten)
+#:    and note concepts (NoteConcepts buffers, cfg.note_concepts).
 FORMAT_VERSION = 3
 #: Formats this code reads (older ones are upgraded on load).
 READABLE_VERSIONS = (2, 3)
@@ -172,7 +173,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def _upgrade_from_v2(blob: dict[str, Any]) -> None:
-    """Format 2 had no text whitening: add the identity transform (switched off)."""
+    """Format 2 had no text whitening and no note concepts: add the identity transform
+    (switched off) and turn the concepts off in its config."""
+    if isinstance(blob.get("config"), dict):
+        blob["config"]["note_concepts"] = 0
     states = [blob.get("state_dict") or {}, *(blob.get("baselines") or {}).values()]
     for state in states:
         if "text_pool.detect.weight" not in state:

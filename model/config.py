@@ -76,6 +76,10 @@ class ModelConfig:
             (:meth:`SentencePooling.fit_whitening`); 0 (the default) leaves the
             embeddings only L2-normalised.  Measured in ``docs/model-performance.md``
             (0.01: death AUROC up, rehospitalization down, validation loss not lower).
+        note_concepts: unsupervised note concepts (:class:`model.note_concepts.NoteConcepts`:
+            ICA of sentence-type occurrence across patients), fitted on the training
+            split before stage 2 and fed to the linear path; 0 turns them off.
+        note_clusters: codebook size (sentence types) of the note concepts.
     """
 
     preset: str = "small"
@@ -116,6 +120,8 @@ class ModelConfig:
     shortcut_l1: float = 0.003
     backfit: bool = True
     text_whiten: float = 0.0
+    note_concepts: int = 20
+    note_clusters: int = 200
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -156,6 +162,8 @@ class ModelConfig:
             raise ValueError("text_window must be >= 16 and text_max_segments positive")
         if self.text_concepts <= 0 or self.shortcut_l1 < 0:
             raise ValueError("text_concepts must be positive and shortcut_l1 >= 0")
+        if self.note_concepts < 0 or self.note_clusters < 2:
+            raise ValueError("note_concepts must be >= 0 and note_clusters >= 2")
         if self.text_whiten < 0:
             raise ValueError(f"text_whiten must be >= 0, got {self.text_whiten}")
         if self.aux_weight < 0:

@@ -9,6 +9,7 @@ from model.config import ModelConfig
 from model.fusion import ModalityFusion
 from model.heads import PrognosisHeads
 from model.image_branch import ImageBranch
+from model.note_concepts import NoteConcepts
 from model.numeric_branch import NumericEncoder
 from model.text_branch import SentencePooling
 from model.types import MODALITIES, OUTCOMES
@@ -73,9 +74,12 @@ class MPRTM(nn.Module):
         #: False while training the linear path alone (phase A): logits come from it only.
         self.use_deep = True
         self.numeric_width = 2 * len(cfg.numeric_features)
+        self.note_concepts: NoteConcepts | None = None
+        if cfg.note_concepts > 0:
+            self.note_concepts = NoteConcepts(cfg.text_dim, cfg.note_clusters, cfg.note_concepts)
         self.shortcut: nn.Linear | None = None
         if cfg.linear_shortcut:
-            wide = 2 * len(cfg.numeric_features) + 2 + cfg.text_concepts
+            wide = 2 * len(cfg.numeric_features) + 2 + cfg.text_concepts + cfg.note_concepts
             self.shortcut = nn.Linear(wide, len(OUTCOMES))
             nn.init.zeros_(self.shortcut.weight)
             nn.init.zeros_(self.shortcut.bias)
@@ -114,11 +118,7 @@ class MPRTM(nn.Module):
         fused, weights = self.fusion(tokens, present)  # (B, D), (B, 3)
         out = self.heads(fused)
         if self.shortcut is not None:
-            p = present.to(numeric.dtype)  # (B, 3): missing modalities contribute nothing
-            wide = torch.cat(
-                [numeric * p[:, :1], image[:, -2:] * p[:, 2:], concepts * p[:, 1:2]], dim=1
-            )
-            linear = self.shortcut(wide)
+            linear = self.shortcut(self._wide(numeric, text, image, present, concepts))
             out["logits"] = out["logits"] + linear if self.use_deep else linear
         out["weights"] = weights
         out["embedding"] = fused
@@ -135,9 +135,7 @@ class MPRTM(nn.Module):
         (several times faster); the other outputs are zeros of the usual shapes."""
         if self.shortcut is None:
             raise RuntimeError("use_deep=False needs the linear path (cfg.linear_shortcut)")
-        p = present.to(numeric.dtype)
-        concepts = self.text_pool.detector_scores(text)
-        wide = torch.cat([numeric * p[:, :1], image[:, -2:] * p[:, 2:], concepts * p[:, 1:2]], 1)
+        wide = self._wide(numeric, text, image, present, self.text_pool.detector_scores(text))
         b = len(numeric)
         zeros = numeric.new_zeros
         return {
@@ -148,6 +146,22 @@ class MPRTM(nn.Module):
             "embedding": zeros(b, self.cfg.embed_dim),
             "text_attention": zeros(b, text.shape[1]),
         }
+
+    def _wide(
+        self,
+        numeric: torch.Tensor,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        present: torch.Tensor,
+        detectors: torch.Tensor,
+    ) -> torch.Tensor:
+        """Inputs of the linear path: numeric values and flags, LGE burden and presence,
+        sentence-detector scores and note-concept scores; zero for a missing modality."""
+        p = present.to(numeric.dtype)  # (B, 3): missing modalities contribute nothing
+        parts = [numeric * p[:, :1], image[:, -2:] * p[:, 2:], detectors * p[:, 1:2]]
+        if self.note_concepts is not None:
+            parts.append(self.note_concepts(text) * p[:, 1:2])
+        return torch.cat(parts, dim=1)
 
     def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """sigmoid(scale * logit + bias) per outcome: (B, 5)."""

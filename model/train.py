@@ -202,6 +202,16 @@ def train_mprtm(
     has_txt = tensors["train"]["present"][:, TEXT]
     if cfg.text_whiten > 0 and bool(has_txt.any()):
         net.text_pool.fit_whitening(tensors["train"]["text"][has_txt], cfg.text_whiten)
+    if net.note_concepts is not None and bool(has_txt.any()):
+        found = net.note_concepts.fit(tensors["train"]["text"][has_txt].cpu(), seed)
+        net.note_concepts.to(dev)
+        log.info(
+            "note concepts: %d components from %d of %d sentence types (%d segments)",
+            found["components"],
+            found["kept"],
+            found["clusters"],
+            found["segments"],
+        )
     live = None
     if not encoder.frozen or cfg.joint:
         live = LiveEncoders(
@@ -248,6 +258,8 @@ def train_mprtm(
             b.text_pool.white_mean.copy_(net.text_pool.white_mean)
             b.text_pool.white_matrix.copy_(net.text_pool.white_matrix)
             b.text_pool.white_on.copy_(net.text_pool.white_on)
+            if b.note_concepts is not None and net.note_concepts is not None:
+                b.note_concepts.load_state_dict(net.note_concepts.state_dict())
             h = train_fusion(
                 b,
                 tensors["train"],

@@ -147,17 +147,6 @@ def test_incompatible_checkpoints_fail_clearly(trained, tmp_path: Path) -> None:
     torch.save(blob, tmp_path / "future.pt")
     with pytest.raises(IncompatibleCheckpointError, match="format 99"):
         load_checkpoint(tmp_path / "future.pt")
-    # format 2 (before text whitening) still loads: identity transform, switched off
-    old = {k: v for k, v in blob.items()}
-    old["format_version"] = 2
-    strip = lambda st: {k: v for k, v in st.items() if not k.startswith("text_pool.white_")}  # noqa: E731
-    old["state_dict"] = strip(blob["state_dict"])
-    old["baselines"] = {k: strip(v) for k, v in blob["baselines"].items()}
-    torch.save(old, tmp_path / "v2.pt")
-    x = [e.input for e in trained[2][:3]]
-    a = Predictor.from_checkpoint(tmp_path / "v2.pt").predict(x)
-    b = Predictor.from_checkpoint(res.path).predict(x)
-    assert [r.probabilities for r in a] == [r.probabilities for r in b]
     # weights that do not fit the config
     ck = load_checkpoint(res.path)
     ck.state_dict = {k: v for k, v in ck.state_dict.items() if not k.startswith("heads.")}
@@ -168,6 +157,34 @@ def test_incompatible_checkpoints_fail_clearly(trained, tmp_path: Path) -> None:
     other_bert = write_tiny_bert(tmp_path / "other-bert", seed=99)
     with pytest.raises(IncompatibleCheckpointError, match="sha256"):
         Predictor.from_checkpoint(res.path, text_encoder_path=str(other_bert))
+
+
+def test_format_2_checkpoints_still_load(tmp_path: Path) -> None:
+    """Format 2 had neither text whitening nor note concepts: identical predictions."""
+    bert = write_tiny_bert(tmp_path / "bert")
+    cfg = tiny_config(bert, crop=1.0, seg_epochs=1, fusion_epochs=2, note_concepts=0)
+    examples = tiny_cohort(24, seed=6)
+    res = train_mprtm(examples, cfg, seed=2, out=tmp_path / "v3.pt", progress=False)
+    blob = torch.load(res.path, weights_only=True)
+    old = dict(blob)
+    old["format_version"] = 2
+    cfg_v2 = {
+        k: v
+        for k, v in blob["config"].items()
+        if k not in ("note_concepts", "note_clusters", "text_whiten")
+    }
+    old["config"] = cfg_v2
+
+    def strip(st: dict) -> dict:  # type: ignore[type-arg]
+        return {k: v for k, v in st.items() if not k.startswith("text_pool.white_")}
+
+    old["state_dict"] = strip(blob["state_dict"])
+    old["baselines"] = {k: strip(v) for k, v in blob["baselines"].items()}
+    torch.save(old, tmp_path / "v2.pt")
+    x = [e.input for e in examples[:3]]
+    a = Predictor.from_checkpoint(tmp_path / "v2.pt").predict(x)
+    b = Predictor.from_checkpoint(res.path).predict(x)
+    assert [r.probabilities for r in a] == [r.probabilities for r in b]
 
 
 def test_text_whitening_is_fitted_and_shared_with_the_text_baseline(tmp_path: Path) -> None:
