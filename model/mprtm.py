@@ -160,7 +160,10 @@ class MPRTM(nn.Module):
         p = present.to(numeric.dtype)  # (B, 3): missing modalities contribute nothing
         parts = [numeric * p[:, :1], image[:, -2:] * p[:, 2:], detectors * p[:, 1:2]]
         if self.note_concepts is not None:
-            parts.append(self.note_concepts(text) * p[:, 1:2])
+            if bool(present[:, 1].any()):
+                parts.append(self.note_concepts(text) * p[:, 1:2])
+            else:  # no text in the batch (e.g. a numeric- or image-only baseline): skip
+                parts.append(numeric.new_zeros(len(numeric), self.note_concepts.components))
         return torch.cat(parts, dim=1)
 
     def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
