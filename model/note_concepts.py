@@ -83,6 +83,7 @@ class NoteConcepts(nn.Module):
         from sklearn.cluster import MiniBatchKMeans  # noqa: PLC0415 - training only
         from sklearn.decomposition import FastICA  # noqa: PLC0415
 
+        self.fitted.fill_(False)  # until this fit succeeds
         valid = x.abs().sum(-1) > 0  # (N, S)
         rows = nn.functional.normalize(x[valid].double(), dim=-1).numpy()
         k = min(self.clusters, len(rows))
@@ -96,14 +97,12 @@ class NoteConcepts(nn.Module):
         bias[:k] = -0.5 * (km.cluster_centers_**2).sum(1)
         self.centroids.copy_(torch.from_numpy(centroids))
         self.centroid_bias.copy_(torch.from_numpy(bias))
-        self.fitted.fill_(True)  # presence() below uses the codebook
-        presence = self.presence(x).double().numpy()  # (N, K)
+        presence = self._presence(x, valid).double().numpy()  # (N, K)
         prev = presence.mean(0)
         keep = (prev > MIN_PREVALENCE) & (prev < MAX_PREVALENCE)
         r = min(self.components, int(keep.sum()), len(x) - 1)
         stats.update(clusters=k, kept=int(keep.sum()))
         if r < 1:
-            self.fitted.fill_(False)
             return stats
         mu = presence[:, keep].mean(0)
         sd = presence[:, keep].std(0)
@@ -118,7 +117,6 @@ class NoteConcepts(nn.Module):
         except (ValueError, np.linalg.LinAlgError):
             ok = False
         if r < 1 or not ok:
-            self.fitted.fill_(False)
             return stats
         mean = np.zeros(self.clusters)
         inv = np.zeros(self.clusters)
@@ -129,12 +127,15 @@ class NoteConcepts(nn.Module):
         self.mean.copy_(torch.from_numpy(mean))
         self.inv_std.copy_(torch.from_numpy(inv))
         self.unmix.copy_(torch.from_numpy(unmix))
+        self.fitted.fill_(True)
         stats["components"] = r
         return stats
 
     def presence(self, x: torch.Tensor) -> torch.Tensor:
         """(B, clusters) 1.0 where some segment's nearest codebook row is that type."""
-        valid = x.abs().sum(-1) > 0
+        return self._presence(x, x.abs().sum(-1) > 0)
+
+    def _presence(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         xn = nn.functional.normalize(x, dim=-1)
         score = xn @ self.centroids.to(xn.dtype).T + self.centroid_bias.to(xn.dtype)
         hit = nn.functional.one_hot(score.argmax(-1), self.clusters).to(x.dtype)
@@ -144,8 +145,7 @@ class NoteConcepts(nn.Module):
         """Concept scores (B, components); zeros when not fitted or for a text-less row."""
         if not bool(self.fitted):
             return x.new_zeros(len(x), self.components)
-        p = self.presence(x)
-        z = (p - self.mean.to(x.dtype)) * self.inv_std.to(x.dtype)
+        valid = x.abs().sum(-1) > 0  # (B, S)
+        z = (self._presence(x, valid) - self.mean.to(x.dtype)) * self.inv_std.to(x.dtype)
         out = z @ self.unmix.to(x.dtype).T
-        has = (x.abs().sum(-1) > 0).any(1, keepdim=True)
-        return torch.where(has, out, torch.zeros_like(out))
+        return torch.where(valid.any(1, keepdim=True), out, torch.zeros_like(out))

@@ -43,6 +43,8 @@ from model.text_branch import TextEmbeddingCache, TextEncoder
 from model.types import MODALITIES, OUTCOMES, LabelledExample
 
 log = logging.getLogger("mprtm.train")
+#: State-dict prefixes of the text transforms fitted before stage 2 (shared with baselines).
+_FITTED_TEXT = ("text_pool.white_", "note_concepts.")
 
 #: Fractions of patients in train / validation / test.
 SPLIT = (0.6, 0.15, 0.25)
@@ -255,11 +257,10 @@ def train_mprtm(
             seed_everything(seed + 1 + j)
             b = build_model(cfg).to(dev)
             b.image.load_state_dict(image_state)
-            b.text_pool.white_mean.copy_(net.text_pool.white_mean)
-            b.text_pool.white_matrix.copy_(net.text_pool.white_matrix)
-            b.text_pool.white_on.copy_(net.text_pool.white_on)
-            if b.note_concepts is not None and net.note_concepts is not None:
-                b.note_concepts.load_state_dict(net.note_concepts.state_dict())
+            fitted_text = {  # the transforms fitted on the training text, not learned weights
+                k: v for k, v in net.state_dict().items() if k.startswith(_FITTED_TEXT)
+            }
+            b.load_state_dict(fitted_text, strict=False)
             h = train_fusion(
                 b,
                 tensors["train"],

@@ -199,6 +199,8 @@ def test_text_whitening_is_fitted_and_shared_with_the_text_baseline(tmp_path: Pa
     base = ck.baselines["text_only"]
     assert torch.equal(base["text_pool.white_matrix"], st["text_pool.white_matrix"])
     assert bool(base["text_pool.white_on"])
+    for k in ("note_concepts.centroids", "note_concepts.unmix", "note_concepts.fitted"):
+        assert torch.equal(base[k], st[k]), k  # the note concepts are shared too
     out = Predictor.from_checkpoint(res.path).predict([tiny_cohort(2, seed=9)[0].input])
     assert np.isfinite(list(out[0].probabilities.values())).all()
     # off by default: the trained fixture's pooling is the plain normalisation
