@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.config import ModelConfig
-from model.mprtm import MPRTM
+from model.mprtm import MPRTM, SharedRiskLinear
 
 if TYPE_CHECKING:
     from model._live import LiveEncoders
@@ -95,6 +95,20 @@ def wide_parameters(net: MPRTM) -> list[torch.nn.Parameter]:
     return [*net.shortcut.parameters(), *net.text_pool.detect.parameters()]
 
 
+def sparsity_penalty(net: MPRTM) -> torch.Tensor:
+    """L1 norm of the linear path's numeric weights; with a reduced-rank path, the group
+    lasso of each numeric input's loadings on the shared scores (Yuan & Lin 2006), so an
+    input is dropped from all outcomes at once.  The outcome mixing weights get a ridge
+    term so that the penalty cannot be dodged by shrinking the loadings and growing the
+    mix."""
+    nw = net.numeric_width
+    if isinstance(net.shortcut, SharedRiskLinear):
+        w = net.shortcut.down.weight[:, :nw]  # (rank, numeric inputs)
+        return torch.sqrt((w * w).sum(0) + 1e-12).sum() + (net.shortcut.up.weight**2).sum()
+    assert net.shortcut is not None
+    return net.shortcut.weight[:, :nw].abs().sum()
+
+
 def train_fusion(
     net: MPRTM,
     train: Tensors,
@@ -119,7 +133,11 @@ def train_fusion(
     even when phase A alone was a little better, so that the fusion and the modality
     weights it reports are always trained.  With ``cfg.backfit`` a phase C then re-fits
     the linear path with the deep residual frozen (the phase-B state is kept unless
-    re-fitting lowers the validation loss).  Without the
+    re-fitting lowers the validation loss).  Modalities are dropped at random
+    (``cfg.modality_dropout``) in phase B only: the fusion must learn to do without a
+    modality, while the linear path treats a missing modality as average anyway, and
+    dropping in phases A and C only blurred its fit (validation loss 0.4447-0.4465
+    against 0.4486-0.4505, ``docs/model-performance.md``).  Without the
     phases the dense numeric MLP over-fits within two epochs, before the weaker text and
     image signals are learned (measured in ``docs/model-performance.md``).
 
@@ -143,7 +161,9 @@ def train_fusion(
 
     def fit_linear(label: str, lr: float, prefix: str) -> None:
         """Fit the linear path alone (phases A and C), keeping its start if not beaten."""
-        h = _fit(net, train, val, cfg, gen, epochs, only, progress, label, None, wide, lr, True)
+        h = _fit(
+            net, train, val, cfg, gen, epochs, only, progress, label, None, wide, lr, True, 0.0
+        )
         hist.update({f"{prefix}_{k}": v for k, v in h.items()})
 
     if wide:
@@ -174,6 +194,7 @@ def train_fusion(
             deep,
             lr=cfg.fusion_lr,
             keep_start=not wide,
+            modality_dropout=cfg.modality_dropout,
         )
     )
     for p in wide:
@@ -201,11 +222,14 @@ def _fit(
     params: list[torch.nn.Parameter],
     lr: float,
     keep_start: bool,
+    modality_dropout: float,
 ) -> dict[str, list[float]]:
     """Train ``params`` with early stopping on the validation BCE.
 
     With ``keep_start`` the untrained state is a candidate too; phase B does not keep it,
     so the fusion (and the modality weights it reports) is always trained.
+    ``modality_dropout`` is the chance of hiding each present modality of a training
+    patient (single-modality baselines never drop).
     """
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     present_all = restrict(train["present"], only)
@@ -214,7 +238,8 @@ def _fit(
     best = evaluate_loss(net, val, only) if keep_start else float("inf")
     best_state, stale = copy.deepcopy(net.state_dict()), 0
     best_live = live.state() if live is not None else {}
-    l1 = cfg.shortcut_l1 if net.shortcut is not None and net.shortcut.weight.requires_grad else 0.0
+    trainable = net.shortcut is not None and all(p.requires_grad for p in net.shortcut.parameters())
+    l1 = cfg.shortcut_l1 if trainable else 0.0
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
     for _ in bar:
         net.train()
@@ -227,8 +252,8 @@ def _fit(
             sel = perm[s : s + cfg.fusion_batch]
             b = {k: v[sel] for k, v in train.items()}
             present = present_all[sel]
-            if only is None and cfg.modality_dropout > 0:
-                present = _drop_modalities(present, cfg.modality_dropout, gen)
+            if only is None and modality_dropout > 0:
+                present = _drop_modalities(present, modality_dropout, gen)
             extra = None
             if live is not None:
                 b, extra = live.batch("train", sel, b)
@@ -236,7 +261,7 @@ def _fit(
             if extra is not None:
                 loss = loss + extra
             if l1 > 0 and net.shortcut is not None:
-                loss = loss + l1 * net.shortcut.weight[:, : net.numeric_width].abs().sum()
+                loss = loss + l1 * sparsity_penalty(net)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)

@@ -28,9 +28,10 @@ FORMAT = "mprtm-checkpoint"
 #: 2: text as a set of segment embeddings (SentencePooling) and per-modality heads.
 #: 3: whitening of the text segment embeddings (SentencePooling buffers, cfg.text_whiten)
 #:    and note concepts (NoteConcepts buffers, cfg.note_concepts).
-FORMAT_VERSION = 3
+#: 4: the linear path may be reduced-rank (SharedRiskLinear, cfg.shortcut_rank).
+FORMAT_VERSION = 4
 #: Formats this code reads (older ones are upgraded on load).
-READABLE_VERSIONS = (2, 3)
+READABLE_VERSIONS = (2, 3, 4)
 
 
 def package_versions() -> dict[str, str]:
@@ -142,6 +143,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     if version == 2:
         _upgrade_from_v2(blob)
+    if version in (2, 3):
+        _upgrade_from_v3(blob)
     try:
         cfg = ModelConfig.from_dict(_tuplify(blob["config"]))
         schema = FeatureSchema.from_dict(blob["schema"])
@@ -185,6 +188,12 @@ def _upgrade_from_v2(blob: dict[str, Any]) -> None:
         state.setdefault("text_pool.white_mean", torch.zeros(dim))
         state.setdefault("text_pool.white_matrix", torch.eye(dim))
         state.setdefault("text_pool.white_on", torch.zeros((), dtype=torch.bool))
+
+
+def _upgrade_from_v3(blob: dict[str, Any]) -> None:
+    """Formats 2 and 3 had one independent linear path per outcome (rank 0)."""
+    if isinstance(blob.get("config"), dict):
+        blob["config"].setdefault("shortcut_rank", 0)
 
 
 def _tuplify(d: dict[str, Any]) -> dict[str, Any]:

@@ -67,6 +67,15 @@ class ModelConfig:
             straight to the outcome logits (wide & deep, Cheng et al. 2016).
         shortcut_l1: L1 penalty on the linear path's numeric weights (a sparse linear
             model over the ~100 clinical variables instead of an over-fitted dense one).
+        shortcut_rank: rank of the linear path (reduced-rank multi-task regression).
+            With ``r > 0`` the wide inputs are first mapped to ``r`` risk scores shared by
+            all five outcomes, and each outcome's logit is its own mix of those scores:
+            the frequent outcomes (rehospitalization) then help estimate the direction
+            that the rarer ones (cardiovascular death) need.  The sparsity penalty
+            becomes a group lasso over each numeric input's ``r`` loadings.  0 is one
+            independent linear model per outcome (checkpoints before format 4).  The
+            default 2 had the lowest validation loss of ranks 0-3 in phase A
+            (``docs/model-performance.md``).
         backfit: after phase B, re-fit the linear path once more with the deep residual
             frozen (phase C, backfitting as in additive models), at 0.3 x ``linear_lr``;
             its start (the phase-B model) is kept when re-fitting does not lower the
@@ -118,6 +127,7 @@ class ModelConfig:
     text_concepts: int = 8
     linear_shortcut: bool = True
     shortcut_l1: float = 0.003
+    shortcut_rank: int = 2
     backfit: bool = True
     text_whiten: float = 0.0
     note_concepts: int = 20
@@ -162,6 +172,8 @@ class ModelConfig:
             raise ValueError("text_window must be >= 16 and text_max_segments positive")
         if self.text_concepts <= 0 or self.shortcut_l1 < 0:
             raise ValueError("text_concepts must be positive and shortcut_l1 >= 0")
+        if self.shortcut_rank < 0:
+            raise ValueError(f"shortcut_rank must be >= 0, got {self.shortcut_rank}")
         if self.note_concepts < 0 or self.note_clusters < 2:
             raise ValueError("note_concepts must be >= 0 and note_clusters >= 2")
         if self.text_whiten < 0:

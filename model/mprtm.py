@@ -29,6 +29,38 @@ def _projector(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
     )
 
 
+class SharedRiskLinear(nn.Module):
+    """A reduced-rank linear map: ``inputs -> rank`` shared risk scores ``-> outputs``.
+
+    The outcomes of one patient are driven by the same few risk factors, so the five
+    linear models are estimated jointly through ``rank`` shared directions (reduced-rank
+    regression, Izenman 1975; multi-task learning with shared structure, Caruana 1997)
+    instead of independently.  ``down`` starts small and random and ``up`` at zero, so
+    the output starts at zero, as the full-rank path does.
+
+    Args:
+        in_dim: number of wide inputs.
+        out_dim: number of outcomes.
+        rank: number of shared scores.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, rank: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(in_dim, rank, bias=False)
+        self.up = nn.Linear(rank, out_dim)
+        nn.init.normal_(self.down.weight, std=0.01)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective (out_dim, in_dim) weight matrix."""
+        return self.up.weight @ self.down.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
 class MPRTM(nn.Module):
     """Numeric MLP + text segment pooling + DAE-Former image branch, attention fusion, heads.
 
@@ -77,12 +109,15 @@ class MPRTM(nn.Module):
         self.note_concepts: NoteConcepts | None = None
         if cfg.note_concepts > 0:
             self.note_concepts = NoteConcepts(cfg.text_dim, cfg.note_clusters, cfg.note_concepts)
-        self.shortcut: nn.Linear | None = None
+        self.shortcut: nn.Linear | SharedRiskLinear | None = None
         if cfg.linear_shortcut:
             wide = 2 * len(cfg.numeric_features) + 2 + cfg.text_concepts + cfg.note_concepts
-            self.shortcut = nn.Linear(wide, len(OUTCOMES))
-            nn.init.zeros_(self.shortcut.weight)
-            nn.init.zeros_(self.shortcut.bias)
+            if cfg.shortcut_rank > 0:
+                self.shortcut = SharedRiskLinear(wide, len(OUTCOMES), cfg.shortcut_rank)
+            else:
+                self.shortcut = nn.Linear(wide, len(OUTCOMES))
+                nn.init.zeros_(self.shortcut.weight)
+                nn.init.zeros_(self.shortcut.bias)
         self.register_buffer("calib_scale", torch.ones(len(OUTCOMES)))
         self.register_buffer("calib_bias", torch.zeros(len(OUTCOMES)))
 

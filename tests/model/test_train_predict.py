@@ -159,30 +159,33 @@ def test_incompatible_checkpoints_fail_clearly(trained, tmp_path: Path) -> None:
         Predictor.from_checkpoint(res.path, text_encoder_path=str(other_bert))
 
 
-def test_format_2_checkpoints_still_load(tmp_path: Path) -> None:
-    """Format 2 had neither text whitening nor note concepts: identical predictions."""
+@pytest.mark.parametrize("version", [2, 3])
+def test_older_checkpoint_formats_still_load(tmp_path: Path, version: int) -> None:
+    """Format 2 had neither text whitening nor note concepts, formats 2 and 3 only a
+    full-rank linear path: a copy in the old format gives identical predictions."""
     bert = write_tiny_bert(tmp_path / "bert")
-    cfg = tiny_config(bert, crop=1.0, seg_epochs=1, fusion_epochs=2, note_concepts=0)
+    cfg = tiny_config(
+        bert, crop=1.0, seg_epochs=1, fusion_epochs=2, note_concepts=0, shortcut_rank=0
+    )
     examples = tiny_cohort(24, seed=6)
-    res = train_mprtm(examples, cfg, seed=2, out=tmp_path / "v3.pt", progress=False)
+    res = train_mprtm(examples, cfg, seed=2, out=tmp_path / "new.pt", progress=False)
     blob = torch.load(res.path, weights_only=True)
     old = dict(blob)
-    old["format_version"] = 2
-    cfg_v2 = {
-        k: v
-        for k, v in blob["config"].items()
-        if k not in ("note_concepts", "note_clusters", "text_whiten")
-    }
-    old["config"] = cfg_v2
+    old["format_version"] = version
+    dropped = {"shortcut_rank"} | (
+        {"note_concepts", "note_clusters", "text_whiten"} if version == 2 else set()
+    )
+    old["config"] = {k: v for k, v in blob["config"].items() if k not in dropped}
 
     def strip(st: dict) -> dict:  # type: ignore[type-arg]
         return {k: v for k, v in st.items() if not k.startswith("text_pool.white_")}
 
-    old["state_dict"] = strip(blob["state_dict"])
-    old["baselines"] = {k: strip(v) for k, v in blob["baselines"].items()}
-    torch.save(old, tmp_path / "v2.pt")
+    if version == 2:
+        old["state_dict"] = strip(blob["state_dict"])
+        old["baselines"] = {k: strip(v) for k, v in blob["baselines"].items()}
+    torch.save(old, tmp_path / "old.pt")
     x = [e.input for e in examples[:3]]
-    a = Predictor.from_checkpoint(tmp_path / "v2.pt").predict(x)
+    a = Predictor.from_checkpoint(tmp_path / "old.pt").predict(x)
     b = Predictor.from_checkpoint(res.path).predict(x)
     assert [r.probabilities for r in a] == [r.probabilities for r in b]
 
