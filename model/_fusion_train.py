@@ -162,8 +162,9 @@ def train_fusion(
     def fit_linear(label: str, lr: float, prefix: str) -> None:
         """Fit the linear path alone (phases A and C), keeping its start if not beaten."""
         h = _fit(
-            net, train, val, cfg, gen, epochs, only, progress, label, None, wide, lr, True, 0.0
-        )
+            net, train, val, cfg, gen, epochs, only, progress, label, None, wide, lr,
+            keep_start=True, modality_dropout=0.0,
+        )  # fmt: skip
         hist.update({f"{prefix}_{k}": v for k, v in h.items()})
 
     if wide:

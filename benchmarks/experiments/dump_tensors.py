@@ -27,6 +27,7 @@ from model.mprtm import build_model
 from model.numeric_branch import FeatureSchema
 from model.text_branch import TextEmbeddingCache, TextEncoder
 from model.train import label_tensors, split_patients, text_embeddings
+from model.types import OUTCOMES
 
 
 def main() -> None:
@@ -54,28 +55,14 @@ def main() -> None:
         lab = label_tensors(part, cfg.causes)  # its burden needs images: set below
         truth = np.array([np.nan if e.fibrosis_burden is None else e.fibrosis_burden for e in part])
         ipres = ~np.isnan(truth)  # the simulator records a burden for each imaged patient
-        burden = np.nan_to_num(truth)
-        lab["burden"] = torch.from_numpy(np.where(ipres, truth, np.nan).astype(np.float32))
+        lab["burden"] = torch.from_numpy(truth.astype(np.float32))
         iemb = np.zeros((len(part), width), dtype=np.float32)
-        iemb[:, -1] = burden
+        iemb[:, -1] = np.nan_to_num(truth)
         t = assemble([e.input for e in part], schema, temb, tpres, iemb, ipres)
         t.update(lab)
         t["ids"] = [e.input.patient_id for e in part]
         t["risk"] = torch.tensor(
-            [
-                [
-                    np.nan if e.oracle_risk.get(o) is None else e.oracle_risk[o]
-                    for o in (
-                        "death",
-                        "cv_death",
-                        "rehospitalization",
-                        "cardiology_rehospitalization",
-                        "macce",
-                    )
-                ]
-                for e in part
-            ],
-            dtype=torch.float32,
+            [[e.oracle_risk.get(o, np.nan) for o in OUTCOMES] for e in part], dtype=torch.float32
         )
         out[name] = t
     torch.save(out, args.out)

@@ -33,7 +33,7 @@ def _value(raw: str) -> object:
         return raw
 
 
-def test_auroc(net: torch.nn.Module, test: dict, only: int | None = None) -> dict[str, float]:
+def auroc_by_outcome(net: torch.nn.Module, test: dict, only: int | None = None) -> dict[str, float]:
     logits = predict_logits(net, test, only)["logits"].numpy()
     y = test["y"].numpy()
     return {
@@ -56,7 +56,7 @@ def main() -> None:
     for kv in args.set:
         k, v = kv.split("=", 1)
         raw[k] = _value(v)
-    cfg = ModelConfig(**raw)
+    cfg = ModelConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     t0 = time.perf_counter()
     seed_everything(args.seed)
     net = build_model(cfg)
@@ -77,7 +77,7 @@ def main() -> None:
     res = {
         "seconds": round(time.perf_counter() - t0, 1),
         "val_loss": round(evaluate_loss(net, va, None), 4),
-        "test": {k: round(v, 4) for k, v in test_auroc(net, te).items()},
+        "test": {k: round(v, 4) for k, v in auroc_by_outcome(net, te).items()},
         "wide_best_val": round(min(hist.get("wide_val_loss", [np.nan])), 4),
     }
     risk = te["risk"].numpy()
