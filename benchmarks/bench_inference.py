@@ -8,7 +8,9 @@ Two paths are timed in one run:
   image branch on an already prepared (resized) tensor.
 
 The ratio says how much the Predictor adds (validation, tokenisation bookkeeping,
-resizing, calibration, building the result objects) on top of the network itself.
+resizing, calibration, the per-modality Shapley contributions, building the result
+objects) on top of the network itself.  A third line times the numeric + text path with
+and without the contributions (``Predictor(attribution=False)``): their cost alone.
 
     python benchmarks/bench_inference.py [--checkpoint CKPT] [--patients 64] [--threads 2]
 
@@ -97,12 +99,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint or _random_checkpoint(Path(tmp))
         pred = Predictor.from_checkpoint(ckpt, threads=args.threads, batch_size=32)
+        plain = Predictor.from_checkpoint(
+            ckpt, threads=args.threads, batch_size=32, attribution=False
+        )
     rng = np.random.default_rng(0)
     pts = _patients(args.patients, args.slices, args.size, rng)
     no_image = [ModelInput(p.patient_id, p.numeric, p.text) for p in pts]
     n = len(no_image)
 
     t_pred = _time(lambda: pred.predict(no_image), args.repeat)
+    t_plain = _time(lambda: plain.predict(no_image), args.repeat)
     net, enc = pred.network, pred.text_encoder
 
     def bare_nt() -> None:
@@ -139,6 +145,10 @@ def main() -> None:
     print(
         f"numeric+text  predictor {1000 * t_pred / n:8.2f} ms/patient   "
         f"bare forward {1000 * t_bare / n:8.2f} ms/patient   ratio {t_pred / t_bare:5.2f}"
+    )
+    print(
+        f"numeric+text  without contributions {1000 * t_plain / n:8.2f} ms/patient   "
+        f"with/without ratio {t_pred / t_plain:5.2f}"
     )
     print(
         f"image         predictor {1000 * t_img:8.2f} ms/series    "

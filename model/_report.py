@@ -91,8 +91,28 @@ def write_report(
     cov = extras["modality_coverage"]
     lines += [
         "",
-        "Mean modality weights: " + ", ".join(f"{k} {v:.3f}" for k, v in mw.items()),
+        "Mean modality weights (fusion attention): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in mw.items()),
         "; coverage: " + ", ".join(f"{k} {v:.0%}" for k, v in cov.items()),
+    ]
+    mc = extras.get("modality_contributions")
+    if mc:
+        lines += [
+            "",
+            "Shapley contributions of each modality to the calibrated probability "
+            "(percentage points; mean |contribution| / mean, against a reference patient "
+            "with average measurements and no notes or MRI):",
+            "",
+            "| outcome | reference | " + " | ".join(mc["mean_abs"]) + " |",
+            "|---|---|" + "---|" * len(mc["mean_abs"]),
+        ]
+        for o in OUTCOMES:
+            cells = " | ".join(
+                f"{100 * mc['mean_abs'][m][o]:.1f} / {100 * mc['mean'][m][o]:+.1f}"
+                for m in mc["mean_abs"]
+            )
+            lines.append(f"| {o} | {100 * mc['reference'][o]:.1f}% | {cells} |")
+    lines += [
         "",
         "Plots: `roc_<outcome>.png`, `calibration_<outcome>.png`, `dice.png`.",
         "",

@@ -12,6 +12,7 @@ true risk, when the data carry it).
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from model._batch import assemble, has_text
 from model._fusion_train import predict_logits
 from model._report import write_report
+from model.attribution import modality_contributions
 from model.errors import ModelError
 from model.image_branch import ENHANCEMENT, MYOCARDIUM, select_slices
 from model.maggic import maggic_one_year_mortality
@@ -97,7 +99,8 @@ def evaluate_checkpoint(
     progress: bool = True,
     threads: int = 0,
 ) -> dict[str, Any]:
-    """Evaluate on the held-out patients; write metrics.json, extras.json, report.md, PNGs.
+    """Evaluate on the held-out patients; write metrics.json, extras.json, report.md,
+    attribution.csv (per-patient modality weights and contributions) and PNGs.
 
     Args:
         checkpoint: the checkpoint file.
@@ -156,6 +159,9 @@ def evaluate_checkpoint(
     }
     metrics["n_test"] = len(test)
     extras = _extras(pred, data, y, scores, n_boot, test)
+    extras["modality_contributions"], per_patient = _contribution_summary(pred, data)
+    weights = predict_logits(pred.network, data, None)["weights"].numpy()
+    _write_attribution_csv(out / "attribution.csv", test, weights, per_patient)
     extras["segmentation_per_patient"] = {
         k: seg[k] for k in ("per_patient_myocardium", "per_patient_enhancement")
     }
@@ -200,6 +206,55 @@ def _segmentation(
         "per_patient_myocardium": per_myo,
         "per_patient_enhancement": per_enh,
     }
+
+
+def _contribution_summary(
+    pred: Predictor, data: dict[str, torch.Tensor], batch: int = 256
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Reference probabilities and the mean and mean absolute Shapley contribution of
+    each modality (probability units) over the test patients (model/attribution.py);
+    also the per-patient contributions (N, M, O)."""
+    net = pred.network.eval()
+    chunks = []
+    reference = None
+    for s in range(0, len(data["present"]), batch):
+        b = {k: v[s : s + batch] for k, v in data.items()}
+        reference, c = modality_contributions(
+            net, b["numeric"], b["text"], b["image"], b["present"]
+        )
+        chunks.append(c)
+    contrib = torch.cat(chunks).numpy()  # (N, M, O)
+    assert reference is not None
+    summary = {
+        "reference": {o: float(reference[k]) for k, o in enumerate(OUTCOMES)},
+        "mean": {
+            m: {o: float(contrib[:, j, k].mean()) for k, o in enumerate(OUTCOMES)}
+            for j, m in enumerate(MODALITIES)
+        },
+        "mean_abs": {
+            m: {o: float(np.abs(contrib[:, j, k]).mean()) for k, o in enumerate(OUTCOMES)}
+            for j, m in enumerate(MODALITIES)
+        },
+    }
+    return summary, contrib
+
+
+def _write_attribution_csv(
+    path: Path, test: Sequence[LabelledExample], weights: np.ndarray, contrib: np.ndarray
+) -> None:
+    """Per test patient: the fusion's attention weights and each modality's contribution
+    to every outcome probability (for audits, and to compare two trainings)."""
+    cols = [f"weight_{m}" for m in MODALITIES]
+    cols += [f"{o}_{m}" for o in OUTCOMES for m in MODALITIES]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["patient_id", *cols])
+        for r, e in enumerate(test):
+            vals = [
+                *weights[r],
+                *(contrib[r, j, k] for k in range(len(OUTCOMES)) for j in range(len(MODALITIES))),
+            ]
+            w.writerow([e.input.patient_id, *(f"{v:.6f}" for v in vals)])
 
 
 def _extras(

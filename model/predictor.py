@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from model._batch import assemble, has_text
+from model.attribution import modality_contributions
 from model.calibration import tier
 from model.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from model.errors import IncompatibleCheckpointError, ModelInputError
@@ -75,6 +76,9 @@ class Predictor:
         batch_size: patients per forward pass.
         bf16: autocast to bfloat16 (CUDA only).
         version: the model version string.
+        attribution: also compute each modality's Shapley contribution to every
+            probability (``PatientPrediction.contributions``; one extra fusion pass
+            over 8 copies of the batch, the image network is not re-run).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Predictor:
         batch_size: int = 32,
         bf16: bool = False,
         version: str = "",
+        attribution: bool = True,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -96,6 +101,7 @@ class Predictor:
         self.batch_size = batch_size
         self.bf16 = bf16 and self.device.type == "cuda"
         self.version = version
+        self.attribution = attribution
         self.model_name = "M-PRTM"
         self.thresholds: dict[str, tuple[float, float]] = dict(ckpt.thresholds)
         self.synthetic_training_data = ckpt.synthetic_training_data
@@ -112,6 +118,7 @@ class Predictor:
         text_encoder_path: str | None = None,
         batch_size: int = 32,
         bf16: bool = True,
+        attribution: bool = True,
     ) -> Predictor:
         """Load a checkpoint for inference.
 
@@ -122,6 +129,7 @@ class Predictor:
             text_encoder_path: local folder of the text encoder, when it moved.
             batch_size: patients per forward pass.
             bf16: use bfloat16 autocast on CUDA.
+            attribution: compute per-modality contributions (see the class).
         """
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
@@ -137,7 +145,7 @@ class Predictor:
         net = load_network(ckpt)
         enc = load_text_encoder(ckpt, text_encoder_path)
         version = f"mprtm-{file_sha256(path)[:12]}"
-        return cls(ckpt, net, enc, device, batch_size, bf16, version)
+        return cls(ckpt, net, enc, device, batch_size, bf16, version, attribution)
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.bf16:
@@ -249,6 +257,14 @@ class Predictor:
         causes = res["cause_logits"].float().softmax(1).cpu().numpy()
         weights = res["weights"].float().cpu().numpy()
         present = t["present"].cpu().numpy()
+        contrib = None
+        if self.attribution:
+            with self._autocast():
+                reference, shares = modality_contributions(
+                    self.network, t["numeric"], t["text"], t["image"], t["present"]
+                )
+            ref = reference.float().cpu().numpy()
+            contrib = shares.float().cpu().numpy()  # (B, M, O)
         preds = []
         for r, inp in enumerate(batch):
             p = {o: float(probs[r, j]) for j, o in enumerate(OUTCOMES)}
@@ -268,6 +284,15 @@ class Predictor:
                         c: float(causes[r, j]) for j, c in enumerate(self.config.causes)
                     },
                     image_features=f,
+                    contributions={}
+                    if contrib is None
+                    else {
+                        o: {
+                            "reference": float(ref[j]),
+                            **{m: float(contrib[r, k, j]) for k, m in enumerate(MODALITIES)},
+                        }
+                        for j, o in enumerate(OUTCOMES)
+                    },
                 )
             )
         return preds

@@ -65,6 +65,10 @@ class PatientPrediction:
     fibrosis_burden: float | None
     cause_probabilities: dict[str, float] = field(default_factory=dict)
     image_features: ImageFeatures | None = None
+    #: outcome -> {"reference": p0, "numeric": d, "text": d, "image": d}: the reference
+    #: patient's probability and each modality's Shapley contribution (probability
+    #: units; they add up to ``probabilities[outcome]``); see ``model/attribution.py``.
+    contributions: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass

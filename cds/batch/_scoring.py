@@ -38,6 +38,7 @@ from cds.config import Settings
 from cds.db import session_scope
 from cds.db.models import BatchItem, ImageFeatureCache, Patient, Prediction
 from cds.errors import ConfigError
+from cds.explain import stored_contributions
 from cds.mapping import MappedPatient
 from model.types import ImageFeatures, ModelInput, PatientPrediction
 
@@ -284,6 +285,7 @@ class Scorer:
         tiers = self._tiers(pred)
         # one rounding for every copy (RiskAssessment, database, cards): 4 decimals
         probs = {k: round(float(v), 4) for k, v in pred.probabilities.items()}
+        contributions = stored_contributions(pred)
         t0 = time.perf_counter()
         occurrence = dt.datetime.now(dt.UTC)
         ra = build_risk_assessment(
@@ -298,6 +300,7 @@ class Scorer:
             modality_weights=pred.modality_weights,
             fibrosis_burden=pred.fibrosis_burden,
             basis=list(m.basis),
+            contributions=contributions,
         )
         ra_id = self.writer.write(ra)
         t1 = time.perf_counter()
@@ -330,6 +333,7 @@ class Scorer:
             row.probabilities = probs
             row.tiers = tiers
             row.modality_weights = {k: float(v) for k, v in pred.modality_weights.items()}
+            row.contributions = contributions
             row.fibrosis_burden = pred.fibrosis_burden
             row.input_fingerprint = input_fingerprint(m)
             row.inputs = display_inputs(m)

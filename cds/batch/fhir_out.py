@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
+from cds.explain import HEADLINE_OUTCOME, contribution_sentence
+
 SNOMED = "http://snomed.info/sct"
 OUTCOME_SYSTEM = "urn:mprtm:outcome"
 MODEL_SYSTEM = "urn:mprtm:model"
@@ -81,6 +83,7 @@ def build_risk_assessment(
     modality_weights: Mapping[str, float],
     fibrosis_burden: float | None,
     basis: Sequence[str],
+    contributions: Mapping[str, Mapping[str, float]] | None = None,
 ) -> RiskAssessment:
     """One RiskAssessment (R4) with a prediction per outcome; validated by fhir.resources."""
     start = occurrence.astimezone(dt.UTC)
@@ -110,7 +113,10 @@ def build_risk_assessment(
         )
     weights = ", ".join(f"{k} {v:.2f}" for k, v in modality_weights.items())
     burden = "no LGE study" if fibrosis_burden is None else f"{100 * fibrosis_burden:.1f}%"
-    note = f"Modality weights: {weights}. LGE fibrosis burden: {burden}."
+    note = f"Modality weights (fusion attention): {weights}. LGE fibrosis burden: {burden}."
+    why = contribution_sentence(contributions, HEADLINE_OUTCOME)
+    if why:
+        note += f" Contributions to the 1-year death risk (Shapley, per data source): {why}."
     return RiskAssessment.model_validate(
         {
             "resourceType": "RiskAssessment",

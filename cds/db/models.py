@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -143,6 +144,10 @@ class Prediction(Base):
     probabilities: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     tiers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     modality_weights: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    #: outcome -> {"reference": p0, "numeric": d, "text": d, "image": d} (model/attribution.py)
+    contributions: Mapped[dict[str, dict[str, float]]] = mapped_column(
+        JSON, default=dict, server_default=text("'{}'")
+    )
     fibrosis_burden: Mapped[float | None] = mapped_column(Float, nullable=True)
     input_fingerprint: Mapped[str] = mapped_column(String(64), default="")
     inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

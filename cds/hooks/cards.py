@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cds.explain import HEADLINE_OUTCOME, contribution_sentence
 from cds.hooks.view import RiskView
 from model.types import OUTCOMES
 
@@ -235,7 +236,16 @@ def detail_markdown(view: RiskView, ctx: CardContext) -> str:
     weights = " · ".join(
         f"{MODALITY_LABELS.get(m, m)} {w:.2f}" for m, w in view.modality_weights.items()
     )
-    lines.append(f"\n**Modality weights:** {weights or 'not recorded'}")
+    why = contribution_sentence(view.contributions, HEADLINE_OUTCOME)
+    lines.append(
+        "\n**What moved the 1-year death risk** (each data source's share, against a "
+        f"reference patient with average measurements and no notes or MRI): "
+        f"{why or 'not recorded'}"
+    )
+    lines.append(
+        f"\n**Modality weights** (the fusion's attention; where the model looked, not how "
+        f"much a source changed the risk): {weights or 'not recorded'}"
+    )
     if view.fibrosis_burden is not None:
         lines.append(
             f"\n**LGE fibrosis burden:** {100 * view.fibrosis_burden:.1f}% of the myocardium"

@@ -20,6 +20,7 @@ from cds.db.models import (
     Patient,
     Prediction,
 )
+from cds.explain import stored_contributions
 from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore
 from model.types import ImageFeatures
 
@@ -127,6 +128,7 @@ def save_on_demand(
         probabilities=dict(pred.probabilities),
         tiers=dict(pred.tiers),
         modality_weights=dict(pred.modality_weights),
+        contributions=stored_contributions(pred),
         fibrosis_burden=pred.fibrosis_burden,
         input_fingerprint=score.input_fingerprint[:64],
         inputs=score.inputs,

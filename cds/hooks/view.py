@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds.db.models import ModelVersion, Prediction
+from cds.explain import stored_contributions
 from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore
 from cds.hooks.store import as_utc
 from connectors.fhir.base import PatientRecord
@@ -20,7 +21,9 @@ class RiskView:
         patient_id: FHIR logical id.
         probabilities: outcome -> 1-year probability.
         tiers: outcome -> low / moderate / high.
-        modality_weights: numeric / text / image -> weight.
+        modality_weights: numeric / text / image -> weight (fusion attention).
+        contributions: outcome -> reference probability and each modality's contribution
+            (``cds/explain.py``); empty when not recorded.
         fibrosis_burden: LGE enhancement / myocardium, or None.
         computed_at: when the score was computed.
         origin: "nightly" or "on-demand".
@@ -49,6 +52,7 @@ class RiskView:
     freshness: dict[str, str | None] = field(default_factory=dict)
     prediction_id: int | None = None
     warnings: list[str] = field(default_factory=list)
+    contributions: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def model_info_of(mv: ModelVersion | None) -> ModelInfo:
@@ -111,6 +115,7 @@ def view_from_prediction(
         probabilities={k: float(v) for k, v in (pred.probabilities or {}).items()},
         tiers={k: str(v) for k, v in (pred.tiers or {}).items()},
         modality_weights={k: float(v) for k, v in (pred.modality_weights or {}).items()},
+        contributions=dict(pred.contributions or {}),
         fibrosis_burden=pred.fibrosis_burden,
         computed_at=as_utc(pred.created_at),
         origin="nightly",
@@ -141,6 +146,7 @@ def view_from_score(
         probabilities=dict(pred.probabilities),
         tiers=dict(pred.tiers),
         modality_weights=dict(pred.modality_weights),
+        contributions=stored_contributions(pred),
         fibrosis_burden=pred.fibrosis_burden,
         computed_at=computed_at,
         origin="on-demand",

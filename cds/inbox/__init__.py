@@ -50,6 +50,7 @@ def init_app(app: Flask) -> None:
         dt=present.fmt_dt,
         date=present.fmt_date,
         pct=present.fmt_pct,
+        points=present.fmt_points,
     )
 
 

@@ -109,6 +109,47 @@ def risk_trend_svg(
     return _svg(fig)
 
 
+def contributions_svg(parts: Mapping[str, float], labels: Mapping[str, str], outcome: str) -> bytes:
+    """Waterfall: the reference patient's risk, each source's contribution, the patient's risk.
+
+    Args:
+        parts: ``{"reference": p0, <modality>: d, ...}`` in probability units (the
+            contributions add up to the patient's probability).
+        labels: modality -> display label.
+        outcome: the outcome's display label (axis title).
+    """
+    sources = [m for m in MODALITY_COLOURS if m in parts]
+    names = ["Reference patient", *(labels.get(m, m) for m in sources), "This patient"]
+    deltas = [100.0 * float(parts[m]) for m in sources]
+    starts = [100.0 * float(parts["reference"])]
+    for d in deltas:
+        starts.append(starts[-1] + d)  # running total after each source
+    fig = Figure(figsize=(5.6, 0.6 + 0.5 * len(names)), dpi=100)
+    ax = fig.add_subplot()
+    ypos = list(range(len(names)))[::-1]
+
+    def label(y: int, x: float, text: str) -> None:
+        ax.annotate(
+            text, xy=(x, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=9
+        )
+
+    ax.barh(ypos[0], starts[0], color="#999999", height=0.6)
+    label(ypos[0], starts[0], f"{starts[0]:.1f}%")
+    for k, (y, m, d) in enumerate(zip(ypos[1:-1], sources, deltas, strict=True)):
+        ax.barh(y, d, left=starts[k], color=MODALITY_COLOURS[m], height=0.6)
+        text = f"{d:+.1f} pts".replace("-", "\u2212") if abs(d) >= 0.05 else "\u00b10.0 pts"
+        label(y, max(starts[k], starts[k + 1]), text)
+    ax.barh(ypos[-1], starts[-1], color="#000000", height=0.6)
+    label(ypos[-1], starts[-1], f"{starts[-1]:.1f}%")
+    ax.set_yticks(ypos, names, fontsize=10)
+    ax.set_xlim(0, max(10.0, 1.3 * max(starts)))
+    ax.set_xlabel(f"1-year risk: {outcome} (%)", fontsize=9)
+    _style(fig)
+    ax.grid(True, axis="x", color="#dddddd", linewidth=0.8)
+    ax.grid(False, axis="y")
+    return _svg(fig)
+
+
 def modality_weights_svg(weights: dict[str, float], labels: dict[str, str]) -> bytes:
     """Horizontal bars: the share of each modality in the fused prediction.
 

@@ -11,6 +11,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from cds.clinical_tables import condition_specs, drug_class_specs, feature_specs
+from cds.explain import contribution_parts
 from model.types import MODALITIES, OUTCOMES
 
 OUTCOME_LABELS = {
@@ -75,6 +76,40 @@ def fmt_date(value: dt.datetime | dt.date | None) -> str:
 
 def fmt_pct(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{100.0 * float(value):.{digits}f}%"
+
+
+def fmt_points(value: float | None) -> str:
+    """A probability difference as signed percentage points, e.g. ``+8.1 pts``."""
+    if value is None:
+        return "—"
+    pts = 100.0 * float(value)
+    return "±0.0 pts" if abs(pts) < 0.05 else f"{pts:+.1f} pts".replace("-", "−")
+
+
+@dataclass(frozen=True)
+class ContributionRow:
+    """One outcome's risk split by data source (probability units)."""
+
+    outcome: str
+    reference: float
+    parts: dict[str, float]
+    total: float
+
+
+def contribution_rows(contributions: dict[str, Any] | None) -> list[ContributionRow]:
+    """Rows of the contributions table, outcomes in the model's order; [] when not recorded."""
+    rows = []
+    for o in ordered_outcomes((contributions or {}).keys()):
+        parts = contribution_parts(contributions, o)
+        if parts is None:
+            continue
+        sources = {m: parts.get(m, 0.0) for m in MODALITIES}
+        rows.append(
+            ContributionRow(
+                o, parts["reference"], sources, parts["reference"] + sum(sources.values())
+            )
+        )
+    return rows
 
 
 @cache

@@ -27,6 +27,7 @@ from cds.db.models import (
     User,
     utcnow,
 )
+from cds.explain import HEADLINE_OUTCOME, contribution_parts
 from cds.inbox import actions, charts, present
 from cds.inbox._db import db, safe_next, settings
 from cds.inbox.auth import Principal, account_required, current, login_required
@@ -176,6 +177,8 @@ def _patient_page(fhir_id: str) -> Any:
         outcomes=outcomes,
         trend=trend,
         modalities=present.ordered_modalities(latest.modality_weights if latest else {}),
+        contribution_rows=present.contribution_rows(latest.contributions if latest else None),
+        headline_outcome=HEADLINE_OUTCOME,
         alerts=alerts,
         events=events,
         users=users,
@@ -208,6 +211,17 @@ def risk_trend(fhir_id: str) -> Any:
     dates = [present.as_utc(p.as_of) or p.as_of for p in preds]
     series = {o: [p.probabilities.get(o) for p in preds] for o in outcomes}
     return _svg(charts.risk_trend_svg(dates, series, present.OUTCOME_LABELS, _thresholds()))
+
+
+@bp.get("/patients/<fhir_id>/contributions/<outcome>.svg")
+@login_required
+def contributions(fhir_id: str, outcome: str) -> Any:
+    preds = _predictions(_patient_or_404(fhir_id, current()))
+    parts = contribution_parts(preds[-1].contributions, outcome) if preds else None
+    if parts is None:
+        abort(404, description="No contributions recorded for this patient and outcome.")
+    label = present.OUTCOME_LABELS.get(outcome, outcome)
+    return _svg(charts.contributions_svg(parts, present.MODALITY_LABELS, label))
 
 
 @bp.get("/patients/<fhir_id>/modality-weights.svg")

@@ -64,6 +64,8 @@ def test_batch_scores_everyone_reports_broken_and_reruns_idempotently(
         pred = db.scalars(select(Prediction)).first()
         assert pred is not None and pred.inputs["features"]
         assert abs(sum(pred.modality_weights.values()) - 1) < 1e-4
+        for outcome, p in pred.probabilities.items():  # the stored parts add up (rounded)
+            assert abs(sum(pred.contributions[outcome].values()) - p) < 5e-4
         n_alerts = db.scalar(select(func.count()).select_from(Alert))
     assert n_alerts == first.n_alerts
 

@@ -44,6 +44,7 @@ def _ra(patient: str = "p1", day: dt.date = dt.date(2026, 11, 29)) -> RiskAssess
         modality_weights={"numeric": 0.5, "text": 0.3, "image": 0.2},
         fibrosis_burden=0.12,
         basis=["Observation/o1", "Condition/c1"],
+        contributions={"death": {"reference": 0.1, "numeric": 0.08, "text": 0.05, "image": -0.02}},
     )
 
 
@@ -63,6 +64,10 @@ def test_risk_assessment_is_valid_r4_and_complete() -> None:
     assert death.qualitativeRisk.coding[0].code == "high"
     assert death.whenPeriod.end.year == 2027
     assert "image 0.20" in again.note[0].text and "12.0%" in again.note[0].text
+    assert (
+        "reference patient 10.0%; clinical measurements +8.0, medications and notes +5.0, "
+        "LGE MRI −2.0 percentage points; together 21.0%"
+    ) in again.note[0].text
     assert again.method.coding[0].version == "mprtm-abc"
 
 

@@ -84,10 +84,20 @@ class RuleScorer:
             if NTPROBNP in codes and float(value) > 2000:
                 p += 0.15
                 used.append(f"Observation/{obs.id}")
+        numeric_part = p - 0.05  # the rule is additive, so its parts are its contributions
         burden = image.features.fibrosis_burden if image is not None else None
         if burden is not None:
             p += burden
         probs = {o: min(0.95, p * (1.0 - 0.1 * i)) for i, o in enumerate(OUTCOMES)}
+        scale = (1.0 - 0.1 * OUTCOMES.index("death")) if p <= 0.95 else 0.95 / p
+        contributions = {
+            "death": {
+                "reference": 0.05 * scale,
+                "numeric": numeric_part * scale,
+                "text": 0.0,
+                "image": (burden or 0.0) * scale,
+            }
+        }
         weights = {"numeric": 0.6, "text": 0.1 if record.document_texts else 0.0, "image": 0.0}
         if image is not None:
             weights["image"] = 0.3
@@ -98,6 +108,7 @@ class RuleScorer:
                 tiers={o: tier_of(v) for o, v in probs.items()},
                 modality_weights=weights,
                 fibrosis_burden=burden,
+                contributions=contributions,
             ),
             input_fingerprint=uuid.uuid4().hex,
             inputs={"n_observations": len(record.observations)},

@@ -68,6 +68,7 @@ def test_patient_view_nightly_card(
     for outcome in ("all-cause death", "cardiovascular death", "rehospitalization", "MACCE"):
         assert outcome in detail
     assert "Modality weights" in detail and "LGE MRI 0.30" in detail
+    assert "What moved the 1-year death risk" in detail and "not recorded" in detail
     assert "fibrosis burden:** 18.0%" in detail
     assert "Input freshness" in detail and "2026-01-10" in detail
     assert "M-PRTM 0.1.0-test" in detail

@@ -73,11 +73,22 @@ def test_stale_nightly_means_on_demand_from_prefetch(
     # p = 0.05 + 0.2 (LVEF 30) + 0.15 (NT-proBNP 3500) = 40 %, vs 20 % in the nightly run
     assert "40%" in card["summary"] and "+20 pts since last run" in card["summary"]
     assert "Computed on demand" in card["detail"]
+    # the rule's parts: reference 5 %, measurements +35 points, no notes or MRI
+    assert (
+        "reference patient 5.0%; clinical measurements +35.0, medications and notes ±0.0, "
+        "LGE MRI ±0.0 percentage points; together 40.0%"
+    ) in card["detail"]
     app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with sessions() as s:
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
         issued = s.scalars(select(IssuedCard)).one()
     assert pred.probabilities["death"] == pytest.approx(0.40)
+    assert pred.contributions["death"] == {
+        "reference": 0.05,
+        "numeric": 0.35,
+        "text": 0.0,
+        "image": 0.0,
+    }
     assert issued.prediction_id == pred.id
 
 

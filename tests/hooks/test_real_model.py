@@ -118,6 +118,13 @@ def test_cached_image_features_are_used(
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
     assert pred.modality_weights["image"] > 0.0
     assert pred.lge_series_uid == "1.2.3.9"
+    # each outcome's stored parts add up to its stored probability (4-decimal rounding)
+    for outcome, p in pred.probabilities.items():
+        parts = pred.contributions[outcome]
+        assert set(parts) == {"reference", "numeric", "text", "image"}
+        assert sum(parts.values()) == pytest.approx(p, abs=5e-4)
+    assert "What moved the 1-year death risk** (" in card["detail"]
+    assert "reference patient " in card["detail"]
     assert not any("cardiac MRI" in sg["label"] for sg in card.get("suggestions", []))
 
 

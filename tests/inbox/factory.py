@@ -126,6 +126,16 @@ def prediction(
 ) -> Prediction:
     probs = {o: round(min(0.99, risk * (1.0 + 0.25 * i)), 4) for i, o in enumerate(OUTCOMES)}
     tiers = {o: "high" if p >= 0.3 else "moderate" if p >= 0.1 else "low" for o, p in probs.items()}
+    # reference 10 %, then numeric 50 %, text 30 %, image 20 % of the rest: adds up to p
+    contributions = {
+        o: {
+            "reference": 0.10,
+            "numeric": round(0.5 * (p - 0.10), 4),
+            "text": round(0.3 * (p - 0.10), 4),
+            "image": round(p - 0.10 - round(0.5 * (p - 0.10), 4) - round(0.3 * (p - 0.10), 4), 4),
+        }
+        for o, p in probs.items()
+    }
     pred = Prediction(
         run_id=run.id if run else None,
         patient_id=pat.id,
@@ -135,6 +145,7 @@ def prediction(
         tiers=tiers,
         modality_weights=weights or {"numeric": 0.52, "text": 0.18, "image": 0.30},
         fibrosis_burden=fibrosis,
+        contributions=contributions,
         lge_series_uid=series_uid,
         inputs={
             "lvef": {

@@ -7,6 +7,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import matplotlib.image as mpimg
+from sqlalchemy import select
+
+from cds.db.models import Prediction
 
 from . import factory
 
@@ -37,8 +40,41 @@ def test_patient_page_content(clinician: Any, data: Any) -> None:
     assert html.count('<th scope="row">2026-11-') == 3
 
 
+def test_contributions_table_and_waterfall(clinician: Any, data: Any, dbs: Any) -> None:
+    html = clinician.get("/inbox/patients/p-high").get_data(as_text=True)
+    assert "What moved the risk" in html and "Fusion attention weights" in html
+    table = html[
+        html.index('id="contributions"') : html.index("</table>", html.index('id="contributions"'))
+    ]
+    assert table.count('<th scope="row">') == 5  # one row per outcome
+    pred = dbs.scalars(
+        select(Prediction)
+        .where(Prediction.patient_id == data["patients"]["p-high"].id)
+        .order_by(Prediction.created_at.desc())
+    ).first()
+    death = pred.contributions["death"]
+    # the death row shows the stored parts as signed points and the patient's risk
+    row = table[table.index("All-cause death") :].split("</tr>")[0]
+    assert f"+{100 * death['numeric']:.1f} pts" in row
+    assert f"{100 * pred.probabilities['death']:.1f}%" in row
+    assert "reference patient 10.0%" in html.lower()
+    resp = clinician.get("/inbox/patients/p-high/contributions/death.svg")
+    assert resp.status_code == 200 and resp.mimetype == "image/svg+xml"
+    assert ET.fromstring(resp.data).tag.endswith("svg")
+    assert clinician.get("/inbox/patients/p-high/contributions/nope.svg").status_code == 404
+
+
+def test_prediction_without_contributions_says_so(clinician: Any, data: Any, dbs: Any) -> None:
+    for pred in dbs.scalars(select(Prediction)):
+        pred.contributions = {}
+    dbs.commit()
+    html = clinician.get("/inbox/patients/p-high").get_data(as_text=True)
+    assert "No contributions recorded for this prediction." in html
+    assert clinician.get("/inbox/patients/p-high/contributions/death.svg").status_code == 404
+
+
 def test_charts_are_svg(clinician: Any) -> None:
-    for path in ("risk-trend.svg", "modality-weights.svg"):
+    for path in ("risk-trend.svg", "modality-weights.svg", "contributions/death.svg"):
         resp = clinician.get(f"/inbox/patients/p-high/{path}")
         assert resp.status_code == 200 and resp.mimetype == "image/svg+xml"
         assert "script" not in resp.headers["Content-Security-Policy"]

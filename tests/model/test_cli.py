@@ -55,6 +55,14 @@ def test_train_then_evaluate(cohort: Path, tiny_bert: Path, tmp_path: Path) -> N
             assert values["auroc_ci"][0] <= values["auroc"] <= values["auroc_ci"][1] + 1e-9
     assert set(metrics["segmentation"]) == {"dice_myocardium", "dice_enhancement", "burden_mae"}
     assert (report / "report.md").read_text().startswith("# M-PRTM evaluation")
+    assert "Shapley contributions" in (report / "report.md").read_text()
+    contrib = json.loads((report / "extras.json").read_text())["modality_contributions"]
+    assert set(contrib["mean_abs"]) == {"numeric", "text", "image"}
+    assert all(0.0 < p < 1.0 for p in contrib["reference"].values())
+    assert all(v >= 0.0 for m in contrib["mean_abs"].values() for v in m.values())
+    rows = (report / "attribution.csv").read_text().splitlines()
+    assert len(rows) == 1 + 15 and rows[0].startswith("patient_id,weight_numeric,")
+    assert "death_numeric" in rows[0] and "macce_image" in rows[0]
     assert list(report.glob("roc_*.png")) and (report / "dice.png").is_file()
 
 

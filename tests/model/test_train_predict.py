@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.attribution import modality_contributions
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.errors import (
@@ -97,6 +98,77 @@ def test_predictor_round_trip_and_masks(trained) -> None:  # type: ignore[no-unt
     # same inputs, same answers (batch composition does not matter)
     single = pred.predict([inputs[2]])[0]
     assert single.probabilities == pytest.approx(out[2].probabilities, abs=1e-5)
+
+
+def _reference_numeric(pred: Predictor) -> dict[str, float]:
+    """Raw values that standardise to exactly the training means, every feature measured."""
+    sch = pred.schema
+    return {
+        n: float(np.expm1(m)) if lg else float(m)
+        for n, m, lg in zip(sch.names, sch.means, sch.log, strict=True)
+    }
+
+
+def test_modality_contributions_add_up_and_match_the_coalitions(trained) -> None:  # type: ignore[no-untyped-def]
+    res, _, examples = trained
+    pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=4)
+    full = examples[0].input
+    ref_numeric = _reference_numeric(pred)
+    inputs = [
+        full,
+        dataclasses.replace(full, patient_id="no-text", text=None),
+        dataclasses.replace(full, patient_id="no-image", image=None),
+        dataclasses.replace(full, patient_id="image-only", numeric={}, text=None),
+        dataclasses.replace(
+            full, patient_id="reference", numeric=ref_numeric, text=None, image=None
+        ),
+        dataclasses.replace(full, patient_id="mean-labs+image", numeric=ref_numeric, text=None),
+    ]
+    out = {p.patient_id: p for p in pred.predict(inputs)}
+    refs: dict[str, set[float]] = {o: set() for o in OUTCOMES}
+    for p in out.values():
+        assert set(p.contributions) == set(OUTCOMES)
+        for o in OUTCOMES:
+            c = p.contributions[o]
+            assert set(c) == {"reference", *MODALITIES}
+            total = c["reference"] + sum(c[m] for m in MODALITIES)
+            assert total == pytest.approx(p.probabilities[o], abs=1e-5)  # efficiency
+            refs[o].add(round(c["reference"], 6))
+    assert all(len(v) == 1 for v in refs.values())  # one reference patient for everyone
+    assert all(out["no-text"].contributions[o]["text"] == 0.0 for o in OUTCOMES)
+    assert all(out["no-image"].contributions[o]["image"] == 0.0 for o in OUTCOMES)
+    # the reference patient is the empty coalition: nothing to attribute
+    for o in OUTCOMES:
+        ref = out["reference"].contributions[o]
+        assert out["reference"].probabilities[o] == pytest.approx(ref["reference"], abs=1e-5)
+        assert all(abs(ref[m]) < 1e-5 for m in MODALITIES)
+    # image-only patient, by hand: v(empty) = v({numeric}) = reference (no labs, nothing
+    # else), v({image}) = mean labs + own image, v({numeric, image}) = the prediction
+    for o in OUTCOMES:
+        c = out["image-only"].contributions[o]
+        v0, p = c["reference"], out["image-only"].probabilities[o]
+        v_img = out["mean-labs+image"].probabilities[o]
+        assert c["image"] == pytest.approx(0.5 * ((v_img - v0) + (p - v0)), abs=1e-5)
+        assert c["numeric"] == pytest.approx(0.5 * (p - v_img), abs=1e-5)
+        assert c["text"] == 0.0
+    plain = Predictor.from_checkpoint(res.path, threads=1, attribution=False)
+    again = plain.predict([full])[0]
+    assert again.contributions == {}
+    assert again.probabilities == pytest.approx(out[full.patient_id].probabilities, abs=1e-5)
+
+
+def test_attribution_needs_eval_mode(trained) -> None:  # type: ignore[no-untyped-def]
+    res, _, _ = trained
+    pred = Predictor.from_checkpoint(res.path)
+    net = pred.network.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        modality_contributions(
+            net,
+            torch.zeros(1, net.numeric_width),
+            torch.zeros(1, 2, net.cfg.text_dim),
+            torch.zeros(1, net.image.embed_dim + 1),
+            torch.ones(1, 3, dtype=torch.bool),
+        )
 
 
 def test_predictor_uses_image_cache(trained) -> None:  # type: ignore[no-untyped-def]
