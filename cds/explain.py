@@ -40,7 +40,8 @@ def contribution_parts(
     return {k: float(v) for k, v in parts.items()}
 
 
-def _points(value: float) -> str:
+def signed_points(value: float) -> str:
+    """A probability difference as signed percentage points: ``+8.1``, ``−2.0``, ``±0.0``."""
     pts = 100.0 * value
     if abs(pts) < 0.05:
         return "±0.0"
@@ -57,7 +58,7 @@ def contribution_sentence(
     if parts is None:
         return ""
     total = parts["reference"] + sum(parts.get(m, 0.0) for m in MODALITIES)
-    sources = ", ".join(f"{SOURCE_NAMES[m]} {_points(parts.get(m, 0.0))}" for m in MODALITIES)
+    sources = ", ".join(f"{SOURCE_NAMES[m]} {signed_points(parts.get(m, 0.0))}" for m in MODALITIES)
     return (
         f"reference patient {100 * parts['reference']:.1f}%; {sources} percentage points; "
         f"together {100 * total:.1f}%"

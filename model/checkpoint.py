@@ -224,7 +224,8 @@ def model_card(ckpt: Checkpoint) -> str:
         "",
         "Decision support for heart-failure follow-up: 1-year risks of death, cardiovascular",
         "death, rehospitalization, cardiology rehospitalization and MACCE, with per-patient",
-        "modality weights. Not a diagnosis; a clinician reviews every alert.",
+        "modality weights (the fusion's attention) and each modality's Shapley contribution",
+        "to every probability. Not a diagnosis; a clinician reviews every alert.",
     ]
     if ckpt.synthetic_training_data:
         lines += [

@@ -238,7 +238,7 @@ def detail_markdown(view: RiskView, ctx: CardContext) -> str:
     )
     why = contribution_sentence(view.contributions, HEADLINE_OUTCOME)
     lines.append(
-        "\n**What moved the 1-year death risk** (each data source's share, against a "
+        "\n**What moved the 1-year death risk** (each data source's contribution, against a "
         f"reference patient with average measurements and no notes or MRI): "
         f"{why or 'not recorded'}"
     )

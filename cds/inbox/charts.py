@@ -24,6 +24,8 @@ from matplotlib.dates import (  # noqa: E402
 )
 from matplotlib.figure import Figure  # noqa: E402
 
+from cds.explain import signed_points  # noqa: E402
+
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 MODALITY_COLOURS = {"numeric": "#0072B2", "text": "#009E73", "image": "#D55E00"}
@@ -137,8 +139,7 @@ def contributions_svg(parts: Mapping[str, float], labels: Mapping[str, str], out
     label(ypos[0], starts[0], f"{starts[0]:.1f}%")
     for k, (y, m, d) in enumerate(zip(ypos[1:-1], sources, deltas, strict=True)):
         ax.barh(y, d, left=starts[k], color=MODALITY_COLOURS[m], height=0.6)
-        text = f"{d:+.1f} pts".replace("-", "\u2212") if abs(d) >= 0.05 else "\u00b10.0 pts"
-        label(y, max(starts[k], starts[k + 1]), text)
+        label(y, max(starts[k], starts[k + 1]), f"{signed_points(d / 100.0)} pts")
     ax.barh(ypos[-1], starts[-1], color="#000000", height=0.6)
     label(ypos[-1], starts[-1], f"{starts[-1]:.1f}%")
     ax.set_yticks(ypos, names, fontsize=10)

@@ -11,7 +11,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from cds.clinical_tables import condition_specs, drug_class_specs, feature_specs
-from cds.explain import contribution_parts
+from cds.explain import contribution_parts, signed_points
 from model.types import MODALITIES, OUTCOMES
 
 OUTCOME_LABELS = {
@@ -80,10 +80,7 @@ def fmt_pct(value: float | None, digits: int = 0) -> str:
 
 def fmt_points(value: float | None) -> str:
     """A probability difference as signed percentage points, e.g. ``+8.1 pts``."""
-    if value is None:
-        return "—"
-    pts = 100.0 * float(value)
-    return "±0.0 pts" if abs(pts) < 0.05 else f"{pts:+.1f} pts".replace("-", "−")
+    return "—" if value is None else f"{signed_points(float(value))} pts"
 
 
 @dataclass(frozen=True)
