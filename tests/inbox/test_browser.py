@@ -113,6 +113,8 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
     expect(page.get_by_role("heading", name=re.compile("Patient p-high"))).to_be_visible()
     for name in (
         "Current 1-year risk",
+        "What moved the risk",
+        "Fusion attention weights",
         "Risk trend across runs",
         "Fibrosis on LGE cardiac MRI",
         "Key inputs",
