@@ -16,6 +16,7 @@ from flask import Flask, Response, g, render_template
 from werkzeug.exceptions import HTTPException
 
 from cds import __version__
+from cds.explain import signed_points
 from cds.inbox import admin, auth, csrf, present, smart, views
 from cds.inbox._db import close_db, settings
 
@@ -40,6 +41,7 @@ def init_app(app: Flask) -> None:
         csrf_token=csrf.csrf_token,
         outcome_label=lambda o: present.OUTCOME_LABELS.get(o, o),
         modality_label=lambda m: present.MODALITY_LABELS.get(m, m),
+        modality_short=lambda m: present.MODALITY_SHORT.get(m, m),
         reason_label=lambda r: present.REASON_LABELS.get(r, r.replace("_", " ")),
         action_label=lambda a: present.ACTION_LABELS.get(a, a.replace("_", " ")),
         principal=lambda: g.get("principal"),
@@ -51,6 +53,7 @@ def init_app(app: Flask) -> None:
         date=present.fmt_date,
         pct=present.fmt_pct,
         points=present.fmt_points,
+        signed=lambda v: "—" if v is None else signed_points(float(v)),
     )
 
 

@@ -26,6 +26,8 @@ MODALITY_LABELS = {
     "text": "Medications and notes",
     "image": "LGE cardiac MRI",
 }
+#: Column headers where space is short (the full label goes in the abbr title).
+MODALITY_SHORT = {"numeric": "Meas.", "text": "Notes", "image": "MRI"}
 REASON_LABELS = {
     "high_tier": "High risk tier",
     "threshold_crossing": "Crossed risk threshold",

@@ -55,7 +55,7 @@ def test_contributions_table_and_waterfall(clinician: Any, data: Any, dbs: Any) 
     death = pred.contributions["death"]
     # the death row shows the stored parts as signed points and the patient's risk
     row = table[table.index("All-cause death") :].split("</tr>")[0]
-    assert f"+{100 * death['numeric']:.1f} pts" in row
+    assert f"+{100 * death['numeric']:.1f}<" in row
     assert f"{100 * pred.probabilities['death']:.1f}%" in row
     assert "reference patient 10.0%" in html.lower()
     resp = clinician.get("/inbox/patients/p-high/contributions/death.svg")
