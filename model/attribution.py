@@ -21,8 +21,9 @@ Sundararajan and Najmi, ICML 2020), so for every outcome
 
 (efficiency), a modality the patient lacks gets exactly 0 for text and image (null
 player), and the numeric contribution of a patient without labs is the effect of having
-none.  The cost is one forward pass of the fusion over 8 copies of the batch; the image
-network is not re-run.
+none.  The cost is one forward pass of the fusion over 7 copies of the batch when the
+caller passes the patient's own probabilities (8 otherwise); the image network is not
+re-run.
 """
 
 from __future__ import annotations
@@ -51,12 +52,16 @@ def modality_contributions(
     text: torch.Tensor,
     image: torch.Tensor,
     present: torch.Tensor,
+    full: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shapley contributions of each modality to each calibrated outcome probability.
 
     Args:
         net: the network, in eval mode.
         numeric, text, image, present: the batch as :meth:`MPRTM.forward` takes it.
+        full: (B, O) the calibrated probabilities the caller already has for these
+            inputs (the grand coalition); reused instead of computed again, so the
+            contributions add up to exactly those numbers.
 
     Returns:
         ``reference`` (O,): the calibrated probabilities of the reference patient, and
@@ -68,8 +73,9 @@ def modality_contributions(
         raise RuntimeError("modality_contributions needs the network in eval mode")
     b = numeric.shape[0]
     present = present.bool()
-    rows_num, rows_text, rows_img, rows_present = [], [], [], []
-    for s in _COALITIONS:
+    coalitions = _COALITIONS if full is None else _COALITIONS[:-1]
+    rows_num, rows_present = [], []
+    for s in coalitions:
         own = [bool(s >> j & 1) for j in range(_N)]
         num = numeric if own[0] else torch.zeros_like(numeric)
         num_present = present[:, 0] if own[0] else torch.ones_like(present[:, 0])
@@ -87,14 +93,18 @@ def modality_contributions(
             pres = pres.clone()
             pres[empty, 0] = True
         rows_num.append(num)
-        rows_text.append(text)
-        rows_img.append(image)
         rows_present.append(pres)
+    k = len(coalitions)
     res = net(
-        torch.cat(rows_num), torch.cat(rows_text), torch.cat(rows_img), torch.cat(rows_present)
+        torch.cat(rows_num),
+        text.repeat(k, *([1] * (text.dim() - 1))),
+        image.repeat(k, 1),
+        torch.cat(rows_present),
     )
-    probs = net.calibrated_probabilities(res["logits"].float())  # (8B, O)
-    value = probs.reshape(len(_COALITIONS), b, -1)  # (8, B, O): v(S) per coalition
+    probs = net.calibrated_probabilities(res["logits"].float())  # (kB, O)
+    value = probs.reshape(k, b, -1)  # (k, B, O): v(S) per coalition
+    if full is not None:
+        value = torch.cat([value, full.float().to(value.device)[None]])  # (8, B, O)
     contrib = torch.zeros(b, _N, value.shape[-1], dtype=value.dtype, device=value.device)
     for j in range(_N):
         for s in _COALITIONS:

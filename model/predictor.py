@@ -78,7 +78,7 @@ class Predictor:
         version: the model version string.
         attribution: also compute each modality's Shapley contribution to every
             probability (``PatientPrediction.contributions``; one extra fusion pass
-            over 8 copies of the batch, the image network is not re-run).
+            over 7 copies of the batch, the image network is not re-run).
     """
 
     def __init__(
@@ -261,7 +261,12 @@ class Predictor:
         if self.attribution:
             with self._autocast():
                 reference, shares = modality_contributions(
-                    self.network, t["numeric"], t["text"], t["image"], t["present"]
+                    self.network,
+                    t["numeric"],
+                    t["text"],
+                    t["image"],
+                    t["present"],
+                    full=torch.from_numpy(probs),
                 )
             ref = reference.float().cpu().numpy()
             contrib = shares.float().cpu().numpy()  # (B, M, O)
