@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.config import ModelConfig
-from model.mprtm import MPRTM, SharedRiskLinear
+from model.mprtm import MPRTM, Network, SharedRiskLinear
 
 if TYPE_CHECKING:
     from model._live import LiveEncoders
@@ -58,7 +58,7 @@ def fusion_loss(
     return total, bce
 
 
-def _forward(net: MPRTM, b: Tensors, present: torch.Tensor) -> Tensors:
+def _forward(net: Network, b: Tensors, present: torch.Tensor) -> Tensors:
     return net(b["numeric"], b["text"], b["image"], present)
 
 
@@ -71,7 +71,7 @@ def restrict(present: torch.Tensor, only: int | None) -> torch.Tensor:
     return keep
 
 
-def evaluate_loss(net: MPRTM, data: Tensors, only: int | None, batch: int = 512) -> float:
+def evaluate_loss(net: Network, data: Tensors, only: int | None, batch: int = 512) -> float:
     """Mean outcome BCE of ``data`` (patients lacking the ``only`` modality skipped)."""
     net.eval()
     present = restrict(data["present"], only)
@@ -291,7 +291,9 @@ def _fit(
     return hist
 
 
-def predict_logits(net: MPRTM, data: Tensors, only: int | None = None, batch: int = 512) -> Tensors:
+def predict_logits(
+    net: Network, data: Tensors, only: int | None = None, batch: int = 512
+) -> Tensors:
     """Raw outputs (logits, cause_logits, burden, weights) for all rows of ``data``.
 
     Rows without the ``only`` modality get NaN logits.

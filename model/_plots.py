@@ -32,6 +32,8 @@ def plot_training_curves(hist: Mapping[str, Sequence[float]], path: Path) -> Pat
             axes[2].plot(range(n_wide, n_wide + len(v)), v, label=f"phase B (fusion) {k}")
         elif k.endswith("_only_val_loss"):
             axes[2].plot(v, label=k, alpha=0.5)
+        elif k.startswith("member") and k.endswith("_val_loss"):  # other ensemble members
+            axes[2].plot(v, label=f"{k[:-9]} phase B val_loss", alpha=0.5, linestyle=":")
     n_deep = n_wide + len(hist.get("val_loss", []))
     for k in ("backfit_train_loss", "backfit_val_loss"):
         if hist.get(k):  # phase C re-fits the linear path after phase B

@@ -95,6 +95,22 @@ def write_report(
         + ", ".join(f"{k} {v:.3f}" for k, v in mw.items()),
         "; coverage: " + ", ".join(f"{k} {v:.0%}" for k, v in cov.items()),
     ]
+    members = extras.get("ensemble_members")
+    if members:
+        lines += [
+            "",
+            f"Ensemble of {len(members)} fusion networks; each member alone (test AUROC):",
+            "",
+            "| member | " + " | ".join(OUTCOMES) + " |",
+            "|---|" + "---|" * len(OUTCOMES),
+        ]
+        for k, r in enumerate(members, 1):
+            lines.append(f"| {k} | " + " | ".join(_fmt(r.get(o)) for o in OUTCOMES) + " |")
+        lines.append(
+            "| ensemble | "
+            + " | ".join(_fmt(full.get(o, {}).get("auroc")) for o in OUTCOMES)
+            + " |"
+        )
     mc = extras.get("modality_contributions")
     if mc:
         lines += [

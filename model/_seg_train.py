@@ -53,6 +53,20 @@ def collect_slices(
     return torch.cat(xs), torch.cat(ys)
 
 
+def limit_patients(
+    examples: Sequence[LabelledExample], cap: int, rng: np.random.Generator
+) -> list[LabelledExample]:
+    """The patients with an image and masks; at most ``cap`` of them (drawn, order kept).
+
+    ``cap`` 0 keeps all.  Nothing is drawn from ``rng`` when the cap is not reached.
+    """
+    usable = [e for e in examples if e.input.image is not None and e.masks is not None]
+    if not cap or len(usable) <= cap:
+        return usable
+    keep = np.sort(rng.choice(len(usable), cap, replace=False))
+    return [usable[int(i)] for i in keep]
+
+
 def dice_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """Dice of the whole myocardium (labels 1 and 2) and of enhancement (label 2)."""
     out = {}
@@ -105,6 +119,9 @@ def train_segmentation(
     Returns:
         history: ``seg_loss``, ``seg_val_dice_myocardium``, ``seg_val_dice_enhancement``.
     """
+    cap = cfg.seg_max_patients
+    train = limit_patients(train, cap, rng)
+    val = limit_patients(val, max(1, cap // 4) if cap else 0, rng)
     x_tr, y_tr = collect_slices(train, cfg, cfg.seg_max_slices_train, rng)
     x_va, y_va = collect_slices(val, cfg, cfg.seg_max_slices_train, rng)
     hist: dict[str, list[float]] = {

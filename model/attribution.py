@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from model.mprtm import MPRTM
+from model.mprtm import Network
 from model.types import MODALITIES
 
 #: Coalitions as bit masks over MODALITIES (bit j set = modality j uses the patient's data).
@@ -47,7 +47,7 @@ def _shapley_weight(size: int) -> float:
 
 @torch.no_grad()
 def modality_contributions(
-    net: MPRTM,
+    net: Network,
     numeric: torch.Tensor,
     text: torch.Tensor,
     image: torch.Tensor,

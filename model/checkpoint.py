@@ -200,6 +200,15 @@ def _tuplify(d: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+def _stage2_line(members: int) -> str:
+    if members == 1:
+        return "one fusion network"
+    return (
+        f"an ensemble of {members} fusion networks trained with different seeds on one "
+        "split (mean calibrated logit, re-calibrated on the validation split)"
+    )
+
+
 def model_card(ckpt: Checkpoint) -> str:
     """A markdown model card describing the checkpoint."""
     cfg = ckpt.config
@@ -214,6 +223,7 @@ def model_card(ckpt: Checkpoint) -> str:
         f"DAE-Former dims {list(cfg.enc_dims)}, depths {list(cfg.enc_depths)}",
         f"- Text encoder: `{te.get('name')}` (sha256 {str(te.get('sha256'))[:16]}...), {tuning}",
         f"- Numeric features: {len(ckpt.schema.names)}",
+        f"- Stage 2: {_stage2_line(cfg.ensemble)}",
         f"- Training data fingerprint: `{ckpt.data_fingerprint[:16]}`; "
         f"synthetic training data: **{'yes' if ckpt.synthetic_training_data else 'no'}**",
         f"- Patients: train {len(ckpt.split.get('train', []))}, "

@@ -1,8 +1,8 @@
 """The one configuration dataclass of M-PRTM and its presets.
 
-``build_model(cfg)`` in :mod:`model.mprtm` is the only constructor of the network; the
-config is saved in every checkpoint, so a checkpoint rebuilds exactly the network that
-wrote it.
+``build_network(cfg)`` in :mod:`model.mprtm` is the only constructor of a checkpoint's
+network (``build_model(cfg)`` of one M-PRTM member); the config is saved in every
+checkpoint, so a checkpoint rebuilds exactly the network that wrote it.
 """
 
 from __future__ import annotations
@@ -89,6 +89,14 @@ class ModelConfig:
             ICA of sentence-type occurrence across patients), fitted on the training
             split before stage 2 and fed to the linear path; 0 turns them off.
         note_clusters: codebook size (sentence types) of the note concepts.
+        ensemble: stage-2 networks trained with different seeds on the same split,
+            image branch and text transforms; the checkpoint holds all of them and a
+            prediction is their mean calibrated logit, re-calibrated on the validation
+            split (:class:`model.mprtm.MPRTMEnsemble`).  1 is a single network.
+        seg_max_patients: stage 1 trains on at most this many training patients with
+            masks (drawn with the seed; 0 = all).  Stage 1 is the part of training that
+            grows with the cohort, and expert LGE contours exist for a subset of a
+            hospital's patients anyway; every patient still gets an image embedding.
     """
 
     preset: str = "small"
@@ -132,6 +140,8 @@ class ModelConfig:
     text_whiten: float = 0.0
     note_concepts: int = 20
     note_clusters: int = 200
+    ensemble: int = 1
+    seg_max_patients: int = 2000
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -178,6 +188,10 @@ class ModelConfig:
             raise ValueError("note_concepts must be >= 0 and note_clusters >= 2")
         if self.text_whiten < 0:
             raise ValueError(f"text_whiten must be >= 0, got {self.text_whiten}")
+        if not 1 <= self.ensemble <= 16:
+            raise ValueError(f"ensemble must be 1..16 networks, got {self.ensemble}")
+        if self.seg_max_patients < 0:
+            raise ValueError(f"seg_max_patients must be >= 0, got {self.seg_max_patients}")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if len(self.causes) < 2:

@@ -32,7 +32,7 @@ from model.errors import ModelError
 from model.image_branch import ENHANCEMENT, MYOCARDIUM, select_slices
 from model.maggic import maggic_one_year_mortality
 from model.metrics import binary_metrics, bootstrap_auroc
-from model.mprtm import build_model
+from model.mprtm import MPRTMEnsemble, build_model
 from model.predictor import Predictor
 from model.train import label_tensors
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, LabelledExample
@@ -160,6 +160,8 @@ def evaluate_checkpoint(
     metrics["n_test"] = len(test)
     extras = _extras(pred, data, y, scores, n_boot, test)
     extras["modality_contributions"], per_patient = _contribution_summary(pred, data)
+    if isinstance(pred.network, MPRTMEnsemble):
+        extras["ensemble_members"] = _member_aurocs(pred.network, data, y)
     weights = predict_logits(pred.network, data, None)["weights"].numpy()
     _write_attribution_csv(out / "attribution.csv", test, weights, per_patient)
     extras["segmentation_per_patient"] = {
@@ -206,6 +208,23 @@ def _segmentation(
         "per_patient_myocardium": per_myo,
         "per_patient_enhancement": per_enh,
     }
+
+
+def _member_aurocs(
+    net: MPRTMEnsemble, data: dict[str, torch.Tensor], y: np.ndarray
+) -> list[dict[str, float]]:
+    """Test AUROC of each ensemble member alone (its own calibration), to set the
+    ensemble's gain against in the same run."""
+    out = []
+    for member in net.members:
+        p = _probs(member.eval(), data, None)
+        res = {}
+        for j, o in enumerate(OUTCOMES):
+            ok = ~np.isnan(y[:, j])
+            if ok.sum() and 0 < y[ok, j].sum() < ok.sum():
+                res[o] = float(binary_metrics(y[ok, j], p[ok, j], n_boot=0)["auroc"])  # type: ignore[arg-type]
+        out.append(res)
+    return out
 
 
 def _contribution_summary(

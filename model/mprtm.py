@@ -206,7 +206,92 @@ class MPRTM(nn.Module):
         return torch.sigmoid(logits * self.calib_scale + self.calib_bias)
 
 
+class MPRTMEnsemble(nn.Module):
+    """``cfg.ensemble`` stage-2 networks over one shared image branch.
+
+    The members differ only in the seed of their stage-2 training (initialisation,
+    shuffling, modality dropout); they share the segmentation network, the feature
+    schema and the text transforms fitted on the training split.  Each member keeps its
+    own calibration; the ensemble's ``logits`` are the mean of the members' calibrated
+    logits (averaging in log-odds space), and the ensemble's own scale and bias,
+    fitted on the validation split, re-calibrate that mean (averaging shrinks the
+    spread of the scores).  Cause probabilities, burden, modality weights, auxiliary
+    logits and text attention are member means, so a missing modality's weight is still
+    exactly 0.  Deep ensembles: Lakshminarayanan et al., NeurIPS 2017.
+
+    It takes and returns what :class:`MPRTM` does, so the predictor, the evaluation and
+    the Shapley attribution use it unchanged.
+
+    Args:
+        cfg: the model config (``cfg.ensemble`` members are built).
+        members: trained members to hold (their image branches are dropped; the first
+            member's becomes the shared one); None builds untrained members.
+    """
+
+    calib_scale: torch.Tensor
+    calib_bias: torch.Tensor
+
+    def __init__(self, cfg: ModelConfig, members: list[MPRTM] | None = None) -> None:
+        super().__init__()
+        nets = members if members is not None else [MPRTM(cfg) for _ in range(cfg.ensemble)]
+        if len(nets) != cfg.ensemble or len(nets) < 2:
+            raise ValueError(f"an ensemble needs cfg.ensemble >= 2 members, got {len(nets)}")
+        self.cfg = cfg
+        self.image = nets[0].image
+        for net in nets:
+            del net.image  # the members' forward never runs it; one shared copy is kept
+        self.members = nn.ModuleList(nets)
+        self.register_buffer("calib_scale", torch.ones(len(OUTCOMES)))
+        self.register_buffer("calib_bias", torch.zeros(len(OUTCOMES)))
+
+    def forward(
+        self,
+        numeric: torch.Tensor,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        present: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """As :meth:`MPRTM.forward`; ``logits`` are the mean calibrated member logits."""
+        outs = [m(numeric, text, image, present) for m in self.members]
+        n = float(len(outs))
+
+        def mean(key: str) -> torch.Tensor:
+            return torch.stack([o[key] for o in outs]).mean(0)
+
+        logits = torch.stack(
+            [
+                o["logits"] * m.calib_scale + m.calib_bias
+                for m, o in zip(self.members, outs, strict=True)
+            ]
+        ).mean(0)
+        causes = torch.stack([o["cause_logits"].log_softmax(-1) for o in outs])
+        res = {
+            "logits": logits,
+            "cause_logits": torch.logsumexp(causes, 0) - torch.log(causes.new_tensor(n)),
+        }
+        for key in ("burden", "weights", "embedding", "aux_logits", "text_attention"):
+            if key in outs[0]:
+                res[key] = mean(key)
+        return res
+
+    def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """sigmoid(scale * logit + bias) per outcome: (B, 5)."""
+        return torch.sigmoid(logits * self.calib_scale + self.calib_bias)
+
+
+#: What a checkpoint's network is: one M-PRTM or an ensemble of them.
+Network = MPRTM | MPRTMEnsemble
+
+
 def build_model(cfg: ModelConfig) -> MPRTM:
-    """Build the network described by ``cfg`` (random weights; nothing is downloaded)."""
+    """Build one M-PRTM network described by ``cfg`` (random weights; nothing is
+    downloaded).  ``cfg.ensemble`` is ignored here: see :func:`build_network`."""
     cfg.validate()
     return MPRTM(cfg)
+
+
+def build_network(cfg: ModelConfig) -> Network:
+    """The network a checkpoint with ``cfg`` holds: :class:`MPRTM`, or
+    :class:`MPRTMEnsemble` when ``cfg.ensemble`` > 1 (random weights)."""
+    cfg.validate()
+    return MPRTM(cfg) if cfg.ensemble == 1 else MPRTMEnsemble(cfg)

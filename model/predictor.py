@@ -16,7 +16,7 @@ from model.calibration import tier
 from model.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from model.errors import IncompatibleCheckpointError, ModelInputError
 from model.image_branch import crop_box, prepare_volume
-from model.mprtm import MPRTM, build_model
+from model.mprtm import Network, build_network
 from model.text_branch import TextEncoder
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, PatientPrediction
 
@@ -51,9 +51,9 @@ def load_text_encoder(ckpt: Checkpoint, path: str | None = None) -> TextEncoder:
     return enc
 
 
-def load_network(ckpt: Checkpoint) -> MPRTM:
+def load_network(ckpt: Checkpoint) -> Network:
     """Build the network of a checkpoint and load its weights (strict)."""
-    net = build_model(ckpt.config)
+    net = build_network(ckpt.config)
     try:
         net.load_state_dict(ckpt.state_dict, strict=True)
     except RuntimeError as exc:
@@ -84,7 +84,7 @@ class Predictor:
     def __init__(
         self,
         ckpt: Checkpoint,
-        network: MPRTM,
+        network: Network,
         text_encoder: TextEncoder,
         device: str = "cpu",
         batch_size: int = 32,

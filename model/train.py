@@ -37,7 +37,7 @@ from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.errors import TrainingError
 from model.metrics import binary_metrics
-from model.mprtm import MPRTM, TEXT, build_model
+from model.mprtm import MPRTM, TEXT, MPRTMEnsemble, build_model
 from model.numeric_branch import FeatureSchema
 from model.text_branch import TextEmbeddingCache, TextEncoder
 from model.types import MODALITIES, OUTCOMES, LabelledExample
@@ -128,7 +128,9 @@ class TrainResult:
     seconds: float
 
 
-def _calibrate(net: MPRTM, data: dict[str, torch.Tensor], only: int | None) -> np.ndarray:
+def _calibrate(
+    net: MPRTM | MPRTMEnsemble, data: dict[str, torch.Tensor], only: int | None
+) -> np.ndarray:
     """Fit per-outcome scale/bias on validation logits; return calibrated probabilities."""
     logits = predict_logits(net, data, only)["logits"].numpy()
     y = data["y"].numpy()
@@ -173,6 +175,11 @@ def train_mprtm(
     dev = torch.device(device)
     if not examples:
         raise TrainingError("no training examples")
+    if cfg.ensemble > 1 and (cfg.text_trainable_layers > 0 or cfg.joint):
+        raise TrainingError(
+            "ensemble > 1 needs a frozen text encoder (text_trainable_layers = 0) and "
+            "joint = false: the members share the encoders, so they cannot each tune them"
+        )
     split = split_patients([e.input.patient_id for e in examples], seed)
     by_id = {e.input.patient_id: e for e in examples}
     train = [by_id[i] for i in split["train"]]
@@ -237,12 +244,43 @@ def train_mprtm(
         )
     )
     image_state = copy.deepcopy(net.image.state_dict())
+    fitted_text = {  # the transforms fitted on the training text, not learned weights
+        k: v.clone() for k, v in net.state_dict().items() if k.startswith(_FITTED_TEXT)
+    }
     val_probs = _calibrate(net, tensors["val"], None)
     y_val = tensors["val"]["y"].cpu().numpy()
+    member_metrics = [_val_metrics(val_probs, y_val)]
+    network: MPRTM | MPRTMEnsemble = net
+    if cfg.ensemble > 1:
+        members = [net]
+        for k in range(1, cfg.ensemble):
+            member_seed = seed + 1000 * k  # clear of the baselines' seed + 1..3
+            seed_everything(member_seed)
+            m_net = build_model(cfg).to(dev)
+            m_net.image.load_state_dict(image_state)
+            m_net.load_state_dict(fitted_text, strict=False)
+            h = train_fusion(
+                m_net,
+                tensors["train"],
+                tensors["val"],
+                cfg,
+                member_seed,
+                cfg.fusion_epochs,
+                None,
+                progress,
+                f"stage 2: fusion member {k + 1}/{cfg.ensemble}",
+            )
+            hist[f"member{k + 1}_val_loss"] = h["val_loss"]
+            member_metrics.append(_val_metrics(_calibrate(m_net, tensors["val"], None), y_val))
+            members.append(m_net)
+        network = MPRTMEnsemble(cfg, members).to(dev)
+        val_probs = _calibrate(network, tensors["val"], None)
     thresholds = {
         o: tier_thresholds(val_probs[~np.isnan(val_probs[:, j]), j]) for j, o in enumerate(OUTCOMES)
     }
     metrics: dict[str, Any] = {"val": {"fusion": _val_metrics(val_probs, y_val)}}
+    if cfg.ensemble > 1:
+        metrics["val"]["ensemble_members"] = member_metrics
     if hist.get("seg_val_dice_enhancement"):
         best = int(
             np.nanargmax(np.add(hist["seg_val_dice_myocardium"], hist["seg_val_dice_enhancement"]))
@@ -257,9 +295,6 @@ def train_mprtm(
             seed_everything(seed + 1 + j)
             b = build_model(cfg).to(dev)
             b.image.load_state_dict(image_state)
-            fitted_text = {  # the transforms fitted on the training text, not learned weights
-                k: v for k, v in net.state_dict().items() if k.startswith(_FITTED_TEXT)
-            }
             b.load_state_dict(fitted_text, strict=False)
             h = train_fusion(
                 b,
@@ -280,7 +315,7 @@ def train_mprtm(
             }
     ckpt = Checkpoint(
         config=cfg,
-        state_dict={k: v.cpu() for k, v in net.state_dict().items()},
+        state_dict={k: v.cpu() for k, v in network.state_dict().items()},
         schema=schema,
         text_encoder=encoder.identity(),
         text_encoder_state=None

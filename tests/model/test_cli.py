@@ -66,6 +66,28 @@ def test_train_then_evaluate(cohort: Path, tiny_bert: Path, tmp_path: Path) -> N
     assert list(report.glob("roc_*.png")) and (report / "dice.png").is_file()
 
 
+@pytest.mark.slow
+def test_ensemble_train_then_evaluate(cohort: Path, tiny_bert: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "e.pt"
+    rc = main(["train", "--data", str(cohort), "--out", str(ckpt), "--epochs", "1",
+               "--fusion-epochs", "2", "--seed", "2", "--text-encoder", str(tiny_bert),
+               "--quiet", *TINY, "--set", "ensemble=2",
+               "--set", "seg_max_patients=20"])  # fmt: skip
+    assert rc == 0
+    assert load_checkpoint(ckpt).config.ensemble == 2
+    report = tmp_path / "report"
+    rc = main(["evaluate", "--data", str(cohort), "--checkpoint", str(ckpt), "--out",
+               str(report), "--bootstrap", "20", "--quiet"])  # fmt: skip
+    assert rc == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    members = json.loads((report / "extras.json").read_text())["ensemble_members"]
+    assert len(members) == 2
+    for r in members:
+        assert set(r) <= set(OUTCOMES) and all(0.0 <= v <= 1.0 for v in r.values())
+    assert set(metrics["fusion"]) == set(members[0])
+    assert "Ensemble of 2 fusion networks" in (report / "report.md").read_text()
+
+
 def test_bad_arguments_exit_2(
     cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
