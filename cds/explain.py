@@ -1,8 +1,9 @@
 """Each data source's contribution to a risk, as stored and as people read it.
 
-The model returns, per outcome, the probability of a reference patient (average labs
-and vitals, no notes, no MRI) and the Shapley contribution of each modality, which add
-up to the patient's probability (``model/attribution.py``).  The batch, the CDS Hooks
+The model returns, per outcome, a reference probability (the mean risk of typical
+training patients, seen through the same kinds of data as the patient) and the Shapley
+contribution of each modality, which add up to the patient's probability
+(``model/attribution.py``; a source the patient lacks contributes 0).  The batch, the CDS Hooks
 cards, the RiskAssessment note and the inbox all show them the same way, from here.
 """
 
@@ -52,7 +53,7 @@ def contribution_sentence(
     contributions: Mapping[str, Mapping[str, float]] | None,
     outcome: str = HEADLINE_OUTCOME,
 ) -> str:
-    """One line, e.g. ``reference patient 9.0%; clinical measurements +8.1, medications and
+    """One line, e.g. ``typical patients 9.0%; clinical measurements +8.1, medications and
     notes +5.2, LGE MRI −2.0 percentage points; together 20.3%``; "" when not recorded."""
     parts = contribution_parts(contributions, outcome)
     if parts is None:
@@ -60,6 +61,6 @@ def contribution_sentence(
     total = parts["reference"] + sum(parts.get(m, 0.0) for m in MODALITIES)
     sources = ", ".join(f"{SOURCE_NAMES[m]} {signed_points(parts.get(m, 0.0))}" for m in MODALITIES)
     return (
-        f"reference patient {100 * parts['reference']:.1f}%; {sources} percentage points; "
+        f"typical patients {100 * parts['reference']:.1f}%; {sources} percentage points; "
         f"together {100 * total:.1f}%"
     )

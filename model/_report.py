@@ -116,8 +116,9 @@ def write_report(
         lines += [
             "",
             "Shapley contributions of each modality to the calibrated probability "
-            "(percentage points; mean |contribution| / mean, against a reference patient "
-            "with average measurements and no notes or MRI):",
+            "(percentage points; mean |contribution| / mean; the reference is the mean "
+            "risk of the checkpoint's typical patients seen through each patient's kinds "
+            "of data, averaged over the test patients):",
             "",
             "| outcome | reference | " + " | ".join(mc["mean_abs"]) + " |",
             "|---|---|" + "---|" * len(mc["mean_abs"]),

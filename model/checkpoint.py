@@ -29,9 +29,11 @@ FORMAT = "mprtm-checkpoint"
 #: 3: whitening of the text segment embeddings (SentencePooling buffers, cfg.text_whiten)
 #:    and note concepts (NoteConcepts buffers, cfg.note_concepts).
 #: 4: the linear path may be reduced-rank (SharedRiskLinear, cfg.shortcut_rank).
-FORMAT_VERSION = 4
+#: 5: stage-2 ensembles (cfg.ensemble, ``members.<k>.`` weights), the stage-1 patient cap
+#:    (cfg.seg_max_patients) and the attribution background (typical training patients).
+FORMAT_VERSION = 5
 #: Formats this code reads (older ones are upgraded on load).
-READABLE_VERSIONS = (2, 3, 4)
+READABLE_VERSIONS = (2, 3, 4, 5)
 
 
 def package_versions() -> dict[str, str]:
@@ -65,6 +67,10 @@ class Checkpoint:
         versions: package versions at training time.
         created: ISO timestamp.
         card_markdown: the model card.
+        background: ``numeric``, ``text`` and ``image`` tensors of the typical training
+            patients the modality contributions are measured against
+            (:mod:`model.attribution`); None in checkpoints before format 5, which then
+            give no contributions.
     """
 
     config: ModelConfig
@@ -82,6 +88,7 @@ class Checkpoint:
     versions: dict[str, str] = field(default_factory=package_versions)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     card_markdown: str = ""
+    background: dict[str, torch.Tensor] | None = None
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
@@ -108,6 +115,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
         "versions": ckpt.versions,
         "created": ckpt.created,
         "card_markdown": ckpt.card_markdown,
+        "background": ckpt.background,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
@@ -145,6 +153,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         _upgrade_from_v2(blob)
     if version in (2, 3):
         _upgrade_from_v3(blob)
+    if version in (2, 3, 4) and isinstance(blob.get("config"), dict):
+        blob["config"].setdefault("seg_max_patients", 0)  # stage 1 used every patient
     try:
         cfg = ModelConfig.from_dict(_tuplify(blob["config"]))
         schema = FeatureSchema.from_dict(blob["schema"])
@@ -172,6 +182,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         versions=blob.get("versions", {}),
         created=blob.get("created", ""),
         card_markdown=blob.get("card_markdown", ""),
+        background=blob.get("background"),
     )
 
 

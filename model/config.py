@@ -97,6 +97,9 @@ class ModelConfig:
             masks (drawn with the seed; 0 = all).  Stage 1 is the part of training that
             grows with the cohort, and expert LGE contours exist for a subset of a
             hospital's patients anyway; every patient still gets an image embedding.
+        attribution_background: typical training patients (with all three modalities,
+            drawn with the seed) stored in the checkpoint; each modality's Shapley
+            contribution is measured against them (:mod:`model.attribution`).
     """
 
     preset: str = "small"
@@ -142,6 +145,7 @@ class ModelConfig:
     note_clusters: int = 200
     ensemble: int = 1
     seg_max_patients: int = 2000
+    attribution_background: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -190,6 +194,10 @@ class ModelConfig:
             raise ValueError(f"text_whiten must be >= 0, got {self.text_whiten}")
         if not 1 <= self.ensemble <= 16:
             raise ValueError(f"ensemble must be 1..16 networks, got {self.ensemble}")
+        if not 1 <= self.attribution_background <= 256:
+            raise ValueError(
+                f"attribution_background must be 1..256 patients, got {self.attribution_background}"
+            )
         if self.seg_max_patients < 0:
             raise ValueError(f"seg_max_patients must be >= 0, got {self.seg_max_patients}")
         if self.aux_weight < 0:

@@ -159,7 +159,9 @@ def evaluate_checkpoint(
     }
     metrics["n_test"] = len(test)
     extras = _extras(pred, data, y, scores, n_boot, test)
-    extras["modality_contributions"], per_patient = _contribution_summary(pred, data)
+    per_patient = None
+    if pred.attribution:
+        extras["modality_contributions"], per_patient = _contribution_summary(pred, data)
     if isinstance(pred.network, MPRTMEnsemble):
         extras["ensemble_members"] = _member_aurocs(pred.network, data, y)
     weights = predict_logits(pred.network, data, None)["weights"].numpy()
@@ -228,24 +230,24 @@ def _member_aurocs(
 
 
 def _contribution_summary(
-    pred: Predictor, data: dict[str, torch.Tensor], batch: int = 256
+    pred: Predictor, data: dict[str, torch.Tensor], batch: int = 32
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Reference probabilities and the mean and mean absolute Shapley contribution of
-    each modality (probability units) over the test patients (model/attribution.py);
-    also the per-patient contributions (N, M, O)."""
+    """Mean reference probability and the mean and mean absolute Shapley contribution
+    of each modality (probability units) over the test patients (model/attribution.py);
+    also the per-patient reference and contributions (N, M + 1, O), reference last."""
     net = pred.network.eval()
+    assert pred.background is not None
     chunks = []
-    reference = None
     for s in range(0, len(data["present"]), batch):
         b = {k: v[s : s + batch] for k, v in data.items()}
-        reference, c = modality_contributions(
-            net, b["numeric"], b["text"], b["image"], b["present"]
+        ref, c = modality_contributions(
+            net, b["numeric"], b["text"], b["image"], b["present"], pred.background
         )
-        chunks.append(c)
-    contrib = torch.cat(chunks).numpy()  # (N, M, O)
-    assert reference is not None
+        chunks.append(torch.cat([c, ref[:, None]], dim=1))
+    both = torch.cat(chunks).numpy()  # (N, M + 1, O)
+    contrib, reference = both[:, :-1], both[:, -1]
     summary = {
-        "reference": {o: float(reference[k]) for k, o in enumerate(OUTCOMES)},
+        "reference": {o: float(reference[:, k].mean()) for k, o in enumerate(OUTCOMES)},
         "mean": {
             m: {o: float(contrib[:, j, k].mean()) for k, o in enumerate(OUTCOMES)}
             for j, m in enumerate(MODALITIES)
@@ -255,24 +257,26 @@ def _contribution_summary(
             for j, m in enumerate(MODALITIES)
         },
     }
-    return summary, contrib
+    return summary, both
 
 
 def _write_attribution_csv(
-    path: Path, test: Sequence[LabelledExample], weights: np.ndarray, contrib: np.ndarray
+    path: Path, test: Sequence[LabelledExample], weights: np.ndarray, contrib: np.ndarray | None
 ) -> None:
-    """Per test patient: the fusion's attention weights and each modality's contribution
-    to every outcome probability (for audits, and to compare two trainings)."""
+    """Per test patient: the fusion's attention weights and, when the checkpoint gives
+    them, each modality's contribution to every outcome probability and the patient's
+    reference (for audits, and to compare two trainings)."""
     cols = [f"weight_{m}" for m in MODALITIES]
-    cols += [f"{o}_{m}" for o in OUTCOMES for m in MODALITIES]
+    parts = [*MODALITIES, "reference"]
+    if contrib is not None:
+        cols += [f"{o}_{m}" for o in OUTCOMES for m in parts]
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["patient_id", *cols])
         for r, e in enumerate(test):
-            vals = [
-                *weights[r],
-                *(contrib[r, j, k] for k in range(len(OUTCOMES)) for j in range(len(MODALITIES))),
-            ]
+            vals = list(weights[r])
+            if contrib is not None:
+                vals += [contrib[r, j, k] for k in range(len(OUTCOMES)) for j in range(len(parts))]
             w.writerow([e.input.patient_id, *(f"{v:.6f}" for v in vals)])
 
 

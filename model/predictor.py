@@ -77,8 +77,10 @@ class Predictor:
         bf16: autocast to bfloat16 (CUDA only).
         version: the model version string.
         attribution: also compute each modality's Shapley contribution to every
-            probability (``PatientPrediction.contributions``; one extra fusion pass
-            over 7 copies of the batch, the image network is not re-run).
+            probability (``PatientPrediction.contributions``, against the typical
+            patients stored in the checkpoint; 7 extra fusion passes over the batch
+            times the background, the image network and the text encoder are not
+            re-run).  Checkpoints without a background (format < 5) give none.
     """
 
     def __init__(
@@ -101,7 +103,13 @@ class Predictor:
         self.batch_size = batch_size
         self.bf16 = bf16 and self.device.type == "cuda"
         self.version = version
-        self.attribution = attribution
+        self.background = ckpt.background
+        self.attribution = attribution and self.background is not None
+        if attribution and self.background is None:
+            log.warning(
+                "checkpoint has no attribution background (format < 5): predictions carry "
+                "no modality contributions; retrain to get them"
+            )
         self.model_name = "M-PRTM"
         self.thresholds: dict[str, tuple[float, float]] = dict(ckpt.thresholds)
         self.synthetic_training_data = ckpt.synthetic_training_data
@@ -260,12 +268,14 @@ class Predictor:
         contrib = None
         if self.attribution:
             with self._autocast():
+                assert self.background is not None
                 reference, shares = modality_contributions(
                     self.network,
                     t["numeric"],
                     t["text"],
                     t["image"],
                     t["present"],
+                    self.background,
                     full=torch.from_numpy(probs),
                 )
             ref = reference.float().cpu().numpy()
@@ -293,7 +303,7 @@ class Predictor:
                     if contrib is None
                     else {
                         o: {
-                            "reference": float(ref[j]),
+                            "reference": float(ref[r, j]),
                             **{m: float(contrib[r, k, j]) for k, m in enumerate(MODALITIES)},
                         }
                         for j, o in enumerate(OUTCOMES)

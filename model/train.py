@@ -32,6 +32,7 @@ from model._fusion_train import predict_logits, train_fusion
 from model._live import LiveEncoders
 from model._plots import plot_training_curves
 from model._seg_train import embed_images, train_segmentation
+from model.attribution import select_background
 from model.calibration import fit_temperature, tier_thresholds
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import ModelConfig
@@ -279,6 +280,11 @@ def train_mprtm(
         o: tier_thresholds(val_probs[~np.isnan(val_probs[:, j]), j]) for j, o in enumerate(OUTCOMES)
     }
     metrics: dict[str, Any] = {"val": {"fusion": _val_metrics(val_probs, y_val)}}
+    tr = tensors["train"]
+    pick = select_background(tr["present"], cfg.attribution_background, seed).to(dev)
+    if len(pick) == 0:
+        log.warning("no training patient has all three modalities: no contributions")
+    background = {m: tr[m][pick].float().cpu().clone() for m in MODALITIES} if len(pick) else None
     if cfg.ensemble > 1:
         metrics["val"]["ensemble_members"] = member_metrics
     if hist.get("seg_val_dice_enhancement"):
@@ -328,6 +334,7 @@ def train_mprtm(
         split={"train": split["train"], "val": split["val"]},
         baselines=base_states,
         history=hist,
+        background=background,
     )
     path = None
     if out is not None:

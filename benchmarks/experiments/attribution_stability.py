@@ -58,6 +58,11 @@ def main() -> None:
             f"{m:10s} {rw:10.3f} {np.abs(wa - wb).mean():8.3f} {rc:10.3f} "
             f"{100 * np.abs(ca - cb).mean():11.2f}"
         )
+    key = f"{args.outcome}_reference"
+    if key in a[common[0]] and key in b[common[0]]:  # reports of format-5 checkpoints
+        ra = np.array([a[p][key] for p in common])
+        rb = np.array([b[p][key] for p in common])
+        print(f"mean reference risk: {100 * ra.mean():.1f}% / {100 * rb.mean():.1f}%")
 
 
 if __name__ == "__main__":

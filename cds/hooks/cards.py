@@ -238,8 +238,8 @@ def detail_markdown(view: RiskView, ctx: CardContext) -> str:
     )
     why = contribution_sentence(view.contributions, HEADLINE_OUTCOME)
     lines.append(
-        "\n**What moved the 1-year death risk** (each data source's contribution, against a "
-        f"reference patient with average measurements and no notes or MRI): "
+        "\n**What moved the 1-year death risk** (each data source's contribution, against "
+        f"the mean risk of typical patients with the same kinds of data): "
         f"{why or 'not recorded'}"
     )
     lines.append(

@@ -112,7 +112,7 @@ def risk_trend_svg(
 
 
 def contributions_svg(parts: Mapping[str, float], labels: Mapping[str, str], outcome: str) -> bytes:
-    """Waterfall: the reference patient's risk, each source's contribution, the patient's risk.
+    """Waterfall: typical patients' risk, each source's contribution, the patient's risk.
 
     Args:
         parts: ``{"reference": p0, <modality>: d, ...}`` in probability units (the
@@ -121,7 +121,7 @@ def contributions_svg(parts: Mapping[str, float], labels: Mapping[str, str], out
         outcome: the outcome's display label (axis title).
     """
     sources = [m for m in MODALITY_COLOURS if m in parts]
-    names = ["Reference patient", *(labels.get(m, m) for m in sources), "This patient"]
+    names = ["Typical patients", *(labels.get(m, m) for m in sources), "This patient"]
     deltas = [100.0 * float(parts[m]) for m in sources]
     starts = [100.0 * float(parts["reference"])]
     for d in deltas:

@@ -75,7 +75,7 @@ def test_stale_nightly_means_on_demand_from_prefetch(
     assert "Computed on demand" in card["detail"]
     # the rule's parts: reference 5 %, measurements +35 points, no notes or MRI
     assert (
-        "reference patient 5.0%; clinical measurements +35.0, medications and notes ±0.0, "
+        "typical patients 5.0%; clinical measurements +35.0, medications and notes ±0.0, "
         "LGE MRI ±0.0 percentage points; together 40.0%"
     ) in card["detail"]
     app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind

@@ -124,7 +124,7 @@ def test_cached_image_features_are_used(
         assert set(parts) == {"reference", "numeric", "text", "image"}
         assert sum(parts.values()) == pytest.approx(p, abs=5e-4)
     assert "What moved the 1-year death risk** (" in card["detail"]
-    assert "reference patient " in card["detail"]
+    assert "typical patients " in card["detail"]
     assert not any("cardiac MRI" in sg["label"] for sg in card.get("suggestions", []))
 
 

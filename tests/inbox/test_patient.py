@@ -57,7 +57,7 @@ def test_contributions_table_and_waterfall(clinician: Any, data: Any, dbs: Any) 
     row = table[table.index("All-cause death") :].split("</tr>")[0]
     assert f"+{100 * death['numeric']:.1f}<" in row
     assert f"{100 * pred.probabilities['death']:.1f}%" in row
-    assert "reference patient 10.0%" in html.lower()
+    assert "typical patients 10.0%" in html.lower()
     resp = clinician.get("/inbox/patients/p-high/contributions/death.svg")
     assert resp.status_code == 200 and resp.mimetype == "image/svg+xml"
     assert ET.fromstring(resp.data).tag.endswith("svg")

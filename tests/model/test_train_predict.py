@@ -100,32 +100,54 @@ def test_predictor_round_trip_and_masks(trained) -> None:  # type: ignore[no-unt
     assert single.probabilities == pytest.approx(out[2].probabilities, abs=1e-5)
 
 
-def _reference_numeric(pred: Predictor) -> dict[str, float]:
-    """Raw values that standardise to exactly the training means, every feature measured."""
-    sch = pred.schema
-    return {
-        n: float(np.expm1(m)) if lg else float(m)
-        for n, m, lg in zip(sch.names, sch.means, sch.log, strict=True)
-    }
+def _value(pred: Predictor, t: dict[str, torch.Tensor], own: set[str]) -> torch.Tensor:
+    """v(S) by hand: mean probability over the background, the patient's data for ``own``."""
+    bg = pred.background
+    assert bg is not None
+    b = len(bg["numeric"])
+    inputs = [t[m].expand(b, *t[m].shape[1:]) if m in own else bg[m] for m in MODALITIES]
+    with torch.inference_mode():
+        out = pred.network(*inputs, t["present"].expand(b, 3))
+        return pred.network.calibrated_probabilities(out["logits"]).mean(0)
+
+
+def _tensors(pred: Predictor, inp: ModelInput) -> dict[str, torch.Tensor]:
+    from model._batch import assemble
+
+    img = np.zeros((1, pred.network.image.embed_dim + 1), dtype=np.float32)
+    if inp.image is not None:
+        f = pred.encode_image(inp.image)
+        img[0, :-1], img[0, -1] = f.embedding, f.fibrosis_burden
+    txt = np.zeros((1, pred.config.text_max_segments, pred.config.text_dim), dtype=np.float32)
+    if inp.text:
+        txt[:] = pred.encode_texts([inp.text])
+    return assemble([inp], pred.schema, txt, np.array([bool(inp.text)]), img,
+                    np.array([inp.image is not None]))  # fmt: skip
+
+
+def test_checkpoint_stores_a_background_of_complete_training_patients(trained) -> None:  # type: ignore[no-untyped-def]
+    res, cfg, _ = trained
+    bg = load_checkpoint(res.path).background
+    assert bg is not None and set(bg) == set(MODALITIES)
+    n = len(bg["numeric"])
+    assert 0 < n <= cfg.attribution_background
+    assert bg["text"].shape[0] == bg["image"].shape[0] == n
+    assert (bg["text"].abs().sum((1, 2)) > 0).all()  # every typical patient has notes
 
 
 def test_modality_contributions_add_up_and_match_the_coalitions(trained) -> None:  # type: ignore[no-untyped-def]
     res, _, examples = trained
     pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=4)
-    full = examples[0].input
-    ref_numeric = _reference_numeric(pred)
+    complete = [e.input for e in examples if e.input.image is not None and e.input.text]
+    full, other = complete[0], complete[1]
     inputs = [
         full,
+        other,
         dataclasses.replace(full, patient_id="no-text", text=None),
         dataclasses.replace(full, patient_id="no-image", image=None),
         dataclasses.replace(full, patient_id="image-only", numeric={}, text=None),
-        dataclasses.replace(
-            full, patient_id="reference", numeric=ref_numeric, text=None, image=None
-        ),
-        dataclasses.replace(full, patient_id="mean-labs+image", numeric=ref_numeric, text=None),
     ]
     out = {p.patient_id: p for p in pred.predict(inputs)}
-    refs: dict[str, set[float]] = {o: set() for o in OUTCOMES}
     for p in out.values():
         assert set(p.contributions) == set(OUTCOMES)
         for o in OUTCOMES:
@@ -133,24 +155,29 @@ def test_modality_contributions_add_up_and_match_the_coalitions(trained) -> None
             assert set(c) == {"reference", *MODALITIES}
             total = c["reference"] + sum(c[m] for m in MODALITIES)
             assert total == pytest.approx(p.probabilities[o], abs=1e-5)  # efficiency
-            refs[o].add(round(c["reference"], 6))
-    assert all(len(v) == 1 for v in refs.values())  # one reference patient for everyone
+    # the reference depends only on which kinds of data the patient has
+    a, b = out[full.patient_id].contributions, out[other.patient_id].contributions
+    assert all(a[o]["reference"] == pytest.approx(b[o]["reference"], abs=1e-6) for o in OUTCOMES)
+    assert any(a[o]["numeric"] != pytest.approx(b[o]["numeric"], abs=1e-4) for o in OUTCOMES)
+    # a source the patient lacks contributes exactly nothing (null player)
     assert all(out["no-text"].contributions[o]["text"] == 0.0 for o in OUTCOMES)
     assert all(out["no-image"].contributions[o]["image"] == 0.0 for o in OUTCOMES)
-    # the reference patient is the empty coalition: nothing to attribute
-    for o in OUTCOMES:
-        ref = out["reference"].contributions[o]
-        assert out["reference"].probabilities[o] == pytest.approx(ref["reference"], abs=1e-5)
-        assert all(abs(ref[m]) < 1e-5 for m in MODALITIES)
-    # image-only patient, by hand: v(empty) = v({numeric}) = reference (no labs, nothing
-    # else), v({image}) = mean labs + own image, v({numeric, image}) = the prediction
-    for o in OUTCOMES:
-        c = out["image-only"].contributions[o]
-        v0, p = c["reference"], out["image-only"].probabilities[o]
-        v_img = out["mean-labs+image"].probabilities[o]
-        assert c["image"] == pytest.approx(0.5 * ((v_img - v0) + (p - v0)), abs=1e-5)
-        assert c["numeric"] == pytest.approx(0.5 * (p - v_img), abs=1e-5)
-        assert c["text"] == 0.0
+    img_only = out["image-only"].contributions
+    assert all(img_only[o]["numeric"] == img_only[o]["text"] == 0.0 for o in OUTCOMES)
+    # by hand: image-only, one player; no-text, two players (numeric and image)
+    t = _tensors(pred, inputs[4])
+    v0 = _value(pred, t, set())
+    for j, o in enumerate(OUTCOMES):
+        assert img_only[o]["reference"] == pytest.approx(float(v0[j]), abs=1e-5)
+        p = out["image-only"].probabilities[o]
+        assert img_only[o]["image"] == pytest.approx(p - float(v0[j]), abs=1e-5)
+    t = _tensors(pred, inputs[2])
+    v0, vn, vi = (_value(pred, t, s) for s in (set(), {"numeric"}, {"image"}))
+    for j, o in enumerate(OUTCOMES):
+        c, p = out["no-text"].contributions[o], out["no-text"].probabilities[o]
+        assert c["reference"] == pytest.approx(float(v0[j]), abs=1e-5)
+        expect = 0.5 * ((float(vn[j]) - float(v0[j])) + (p - float(vi[j])))
+        assert c["numeric"] == pytest.approx(expect, abs=1e-5)
     plain = Predictor.from_checkpoint(res.path, threads=1, attribution=False)
     again = plain.predict([full])[0]
     assert again.contributions == {}
@@ -161,6 +188,7 @@ def test_attribution_needs_eval_mode(trained) -> None:  # type: ignore[no-untype
     res, _, _ = trained
     pred = Predictor.from_checkpoint(res.path)
     net = pred.network.train()
+    assert pred.background is not None
     with pytest.raises(RuntimeError, match="eval mode"):
         modality_contributions(
             net,
@@ -168,6 +196,7 @@ def test_attribution_needs_eval_mode(trained) -> None:  # type: ignore[no-untype
             torch.zeros(1, 2, net.cfg.text_dim),
             torch.zeros(1, net.image.embed_dim + 1),
             torch.ones(1, 3, dtype=torch.bool),
+            pred.background,
         )
 
 
@@ -231,10 +260,12 @@ def test_incompatible_checkpoints_fail_clearly(trained, tmp_path: Path) -> None:
         Predictor.from_checkpoint(res.path, text_encoder_path=str(other_bert))
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_older_checkpoint_formats_still_load(tmp_path: Path, version: int) -> None:
     """Format 2 had neither text whitening nor note concepts, formats 2 and 3 only a
-    full-rank linear path: a copy in the old format gives identical predictions."""
+    full-rank linear path, formats 2 to 4 no ensembles, no stage-1 cap and no
+    attribution background: a copy in the old format gives identical predictions (and
+    no contributions)."""
     bert = write_tiny_bert(tmp_path / "bert")
     cfg = tiny_config(
         bert, crop=1.0, seg_epochs=1, fusion_epochs=2, note_concepts=0, shortcut_rank=0
@@ -244,9 +275,12 @@ def test_older_checkpoint_formats_still_load(tmp_path: Path, version: int) -> No
     blob = torch.load(res.path, weights_only=True)
     old = dict(blob)
     old["format_version"] = version
-    dropped = {"shortcut_rank"} | (
-        {"note_concepts", "note_clusters", "text_whiten"} if version == 2 else set()
-    )
+    del old["background"]
+    dropped = {"ensemble", "seg_max_patients", "attribution_background"}
+    if version <= 3:
+        dropped |= {"shortcut_rank"}
+    if version == 2:
+        dropped |= {"note_concepts", "note_clusters", "text_whiten"}
     old["config"] = {k: v for k, v in blob["config"].items() if k not in dropped}
 
     def strip(st: dict) -> dict:  # type: ignore[type-arg]
@@ -257,9 +291,12 @@ def test_older_checkpoint_formats_still_load(tmp_path: Path, version: int) -> No
         old["baselines"] = {k: strip(v) for k, v in blob["baselines"].items()}
     torch.save(old, tmp_path / "old.pt")
     x = [e.input for e in examples[:3]]
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.background is None and loaded.config.seg_max_patients == 0
     a = Predictor.from_checkpoint(tmp_path / "old.pt").predict(x)
     b = Predictor.from_checkpoint(res.path).predict(x)
     assert [r.probabilities for r in a] == [r.probabilities for r in b]
+    assert all(r.contributions == {} for r in a) and all(r.contributions for r in b)
 
 
 def test_text_whitening_is_fitted_and_shared_with_the_text_baseline(tmp_path: Path) -> None:
