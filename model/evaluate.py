@@ -160,8 +160,16 @@ def evaluate_checkpoint(
     metrics["n_test"] = len(test)
     extras = _extras(pred, data, y, scores, n_boot, test)
     per_patient = None
+    built = 0
+    if pred.background is None:  # a checkpoint before format 5: draw typical patients now
+        built = pred.build_background([e.input for e in train])
     if pred.attribution:
         extras["modality_contributions"], per_patient = _contribution_summary(pred, data)
+        extras["modality_contributions"]["background"] = (
+            f"{built} training patients drawn at evaluation (the checkpoint stores none)"
+            if built
+            else "stored in the checkpoint"
+        )
     if isinstance(pred.network, MPRTMEnsemble):
         extras["ensemble_members"] = _member_aurocs(pred.network, data, y)
     weights = predict_logits(pred.network, data, None)["weights"].numpy()

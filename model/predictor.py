@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model._batch import assemble, has_text
-from model.attribution import modality_contributions
+from model._batch import assemble, has_numeric, has_text
+from model.attribution import modality_contributions, select_background
 from model.calibration import tier
 from model.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from model.errors import IncompatibleCheckpointError, ModelInputError
@@ -154,6 +154,35 @@ class Predictor:
         enc = load_text_encoder(ckpt, text_encoder_path)
         version = f"mprtm-{file_sha256(path)[:12]}"
         return cls(ckpt, net, enc, device, batch_size, bf16, version, attribution)
+
+    @torch.inference_mode()
+    def build_background(self, inputs: Sequence[ModelInput], seed: int = 0) -> int:
+        """Draw the attribution background from ``inputs`` (training patients) and use it.
+
+        For checkpoints older than format 5, which do not store one: the same rule as
+        training (up to ``config.attribution_background`` patients with all three
+        modalities, drawn with ``seed``); only the drawn patients are encoded.  Returns
+        the number of typical patients (0 leaves the attribution off).
+        """
+        present = torch.tensor(
+            [[has_numeric(i, self.schema), has_text(i), i.image is not None] for i in inputs],
+            dtype=torch.bool,
+        ).reshape(-1, 3)
+        pick = select_background(present, self.config.attribution_background, seed)
+        if len(pick) == 0:
+            return 0
+        chosen = [inputs[int(i)] for i in pick]
+        feats = [self._image_features(i, None) for i in chosen]
+        image = np.zeros((len(chosen), self.network.image.embed_dim + 1), dtype=np.float32)
+        for r, f in enumerate(feats):
+            assert f is not None
+            image[r, :-1], image[r, -1] = f.embedding, f.fibrosis_burden
+        text = self.encode_texts([i.text or "" for i in chosen])
+        ones = np.ones(len(chosen), dtype=bool)
+        t = assemble(chosen, self.schema, text, ones, image, ones)
+        self.background = {m: t[m].float() for m in MODALITIES}
+        self.attribution = True
+        return len(chosen)
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.bf16:

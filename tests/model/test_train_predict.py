@@ -293,10 +293,17 @@ def test_older_checkpoint_formats_still_load(tmp_path: Path, version: int) -> No
     x = [e.input for e in examples[:3]]
     loaded = load_checkpoint(tmp_path / "old.pt")
     assert loaded.background is None and loaded.config.seg_max_patients == 0
-    a = Predictor.from_checkpoint(tmp_path / "old.pt").predict(x)
+    old_pred = Predictor.from_checkpoint(tmp_path / "old.pt")
+    a = old_pred.predict(x)
     b = Predictor.from_checkpoint(res.path).predict(x)
     assert [r.probabilities for r in a] == [r.probabilities for r in b]
     assert all(r.contributions == {} for r in a) and all(r.contributions for r in b)
+    # an old checkpoint's attribution can be switched on with typical patients drawn now
+    assert old_pred.build_background([e.input for e in examples]) > 0
+    for r in old_pred.predict(x):
+        c = r.contributions["death"]
+        total = c["reference"] + sum(c[m] for m in MODALITIES)
+        assert total == pytest.approx(r.probabilities["death"], abs=1e-5)
 
 
 def test_text_whitening_is_fitted_and_shared_with_the_text_baseline(tmp_path: Path) -> None:
