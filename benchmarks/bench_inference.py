@@ -11,11 +11,15 @@ The ratio says how much the Predictor adds (validation, tokenisation bookkeeping
 resizing, calibration, the per-modality Shapley contributions, building the result
 objects) on top of the network itself.  A third line times the numeric + text path with
 and without the contributions (``Predictor(attribution=False)``): their cost alone.
+Without ``--checkpoint``, a fourth line times a stage-2 ensemble of ``--ensemble``
+networks against the single network (``cfg.ensemble``).
 
     python benchmarks/bench_inference.py [--checkpoint CKPT] [--patients 64] [--threads 2]
 
 Without ``--checkpoint`` a randomly initialised ``small`` network with the bundled
-MiniLM text encoder is used (timing does not depend on the weights' values).
+MiniLM text encoder and a random attribution background of
+``cfg.attribution_background`` patients is used (timing does not depend on the
+weights' values).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from model.calibration import TIER_QUANTILES
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import preset
 from model.image_branch import prepare_volume
-from model.mprtm import build_model
+from model.mprtm import build_network
 from model.numeric_branch import FeatureSchema
 from model.predictor import Predictor
 from model.text_branch import TextEncoder
@@ -59,21 +63,29 @@ def _patients(n: int, slices: int, size: int, rng: np.random.Generator) -> list[
     return out
 
 
-def _random_checkpoint(folder: Path) -> Path:
+def _random_checkpoint(folder: Path, ensemble: int = 1) -> Path:
     enc = TextEncoder()
     rows = [{f: float(v) for f, v in zip(FEATURES, r, strict=True)} for r in np.eye(8) + 1]
     schema = FeatureSchema.fit(rows)
-    cfg = preset("small", numeric_features=schema.names, text_dim=enc.hidden_size)
+    cfg = preset(
+        "small", numeric_features=schema.names, text_dim=enc.hidden_size, ensemble=ensemble
+    )
     torch.manual_seed(0)
-    net = build_model(cfg)
+    net = build_network(cfg)
+    b = cfg.attribution_background
     ck = Checkpoint(
         config=cfg,
         state_dict=net.state_dict(),
         schema=schema,
         text_encoder=enc.identity(),
         thresholds={o: TIER_QUANTILES for o in OUTCOMES},
+        background={
+            "numeric": torch.randn(b, 2 * len(schema.names)),
+            "text": torch.randn(b, cfg.text_max_segments, enc.hidden_size),
+            "image": torch.randn(b, net.image.embed_dim + 1),
+        },
     )
-    return save_checkpoint(ck, folder / "random-small.pt")
+    return save_checkpoint(ck, folder / f"random-small-{ensemble}.pt")
 
 
 def _time(fn: Callable[[], object], repeat: int) -> float:
@@ -94,6 +106,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="in-plane size of the series")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ensemble", type=int, default=3, help="members of the ensemble line")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +115,11 @@ def main() -> None:
         plain = Predictor.from_checkpoint(
             ckpt, threads=args.threads, batch_size=32, attribution=False
         )
+        many = None
+        if args.checkpoint is None and args.ensemble > 1:
+            many = Predictor.from_checkpoint(
+                _random_checkpoint(Path(tmp), args.ensemble), threads=args.threads, batch_size=32
+            )
     rng = np.random.default_rng(0)
     pts = _patients(args.patients, args.slices, args.size, rng)
     no_image = [ModelInput(p.patient_id, p.numeric, p.text) for p in pts]
@@ -109,6 +127,7 @@ def main() -> None:
 
     t_pred = _time(lambda: pred.predict(no_image), args.repeat)
     t_plain = _time(lambda: plain.predict(no_image), args.repeat)
+    t_many = _time(lambda: many.predict(no_image), args.repeat) if many is not None else None
     net, enc = pred.network, pred.text_encoder
 
     def bare_nt() -> None:
@@ -150,6 +169,11 @@ def main() -> None:
         f"numeric+text  without contributions {1000 * t_plain / n:8.2f} ms/patient   "
         f"with/without ratio {t_pred / t_plain:5.2f}"
     )
+    if t_many is not None:
+        print(
+            f"numeric+text  ensemble of {args.ensemble} {1000 * t_many / n:8.2f} ms/patient   "
+            f"ensemble/single ratio {t_many / t_pred:5.2f}"
+        )
     print(
         f"image         predictor {1000 * t_img:8.2f} ms/series    "
         f"bare forward {1000 * t_img_bare:8.2f} ms/series    ratio {t_img / t_img_bare:5.2f}"
