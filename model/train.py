@@ -5,9 +5,11 @@ projection, the fusion and the heads on cached embeddings with the image encoder
 frozen text encoder held fixed.  Optionally the text encoder's top layers are fine-tuned
 (``cfg.text_trainable_layers``) and/or the image branch is trained jointly in stage 2
 (``cfg.joint``); embeddings are then recomputed per batch (slow on CPU).
-Three single-modality networks are trained in stage 2 as well (baselines for
-evaluation).  Probabilities are calibrated on the validation split and tier thresholds
-are set there.  Everything is seeded: on CPU the same seed and
+With ``cfg.ensemble`` > 1 further stage-2 networks are trained with other seeds on the
+same embeddings and held as one :class:`MPRTMEnsemble`.  Three single-modality networks
+are trained in stage 2 as well (baselines for evaluation).  Probabilities are calibrated
+on the validation split and tier thresholds are set there; typical training patients
+are drawn for the attribution background.  Everything is seeded: on CPU the same seed and
 data give the same checkpoint weights.
 """
 
