@@ -164,7 +164,7 @@ def evaluate_checkpoint(
     if pred.background is None:  # a checkpoint before format 5: draw typical patients now
         built = pred.build_background([e.input for e in train])
     if pred.attribution:
-        extras["modality_contributions"], per_patient = _contribution_summary(pred, data)
+        extras["modality_contributions"], per_patient = _contribution_summary(pred, data, progress)
         extras["modality_contributions"]["background"] = (
             f"{built} training patients drawn at evaluation (the checkpoint stores none)"
             if built
@@ -238,7 +238,7 @@ def _member_aurocs(
 
 
 def _contribution_summary(
-    pred: Predictor, data: dict[str, torch.Tensor], batch: int = 32
+    pred: Predictor, data: dict[str, torch.Tensor], progress: bool = True, batch: int = 32
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Mean reference probability and the mean and mean absolute Shapley contribution
     of each modality (probability units) over the test patients (model/attribution.py);
@@ -246,7 +246,8 @@ def _contribution_summary(
     net = pred.network.eval()
     assert pred.background is not None
     chunks = []
-    for s in range(0, len(data["present"]), batch):
+    starts = range(0, len(data["present"]), batch)
+    for s in tqdm(starts, desc="contributions", unit="batch", disable=not progress):
         b = {k: v[s : s + batch] for k, v in data.items()}
         ref, c = modality_contributions(
             net, b["numeric"], b["text"], b["image"], b["present"], pred.background
