@@ -26,7 +26,8 @@ modality dropout, so its risk was far from typical (18 % prevalence, reference r
 
 The cost is one forward pass of the fusion per coalition over ``B`` copies of the batch
 (7 x B copies when the caller passes the patient's own probabilities); the image network
-and the text encoder are not re-run.
+and the text encoder are not re-run, and the text pooling runs once over the patients'
+and the background's texts, not once per copy.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import torch
 
 from model.mprtm import Network
 from model.types import MODALITIES
+
+TEXT = MODALITIES.index("text")
 
 #: Coalitions as bit masks over MODALITIES (bit j set = modality j uses the patient's data).
 _N = len(MODALITIES)
@@ -103,11 +106,17 @@ def modality_contributions(
     rows = torch.arange(n, device=dev).repeat_interleave(b)  # patient of each row
     others = torch.arange(b, device=dev).repeat(n)  # background patient of each row
     mask = present.bool()[rows]  # a modality the patient lacks stays missing everywhere
+    # the text pooling (whitening, segment MLP, attention over up to 48 segments) depends
+    # on the text alone: pool the N own and B background texts once, then take rows
+    own_feats = net.text_features(own["text"])
+    bg_feats = net.text_features(bg["text"])
     coalitions = _COALITIONS if full is None else _COALITIONS[:-1]
     values = []
     for s in coalitions:
         inputs = [own[m][rows] if s >> j & 1 else bg[m][others] for j, m in enumerate(MODALITIES)]
-        res = net(*inputs, mask)
+        feats = own_feats if s >> TEXT & 1 else bg_feats
+        idx = rows if s >> TEXT & 1 else others
+        res = net(*inputs, mask, {k: v[idx] for k, v in feats.items()})
         probs = net.calibrated_probabilities(res["logits"].float())  # (N*B, O)
         values.append(probs.reshape(n, b, -1).mean(1))  # v(S): mean over the background
     if full is not None:

@@ -121,12 +121,35 @@ class MPRTM(nn.Module):
         self.register_buffer("calib_scale", torch.ones(len(OUTCOMES)))
         self.register_buffer("calib_bias", torch.zeros(len(OUTCOMES)))
 
+    def text_features(self, text: torch.Tensor, notes: bool = True) -> dict[str, torch.Tensor]:
+        """What the network derives from the text alone, per row: ``token`` (B, D), the
+        segment ``attention`` (B, S), the sentence-detector scores ``concepts`` (B, K)
+        and, with a note-concept layer, its scores ``notes`` (B, C) (zeros when
+        ``notes`` is False).  Each row depends on that row's text only, so a caller that
+        scores the same texts in many combinations (:mod:`model.attribution`) computes
+        them once and passes rows of them to :meth:`forward`.
+
+        Args:
+            text: (B, S, text_dim) segment embeddings, zero rows for padding.
+            notes: compute the note-concept scores (False skips them for a batch
+                without text, e.g. a numeric- or image-only baseline).
+        """
+        token, attention, concepts = self.text_pool(text)  # (B, D), (B, S), (B, K)
+        feats = {"token": token, "attention": attention, "concepts": concepts}
+        if self.note_concepts is not None:
+            if notes:
+                feats["notes"] = self.note_concepts(text)
+            else:
+                feats["notes"] = text.new_zeros(len(text), self.note_concepts.components)
+        return feats
+
     def forward(
         self,
         numeric: torch.Tensor,
         text: torch.Tensor,
         image: torch.Tensor,
         present: torch.Tensor,
+        text_feats: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Fuse the three modalities.
 
@@ -136,6 +159,8 @@ class MPRTM(nn.Module):
                 where the text is missing).
             image: (B, 2*C_3 + 1) image embedding with the burden last.
             present: (B, 3) bool mask in :data:`MODALITIES` order.
+            text_feats: :meth:`text_features` of ``text``, already computed (then
+                ``text`` itself is not read).
 
         Returns:
             ``logits`` (B, 5), ``cause_logits`` (B, K), ``burden`` (B,), ``weights`` (B, 3),
@@ -146,21 +171,24 @@ class MPRTM(nn.Module):
         image = torch.cat([image, 10.0 * burden, (burden > BURDEN_PRESENT).to(image.dtype)], 1)
         if not self.use_deep:
             return self._linear_only(numeric, text, image, present)
-        text_token, text_attention, concepts = self.text_pool(text)  # (B, D), (B, S), (B, K)
+        if text_feats is None:
+            text_feats = self.text_features(text, notes=bool(present[:, TEXT].any()))
         tokens = torch.stack(
-            [self.numeric(numeric), text_token, self.image_proj(image)], dim=1
+            [self.numeric(numeric), text_feats["token"], self.image_proj(image)], dim=1
         )  # (B, 3, D)
         fused, weights = self.fusion(tokens, present)  # (B, D), (B, 3)
         out = self.heads(fused)
         if self.shortcut is not None:
-            linear = self.shortcut(self._wide(numeric, text, image, present, concepts))
-            out["logits"] = out["logits"] + linear if self.use_deep else linear
+            linear = self.shortcut(
+                self._wide(numeric, image, present, text_feats["concepts"], text_feats.get("notes"))
+            )
+            out["logits"] = out["logits"] + linear
         out["weights"] = weights
         out["embedding"] = fused
         out["aux_logits"] = torch.stack(
             [head(tokens[:, j]) for j, head in enumerate(self.aux_heads)], dim=1
         )  # (B, 3, O)
-        out["text_attention"] = text_attention
+        out["text_attention"] = text_feats["attention"]
         return out
 
     def _linear_only(
@@ -170,7 +198,10 @@ class MPRTM(nn.Module):
         (several times faster); the other outputs are zeros of the usual shapes."""
         if self.shortcut is None:
             raise RuntimeError("use_deep=False needs the linear path (cfg.linear_shortcut)")
-        wide = self._wide(numeric, text, image, present, self.text_pool.detector_scores(text))
+        notes = None
+        if self.note_concepts is not None:
+            notes = self.text_features(text, notes=bool(present[:, TEXT].any()))["notes"]
+        wide = self._wide(numeric, image, present, self.text_pool.detector_scores(text), notes)
         b = len(numeric)
         zeros = numeric.new_zeros
         return {
@@ -185,20 +216,17 @@ class MPRTM(nn.Module):
     def _wide(
         self,
         numeric: torch.Tensor,
-        text: torch.Tensor,
         image: torch.Tensor,
         present: torch.Tensor,
         detectors: torch.Tensor,
+        notes: torch.Tensor | None,
     ) -> torch.Tensor:
         """Inputs of the linear path: numeric values and flags, LGE burden and presence,
         sentence-detector scores and note-concept scores; zero for a missing modality."""
         p = present.to(numeric.dtype)  # (B, 3): missing modalities contribute nothing
         parts = [numeric * p[:, :1], image[:, -2:] * p[:, 2:], detectors * p[:, 1:2]]
-        if self.note_concepts is not None:
-            if bool(present[:, 1].any()):
-                parts.append(self.note_concepts(text) * p[:, 1:2])
-            else:  # no text in the batch (e.g. a numeric- or image-only baseline): skip
-                parts.append(numeric.new_zeros(len(numeric), self.note_concepts.components))
+        if notes is not None:
+            parts.append(notes * p[:, 1:2])
         return torch.cat(parts, dim=1)
 
     def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -250,9 +278,16 @@ class MPRTMEnsemble(nn.Module):
         text: torch.Tensor,
         image: torch.Tensor,
         present: torch.Tensor,
+        text_feats: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """As :meth:`MPRTM.forward`; ``logits`` are the mean calibrated member logits."""
-        outs = [m(numeric, text, image, present) for m in self.members]
+        if text_feats is None:
+            outs = [m(numeric, text, image, present) for m in self.members]
+        else:
+            outs = [
+                m(numeric, text, image, present, self._member_feats(text_feats, k))
+                for k, m in enumerate(self.members)
+            ]
         n = float(len(outs))
 
         def mean(key: str) -> torch.Tensor:
@@ -273,6 +308,20 @@ class MPRTMEnsemble(nn.Module):
             if key in outs[0]:
                 res[key] = mean(key)
         return res
+
+    def text_features(self, text: torch.Tensor, notes: bool = True) -> dict[str, torch.Tensor]:
+        """Every member's :meth:`MPRTM.text_features`, keys prefixed ``"<member>."``."""
+        feats: dict[str, torch.Tensor] = {}
+        for k, member in enumerate(self.members):
+            assert isinstance(member, MPRTM)
+            for name, value in member.text_features(text, notes).items():
+                feats[f"{k}.{name}"] = value
+        return feats
+
+    @staticmethod
+    def _member_feats(feats: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        prefix = f"{k}."
+        return {key[len(prefix) :]: v for key, v in feats.items() if key.startswith(prefix)}
 
     def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """sigmoid(scale * logit + bias) per outcome: (B, 5)."""

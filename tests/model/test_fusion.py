@@ -262,3 +262,38 @@ def test_shared_scores_help_the_rare_outcome() -> None:
     alone = held_out_auroc(torch.nn.Linear(p, 5))
     shared = held_out_auroc(SharedRiskLinear(p, 5, 1))
     assert shared > alone + 0.02
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_precomputed_text_features_give_the_same_output(
+    tiny_cfg: ModelConfig, members: int
+) -> None:
+    """The attribution pools each text once and passes rows of the result to forward:
+    that must be what forward computes from the repeated texts themselves."""
+    import dataclasses
+
+    from model.mprtm import MPRTMEnsemble, build_network
+
+    torch.manual_seed(5)
+    cfg = dataclasses.replace(tiny_cfg, ensemble=members, note_concepts=3, note_clusters=4)
+    net = build_network(cfg).eval()
+    nets = net.members if isinstance(net, MPRTMEnsemble) else [net]
+    g = torch.Generator().manual_seed(6)
+    texts = torch.randn(3, cfg.text_max_segments, cfg.text_dim, generator=g)
+    texts[1, 3:] = 0.0  # padding segments
+    for m in nets:
+        assert m.note_concepts is not None
+        m.note_concepts.fit(torch.randn(40, cfg.text_max_segments, cfg.text_dim, generator=g))
+        _randomize_linear_path(m)
+    rows = torch.tensor([0, 2, 2, 1, 0])
+    numeric = torch.randn(5, 8, generator=g)
+    image = torch.randn(5, net.image.embed_dim + 1, generator=g)
+    present = torch.tensor([[1, 1, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1], [1, 0, 1]]).bool()
+    feats = net.text_features(texts)
+    assert all(len(v) == 3 for v in feats.values())
+    assert any(k.endswith("notes") for k in feats)
+    direct = net(numeric, texts[rows], image, present)
+    pooled = net(numeric, texts[rows], image, present, {k: v[rows] for k, v in feats.items()})
+    for key in ("logits", "weights", "cause_logits", "text_attention"):
+        assert torch.allclose(direct[key], pooled[key], atol=1e-5), key
+    assert torch.count_nonzero(feats[next(k for k in feats if k.endswith("notes"))]) > 0
