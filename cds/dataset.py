@@ -143,6 +143,107 @@ def aligned_masks(
     return resample_mask(ordered, image_size), None
 
 
+@dataclass
+class _LoadContext:
+    """What loading one patient needs; built once per process."""
+
+    root: Path
+    labels: dict[str, dict[str, str]]
+    risk: dict[str, dict[str, str]]
+    fhir: NdjsonFolderSource
+    imaging: DicomFolderSource | None
+    as_of: dt.date
+    image_size: int
+    settings: Settings
+
+    @classmethod
+    def open(
+        cls, root: Path, image_size: int, with_images: bool, settings: Settings
+    ) -> _LoadContext:
+        labels_path = root / "truth" / "labels.csv"
+        if not (root / "fhir").is_dir():
+            raise UsageError(f"{root}: no fhir/ folder")
+        if not labels_path.is_file():
+            raise UsageError(f"{root}: no truth/labels.csv")
+        labels = _read_csv(labels_path)
+        risk = _read_csv(root / "truth" / "risk.csv")
+        try:
+            fhir = NdjsonFolderSource(root / "fhir")
+        except ConnectorError as exc:
+            raise UsageError(str(exc)) from None
+        imaging = None
+        if with_images and (root / "dicom").is_dir():
+            imaging = DicomFolderSource(
+                root / "dicom", index_cache=folder_index_cache(settings, root / "dicom")
+            )
+        return cls(root, labels, risk, fhir, imaging, dt.date.min, image_size, settings)
+
+    def close(self) -> None:
+        self.fhir.close()
+        if self.imaging is not None:
+            self.imaging.close()
+
+    def load(self, pid: str) -> LabelledExample | None:
+        """One patient, or None (with a warning naming the patient) when left out."""
+        row = self.labels.get(pid)
+        if row is None:
+            log.warning("Patient/%s: no row in labels.csv; left out", pid)
+            return None
+        try:
+            mapped = pull(
+                pid,
+                self.fhir,
+                self.imaging,
+                as_of=self.as_of,
+                image_size=self.image_size,
+                settings=self.settings,
+            )
+        except ConnectorError as exc:
+            log.warning("Patient/%s: left out (%s)", pid, exc)
+            return None
+        masks, why = (None, None)
+        if self.imaging is not None:
+            masks, why = aligned_masks(mapped, self.root / "truth" / "masks", self.image_size)
+        if why:
+            mapped.warnings.append(why)
+        r = self.risk.get(pid)
+        return LabelledExample(
+            model_input=mapped.model_input,
+            labels=_labels(row, self.root / "truth" / "labels.csv"),
+            true_risk={o: float(r[o]) for o in OUTCOMES if r.get(o)} if r else None,
+            masks=masks,
+            fibrosis_burden=_float_or_none(row.get("fibrosis_burden")),
+            warnings=mapped.warnings,
+        )
+
+
+#: Patients per task sent to a loader process.
+_CHUNK = 64
+#: The loader process's context (set by :func:`_init_worker`).
+_WORKER: _LoadContext | None = None
+
+
+def _init_worker(
+    root: Path,
+    image_size: int,
+    with_images: bool,
+    settings: Settings,
+    as_of: dt.date,
+    log_level: int,
+) -> None:
+    global _WORKER
+    from cds.logs import configure_logging
+
+    configure_logging(logging.getLevelName(log_level))
+    _WORKER = _LoadContext.open(root, image_size, with_images, settings)
+    _WORKER.as_of = as_of
+
+
+def _load_chunk(ids: list[str]) -> list[LabelledExample | None]:
+    assert _WORKER is not None, "loader process not initialised"
+    return [_WORKER.load(pid) for pid in ids]
+
+
 def load_dataset(
     data_dir: str | Path,
     *,
@@ -151,6 +252,7 @@ def load_dataset(
     with_images: bool = True,
     settings: Settings | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> list[LabelledExample]:
     """Every labelled patient of ``data_dir`` (see the module docstring).
 
@@ -163,63 +265,54 @@ def load_dataset(
         settings: mapping and selection settings (default: built-in defaults); the DICOM
             header index is cached under ``pacs.cache_dir``.
         progress: show a progress bar.
+        workers: loader processes.  Parsing FHIR resources and DICOM files is pure
+            Python, so threads would not help; with ``workers`` > 1 and more than two
+            chunks of patients, chunks go to that many processes (started with
+            ``spawn``, each opening the folder itself after this process has built the
+            DICOM header index once).  The examples come back in the same order as
+            with one process.
 
     Raises:
         UsageError: ``fhir/`` or ``truth/labels.csv`` is missing, or a label is not 0/1.
     """
     root = Path(data_dir)
     settings = settings or Settings()
-    labels_path = root / "truth" / "labels.csv"
-    if not (root / "fhir").is_dir():
-        raise UsageError(f"{root}: no fhir/ folder")
-    if not labels_path.is_file():
-        raise UsageError(f"{root}: no truth/labels.csv")
-    labels = _read_csv(labels_path)
-    risk = _read_csv(root / "truth" / "risk.csv")
-    try:
-        fhir = NdjsonFolderSource(root / "fhir")
-    except ConnectorError as exc:
-        raise UsageError(str(exc)) from None
-    imaging = None
-    if with_images and (root / "dicom").is_dir():
-        imaging = DicomFolderSource(
-            root / "dicom", index_cache=folder_index_cache(settings, root / "dicom")
-        )
-    as_of = as_of or infer_as_of(root, fhir)
-    masks_dir = root / "truth" / "masks"
+    if workers < 1:
+        raise UsageError(f"workers must be >= 1, got {workers}")
+    ctx = _LoadContext.open(root, image_size, with_images, settings)
+    labels = ctx.labels
     out: list[LabelledExample] = []
     try:
-        ids = fhir.cohort_patient_ids("all")
-        for pid in tqdm(ids, desc="load", unit="patient", disable=not progress):
-            row = labels.get(pid)
-            if row is None:
-                log.warning("Patient/%s: no row in labels.csv; left out", pid)
-                continue
-            try:
-                mapped = pull(
-                    pid, fhir, imaging, as_of=as_of, image_size=image_size, settings=settings
-                )
-            except ConnectorError as exc:
-                log.warning("Patient/%s: left out (%s)", pid, exc)
-                continue
-            masks, why = aligned_masks(mapped, masks_dir, image_size) if imaging else (None, None)
-            if why:
-                mapped.warnings.append(why)
-            r = risk.get(pid)
-            out.append(
-                LabelledExample(
-                    model_input=mapped.model_input,
-                    labels=_labels(row, labels_path),
-                    true_risk={o: float(r[o]) for o in OUTCOMES if r.get(o)} if r else None,
-                    masks=masks,
-                    fibrosis_burden=_float_or_none(row.get("fibrosis_burden")),
-                    warnings=mapped.warnings,
-                )
-            )
+        ctx.as_of = as_of or infer_as_of(root, ctx.fhir)
+        as_of = ctx.as_of
+        ids = ctx.fhir.cohort_patient_ids("all")
+        bar = tqdm(total=len(ids), desc="load", unit="patient", disable=not progress)
+        if workers > 1 and len(ids) > 2 * _CHUNK:
+            if ctx.imaging is not None:
+                ctx.imaging.patient_ids()  # scan (and cache) the header index once, here
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+            init = (root, image_size, with_images, settings, as_of, log.getEffectiveLevel())
+            with ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=init,
+            ) as pool:
+                for chunk, loaded in zip(chunks, pool.map(_load_chunk, chunks), strict=True):
+                    out.extend(e for e in loaded if e is not None)
+                    bar.update(len(chunk))
+        else:
+            for pid in ids:
+                example = ctx.load(pid)
+                if example is not None:
+                    out.append(example)
+                bar.update(1)
+        bar.close()
     finally:
-        fhir.close()
-        if imaging is not None:
-            imaging.close()
+        ctx.close()
     log.info(
         "loaded %d of %d patients from %s (as of %s): %d with an LGE image, %d with masks",
         len(out),

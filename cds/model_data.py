@@ -7,8 +7,10 @@ cause classes of the cause head from the labels.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cds.config import Settings
 from cds.dataset import LabelledExample as CohortExample
@@ -53,14 +55,21 @@ def cause_classes(examples: Sequence[LabelledExample]) -> tuple[str, ...]:
 
 
 def load_model_examples(
-    data_dir: str | Path, image_size: int, settings: Settings, progress: bool = True
+    data_dir: str | Path,
+    image_size: int,
+    settings: Settings,
+    progress: bool = True,
+    workers: int = 1,
 ) -> list[LabelledExample]:
-    """Every labelled patient of ``data_dir`` as model examples (slices ``image_size`` px)."""
+    """Every labelled patient of ``data_dir`` as model examples (slices ``image_size`` px),
+    read by ``workers`` loader processes."""
     root = Path(data_dir)
     if not root.is_dir():
         raise UsageError(f"--data {root}: no such folder")
     examples = to_model_examples(
-        load_dataset(root, image_size=image_size, settings=settings, progress=progress)
+        load_dataset(
+            root, image_size=image_size, settings=settings, progress=progress, workers=workers
+        )
     )
     if not examples:
         raise UsageError(f"--data {root}: no labelled patient could be loaded")
@@ -70,3 +79,24 @@ def load_model_examples(
 def is_synthetic(data_dir: str | Path) -> bool:
     """A folder with true risks (``truth/risk.csv``) comes from the simulator."""
     return (Path(data_dir) / "truth" / "risk.csv").is_file()
+
+
+def add_load_workers_argument(parser: Any) -> None:
+    """``--load-workers N`` of ``mprtm train`` / ``mprtm evaluate``."""
+    parser.add_argument(
+        "--load-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes reading the cohort folder (0: --threads if set, else the CPU "
+        "count, at most 4)",
+    )
+
+
+def load_workers(requested: int, threads: int) -> int:
+    """The loader process count for ``--load-workers requested --threads threads``."""
+    if requested < 0:
+        raise UsageError("--load-workers must be >= 0")
+    if requested:
+        return requested
+    return threads if threads else max(1, min(4, os.cpu_count() or 1))

@@ -13,7 +13,7 @@ from typing import Any
 
 from cds.config import Settings
 from cds.errors import UsageError
-from cds.model_data import load_model_examples
+from cds.model_data import add_load_workers_argument, load_model_examples, load_workers
 
 
 def register(sub: Any) -> None:
@@ -23,6 +23,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="REPORT_DIR")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples for CIs")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (0: torch)")
+    add_load_workers_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_handler)
 
@@ -38,7 +39,8 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
         cfg = load_checkpoint(args.checkpoint).config
     except ModelError as exc:
         raise UsageError(f"--checkpoint: {exc}") from exc
-    examples = load_model_examples(args.data, cfg.input_size, settings, not args.quiet)
+    workers = load_workers(args.load_workers, args.threads)
+    examples = load_model_examples(args.data, cfg.input_size, settings, not args.quiet, workers)
     try:
         metrics = evaluate_checkpoint(
             args.checkpoint, examples, args.out, args.bootstrap, not args.quiet, args.threads

@@ -14,7 +14,13 @@ from typing import Any
 
 from cds.config import Settings
 from cds.errors import UsageError
-from cds.model_data import cause_classes, is_synthetic, load_model_examples
+from cds.model_data import (
+    add_load_workers_argument,
+    cause_classes,
+    is_synthetic,
+    load_model_examples,
+    load_workers,
+)
 
 log = logging.getLogger("mprtm.cli")
 
@@ -53,6 +59,7 @@ def register(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="override a model config field, e.g. --set seg_epochs=10 --set enc_dims=32,64,128",
     )
+    add_load_workers_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_handler)
 
@@ -126,7 +133,8 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
         cfg = preset(args.preset, **overrides)
     except ValueError as exc:
         raise UsageError(f"bad model config: {exc}") from exc
-    examples = load_model_examples(args.data, cfg.input_size, settings, not args.quiet)
+    workers = load_workers(args.load_workers, args.threads)
+    examples = load_model_examples(args.data, cfg.input_size, settings, not args.quiet, workers)
     cfg.causes = cause_classes(examples)
     try:
         res = train_mprtm(

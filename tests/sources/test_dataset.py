@@ -105,3 +105,29 @@ def test_bad_labels_and_missing_folders(tmp_path):
     )
     with pytest.raises(UsageError, match="cv_death"):
         load_dataset(tmp_path, as_of=dt.date(2026, 1, 1), progress=False)
+
+
+def test_loader_processes_give_the_same_examples_in_the_same_order(tmp_path, monkeypatch):
+    import cds.dataset
+
+    out = tmp_path / "cohort"
+    generate(14, 5, out, progress=False)
+    settings = _settings(tmp_path)
+    serial = load_dataset(out, image_size=16, progress=False, settings=settings)
+    monkeypatch.setattr(cds.dataset, "_CHUNK", 3)  # 5 chunks over 2 spawned processes
+    parallel = load_dataset(out, image_size=16, progress=False, settings=settings, workers=2)
+    assert [e.patient_id for e in parallel] == [e.patient_id for e in serial]
+    assert sum(e.model_input.image is not None for e in serial) >= 5
+    for a, b in zip(serial, parallel, strict=True):
+        assert a.labels == b.labels and a.true_risk == b.true_risk
+        assert a.model_input.numeric == b.model_input.numeric
+        assert a.model_input.text == b.model_input.text
+        assert (a.model_input.image is None) == (b.model_input.image is None)
+        if a.model_input.image is not None:
+            assert b.model_input.image is not None
+            assert np.array_equal(a.model_input.image, b.model_input.image)
+        assert (a.masks is None) == (b.masks is None)
+        if a.masks is not None:
+            assert np.array_equal(a.masks, b.masks)
+    with pytest.raises(UsageError, match="workers"):
+        load_dataset(out, progress=False, settings=settings, workers=0)
