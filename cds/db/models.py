@@ -279,3 +279,27 @@ class ImageFeatureCache(Base):
     fibrosis_burden: Mapped[float] = mapped_column(Float)
     overlay_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class JwtReplay(Base):
+    """A CDS Hooks JWT already used: sha256 of (issuer, jti), until the token expires.
+
+    Kept in the database, not in process memory, so that a replay to another
+    ``mprtm serve`` process behind the same proxy is refused too.
+    """
+
+    __tablename__ = "jwt_replay"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)  # seconds since the epoch
+
+
+class LoginFailure(Base):
+    """One failed inbox log-in, by sha256 of the normalised user name (shared by every
+    server process; the name typed is not stored, it may be a mistyped password)."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name_key: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[float] = mapped_column(Float, index=True)  # seconds since the epoch

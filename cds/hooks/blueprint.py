@@ -22,7 +22,7 @@ from cds.hooks.errors import BadHookRequest, HooksError, UnknownService
 from cds.hooks.feedback import parse_feedback
 from cds.hooks.request import parse_hook_request
 from cds.hooks.scoring import OnDemandScorer
-from cds.hooks.security import JwtVerifier
+from cds.hooks.security import JwtVerifier, ReplayCache
 from cds.hooks.services import discovery_document, service_by_id
 from cds.hooks.store import store_feedback
 
@@ -151,7 +151,9 @@ def _cors(resp: Response) -> Response:
 def init_app(app: Flask, settings: Settings, scorer: OnDemandScorer | None = None) -> None:
     """Register the blueprint and its state on ``app`` (called by ``create_app``)."""
     hooks = settings.cds_hooks
-    verifier: JwtVerifier | None = JwtVerifier(hooks)
+    verifier: JwtVerifier | None = JwtVerifier(
+        hooks, replay=ReplayCache(app.extensions["mprtm.sessions"])
+    )
     if not hooks.require_jwt:
         log.warning(
             "cds_hooks.require_jwt is false: CDS Hooks calls are NOT authenticated "

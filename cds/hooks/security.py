@@ -12,11 +12,13 @@ private key.  Verification here:
 * ``aud`` must equal the URL of the endpoint being called (``<base_url>/cds-services/<id>``).
 * ``exp``, ``iat`` and ``jti`` are required; exp and iat are checked with a small leeway;
   a token may not live longer than ``max_token_lifetime_s``.
-* ``jti`` may be used once per issuer: a thread-safe cache remembers it until it expires.
+* ``jti`` may be used once per issuer: the application database remembers it until it
+  expires, so several server processes share what they have seen.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -29,8 +31,12 @@ from typing import Any
 import httpx
 import jwt
 from jwt import PyJWK, PyJWKSet
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from cds.config import CdsHooksSettings, TrustedIssuer
+from cds.db.models import JwtReplay
 from cds.hooks.errors import Unauthorized
 
 log = logging.getLogger("mprtm.hooks.security")
@@ -45,40 +51,67 @@ _FILE_CHECK_INTERVAL_S = 2.0
 
 
 class ReplayCache:
-    """Remembers ``(iss, jti)`` pairs until their token expires; thread-safe.
+    """Remembers ``(iss, jti)`` pairs until their token expires, in the application
+    database (table ``jwt_replay``), so that every ``mprtm serve`` process behind one proxy
+    refuses a replay that any of them has seen.
+
+    A pair is stored as sha256(iss, jti).  The first use inserts it; a later use finds
+    the row and passes only when the stored expiry is past, through a conditional update
+    that lets exactly one of several concurrent callers (threads or processes) through.
 
     Args:
-        max_entries: when reached, expired entries are purged; if the cache is still full
-            the oldest entries are dropped (tokens are short-lived, so this is a safety net).
+        sessions: the application's session factory.
+        purge_every: expired rows are deleted once every this many first uses.
     """
 
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self._seen: dict[tuple[str, str], float] = {}
+    def __init__(self, sessions: sessionmaker[Session], purge_every: int = 1000) -> None:
+        if purge_every < 1:
+            raise ValueError("purge_every must be >= 1")
+        self._sessions = sessions
+        self._purge_every = purge_every
+        self._uses = 0
         self._lock = threading.Lock()
-        self._max = max_entries
+
+    @staticmethod
+    def _key(iss: str, jti: str) -> str:
+        return hashlib.sha256(f"{iss}\x00{jti}".encode()).hexdigest()
 
     def first_use(self, iss: str, jti: str, expires_at: float, now: float | None = None) -> bool:
         """Record the pair; False when it was already seen and has not yet expired."""
         now = time.time() if now is None else now
-        key = (iss, jti)
+        key = self._key(iss, jti)
+        with self._sessions() as session:
+            try:
+                session.add(JwtReplay(key=key, expires_at=expires_at))
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                res = session.execute(
+                    update(JwtReplay)
+                    .where(JwtReplay.key == key, JwtReplay.expires_at < now)
+                    .values(expires_at=expires_at)
+                )
+                session.commit()
+                if getattr(res, "rowcount", 0) != 1:
+                    return False
         with self._lock:
-            seen_until = self._seen.get(key)
-            if seen_until is not None and seen_until >= now:
-                return False
-            if len(self._seen) >= self._max:
-                self._purge(now)
-            self._seen[key] = expires_at
-            return True
+            self._uses += 1
+            purge = self._uses % self._purge_every == 0
+        if purge:
+            self.purge(now)
+        return True
 
-    def _purge(self, now: float) -> None:
-        for k in [k for k, exp in self._seen.items() if exp < now]:
-            del self._seen[k]
-        while len(self._seen) >= self._max:  # dicts keep insertion order: drop the oldest
-            del self._seen[next(iter(self._seen))]
+    def purge(self, now: float | None = None) -> int:
+        """Delete the pairs whose token has expired; returns how many."""
+        now = time.time() if now is None else now
+        with self._sessions() as session:
+            res = session.execute(delete(JwtReplay).where(JwtReplay.expires_at < now))
+            session.commit()
+        return int(getattr(res, "rowcount", 0) or 0)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._seen)
+        with self._sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(JwtReplay)) or 0)
 
 
 @dataclass
@@ -159,20 +192,20 @@ class JwtVerifier:
 
     Args:
         settings: the ``[cds_hooks]`` section (trusted issuers, leeway, lifetimes).
-        replay: the jti cache, shared by every request of the process.
+        replay: the jti store (in the application database).
         jwks: the JWK Set store, shared likewise.
     """
 
     def __init__(
         self,
         settings: CdsHooksSettings,
-        replay: ReplayCache | None = None,
+        replay: ReplayCache,
         jwks: JwksStore | None = None,
     ) -> None:
         self._issuers: dict[str, TrustedIssuer] = {i.iss: i for i in settings.trusted_issuers}
         self._leeway = float(settings.jwt_leeway_s)
         self._max_lifetime = float(settings.max_token_lifetime_s)
-        self.replay = replay or ReplayCache()
+        self.replay = replay
         self.jwks = jwks or JwksStore(ttl_s=float(settings.jwks_cache_s))
 
     def verify(self, authorization: str | None, audiences: Sequence[str]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ CSP = (
 def init_app(app: Flask) -> None:
     """Register the inbox's blueprints, hooks, Jinja helpers and error pages on ``app``."""
     app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=auth.SESSION_HOURS)
-    app.extensions["mprtm.login_throttle"] = auth.LoginThrottle()
+    app.extensions["mprtm.login_throttle"] = auth.LoginThrottle(app.extensions["mprtm.sessions"])
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     app.teardown_appcontext(close_db)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import logging
 import secrets
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,9 +31,10 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from cds.db.models import User
+from cds.db.models import LoginFailure, User
 from cds.inbox import csrf
 from cds.inbox._db import db, safe_next, settings
 from cds.users import hash_password, verify_password
@@ -75,51 +75,60 @@ class Principal:
 
 
 class LoginThrottle:
-    """Failed log-ins counted per user name in a sliding window (per process).
+    """Failed log-ins counted per user name in a sliding window, in the application
+    database (table ``login_failures``), so that every server process counts the same
+    failures.  Names are compared case-insensitively and stored only as a hash (people
+    sometimes type their password into the name field).
 
     Args:
+        sessions: the application's session factory.
         max_failures: failures within ``window_s`` after which the name is locked.
         window_s: length of the window in seconds.
     """
 
-    def __init__(self, max_failures: int = 5, window_s: float = 900.0) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], max_failures: int = 5, window_s: float = 900.0
+    ) -> None:
         if max_failures < 1 or window_s <= 0:
             raise ValueError("max_failures must be >= 1 and window_s > 0")
+        self._sessions = sessions
         self.max_failures = max_failures
         self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
     @staticmethod
     def _key(username: str) -> str:
-        return username.strip().casefold()[:100]
-
-    def _prune(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
-        while q and now - q[0] > self.window_s:
-            q.popleft()
-        return q
+        return hashlib.sha256(username.strip().casefold()[:100].encode()).hexdigest()
 
     def locked_for(self, username: str, now: float | None = None) -> float:
         """Seconds until ``username`` may try again (0 when it may try now)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            q = self._prune(self._key(username), now)
-            if len(q) < self.max_failures:
-                return 0.0
-            return max(0.0, self.window_s - (now - q[-self.max_failures]))
+        now = time.time() if now is None else now
+        with self._sessions() as session:
+            recent = session.scalars(
+                select(LoginFailure.at)
+                .where(
+                    LoginFailure.name_key == self._key(username),
+                    LoginFailure.at > now - self.window_s,
+                )
+                .order_by(LoginFailure.at.desc())
+                .limit(self.max_failures)
+            ).all()
+        if len(recent) < self.max_failures:
+            return 0.0
+        return max(0.0, self.window_s - (now - recent[-1]))
 
     def failure(self, username: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            if len(self._failures) > 10_000:  # bound memory under a spray of names
-                for key in [k for k, q in self._failures.items() if not q or now - q[-1] > 60]:
-                    del self._failures[key]
-            self._prune(self._key(username), now).append(now)
+        now = time.time() if now is None else now
+        with self._sessions() as session:
+            session.add(LoginFailure(name_key=self._key(username), at=now))
+            # failures older than the window count for nobody: drop them as we go
+            session.execute(delete(LoginFailure).where(LoginFailure.at < now - self.window_s))
+            session.commit()
 
     def success(self, username: str) -> None:
-        with self._lock:
-            self._failures.pop(self._key(username), None)
+        with self._sessions() as session:
+            key = self._key(username)
+            session.execute(delete(LoginFailure).where(LoginFailure.name_key == key))
+            session.commit()
 
 
 def throttle() -> LoginThrottle:

@@ -20,10 +20,13 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from flask import Flask
 from flask.testing import FlaskClient
 
 from cds.app import create_app
 from cds.config import Settings
+from cds.db.session import make_engine, session_factory
+from cds.hooks.blueprint import set_scorer
 from cds.hooks.security import ReplayCache
 from tests.hooks.conftest import Keys, TokenFactory
 from tests.hooks.helpers import ISS, ISS_JKU, PV, add_prediction, auth, hook_body, service_url
@@ -218,16 +221,37 @@ def test_feedback_accepts_service_or_feedback_url_as_aud(
     assert resp.status_code == 401
 
 
-def test_replay_cache_expires_entries() -> None:
-    cache = ReplayCache(max_entries=3)
+def test_replay_cache_expires_entries(db_url: str) -> None:
+    engine = make_engine(db_url)
+    cache = ReplayCache(session_factory(engine), purge_every=2)
     now = 1000.0
     assert cache.first_use("i", "a", now + 10, now=now)
     assert not cache.first_use("i", "a", now + 10, now=now + 5)
     assert cache.first_use("i", "a", now + 30, now=now + 11)  # expired: usable again
+    assert not cache.first_use("i", "a", now + 30, now=now + 12)  # ... and remembered again
     assert cache.first_use("other", "a", now + 10, now=now)  # per issuer
-    for j in "bcdef":
-        cache.first_use("i", j, now + 100, now=now + 20)
-    assert len(cache) <= 3
+    for j in "bcd":
+        assert cache.first_use("i", j, now + 100, now=now + 50)
+    # every second first use purges what has expired: at now + 50 both "a" pairs went
+    assert len(cache) == 3
+    assert cache.purge(now=now + 1000) == 3 and len(cache) == 0
+    engine.dispose()
+
+
+def test_a_replay_to_another_server_process_is_refused(
+    app: Flask, make_settings: Callable[..., Settings], scorer: Any, token: TokenFactory
+) -> None:
+    """A second application on the same database stands for a second `mprtm serve`
+    process behind one proxy: a token used on one is refused on the other."""
+    other = create_app(make_settings())
+    set_scorer(other, scorer)
+    try:
+        tok = token(service_url(PV))
+        assert _call(app.test_client(), tok).status_code == 200
+        _assert_401(_call(other.test_client(), tok), "replay")
+    finally:
+        other.extensions["mprtm.hooks"].engine.close()
+        other.extensions["mprtm.engine"].dispose()
 
 
 def test_require_jwt_false_is_explicit_and_logged(

@@ -72,3 +72,34 @@ def test_hooks_on_postgres(pg_url: str, make_settings: Any, token: TokenFactory)
     finally:
         app.extensions["mprtm.hooks"].engine.close()
         app.extensions["mprtm.engine"].dispose()
+
+
+def test_replay_store_lets_exactly_one_concurrent_use_through_on_postgres(pg_url: str) -> None:
+    """Eight connections (as eight server processes would hold) present the same jti at
+    once, first while it is new, then once it has expired: one use passes each time."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from cds.db.session import make_engine, session_factory
+    from cds.hooks.security import ReplayCache
+
+    migrate.upgrade(pg_url)
+    engines = [make_engine(pg_url) for _ in range(8)]
+    caches = [ReplayCache(session_factory(e)) for e in engines]
+    try:
+        for now, expires in ((1000.0, 1300.0), (1400.0, 1700.0)):  # new, then expired
+            barrier = Barrier(len(caches))
+
+            def use(
+                cache: ReplayCache, now: float = now, expires: float = expires, b: Barrier = barrier
+            ) -> bool:
+                b.wait()
+                return cache.first_use("https://ehr.example", "jti-1", expires, now=now)
+
+            with ThreadPoolExecutor(len(caches)) as pool:
+                results = list(pool.map(use, caches))
+            assert sum(results) == 1, results
+        assert len(caches[0]) == 1
+    finally:
+        for e in engines:
+            e.dispose()

@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from cds.app import create_app
-from cds.db.models import AlertEvent, User
+from cds.db.models import AlertEvent, LoginFailure, User
 from cds.inbox.auth import LoginThrottle
 
 from . import factory
@@ -92,17 +92,37 @@ def test_login_is_rate_limited_per_user_name(app: Flask, data: Any) -> None:
     assert login(app.test_client(), "root-admin").status_code == 302  # other names unaffected
 
 
-def test_throttle_window_slides() -> None:
-    throttle = LoginThrottle(max_failures=2, window_s=60)
+def test_throttle_window_slides(app: Flask) -> None:
+    throttle = LoginThrottle(app.extensions["mprtm.sessions"], max_failures=2, window_s=60)
     throttle.failure("Ann", now=0.0)
     throttle.failure("ann ", now=10.0)
     assert throttle.locked_for("ANN", now=11.0) == pytest.approx(49.0)
+    assert throttle.locked_for("bob", now=11.0) == 0.0
     assert throttle.locked_for("ann", now=61.0) == 0.0
-    throttle.failure("ann", now=62.0)
+    throttle.failure("ann", now=62.0)  # drops the failure at 0, older than the window
+    with app.extensions["mprtm.sessions"]() as s:
+        keys = list(s.scalars(select(LoginFailure.name_key)))
+    assert len(keys) == 2
+    assert all(len(k) == 64 and "ann" not in k for k in keys)  # a hash, not the name
     throttle.success("ann")
     assert throttle.locked_for("ann", now=63.0) == 0.0
     with pytest.raises(ValueError):
-        LoginThrottle(max_failures=0)
+        LoginThrottle(app.extensions["mprtm.sessions"], max_failures=0)
+
+
+def test_failures_on_one_server_process_lock_the_name_on_another(
+    app: Flask, data: Any, db_url: str
+) -> None:
+    """A second application on the same database stands for a second server process."""
+    other = create_app(make_settings(db_url), TESTING=True)
+    try:
+        for i in range(5):
+            target = app if i % 2 else other
+            assert login(target.test_client(), "alice", "wrong-password").status_code == 401
+        assert login(app.test_client(), "alice").status_code == 429
+        assert login(other.test_client(), "alice").status_code == 429
+    finally:
+        other.extensions["mprtm.engine"].dispose()
 
 
 def test_inactive_user_cannot_log_in_and_is_logged_out(app: Flask, data: Any, dbs: Any) -> None:
