@@ -149,6 +149,18 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long data is kept (days; 0 keeps it for ever).  See :mod:`cds.retention`."""
+
+    predictions_days: int = 0
+    batch_runs_days: int = 0
+    issued_cards_days: int = 0
+    image_cache_days: int = 0
+    dicom_cache_days: int = 0
+    after_nightly: bool = False
+
+
+@dataclass(frozen=True)
 class TrustedIssuer:
     iss: str
     jwks_url: str = ""
@@ -200,6 +212,7 @@ class Settings:
     risk: RiskSettings = field(default_factory=RiskSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     cds_hooks: CdsHooksSettings = field(default_factory=CdsHooksSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)

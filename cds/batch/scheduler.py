@@ -111,6 +111,14 @@ class NightlyScheduler:
             log.info("tick %s: run %s %s", run_key, summary.run_id, summary.status)
         except BatchError as exc:
             log.info("tick %s not run here: %s", run_key, exc)
+            return
+        if self.settings.retention.after_nightly:
+            from cds.retention import purge
+
+            try:
+                purge(self.settings, self.runner.sessions)
+            except Exception:  # a failed purge must not stop the scheduler
+                log.exception("tick %s: retention purge failed", run_key)
 
     def start(self) -> None:
         """Block until SIGTERM/SIGINT."""

@@ -10,6 +10,7 @@ A per-series file lock keeps two processes from retrieving the same series at on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from pydicom import Dataset
 
 from connectors.errors import DicomInvalid, PacsError
@@ -147,7 +148,45 @@ class SeriesCache:
             self.evict(series_uid)
             return None
         datasets.sort(key=_sort_key)
+        with contextlib.suppress(OSError):  # "last used", for expire(): best effort
+            os.utime(folder / MARKER)
         return datasets
+
+    def expire(
+        self, unused_for_s: float, now: float | None = None, dry_run: bool = False
+    ) -> list[str]:
+        """Evict every series not stored or read for ``unused_for_s`` seconds.
+
+        A series being filled under its lock by another process is skipped, as is
+        anything that is not a series directory (staging, locks, index files).
+
+        Returns:
+            the SeriesInstanceUIDs evicted (with ``dry_run``: that would be; nothing is
+            removed).
+        """
+        now = time.time() if now is None else now
+        gone: list[str] = []
+        for folder in sorted(self.root.iterdir()):
+            uid = folder.name
+            if uid.startswith(".") or not folder.is_dir() or not _UID_RE.fullmatch(uid):
+                continue
+            marker = folder / MARKER
+            try:
+                last = marker.stat().st_mtime if marker.is_file() else folder.stat().st_mtime
+            except OSError:
+                continue
+            if now - last < unused_for_s:
+                continue
+            if dry_run:
+                gone.append(uid)
+                continue
+            try:
+                with self.lock(uid, timeout_s=0):
+                    self.evict(uid)
+            except Timeout:
+                continue
+            gone.append(uid)
+        return gone
 
     def evict(self, series_uid: str) -> None:
         """Remove a series from the cache (no error when absent)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from cds.db import make_engine, session_factory, session_scope
-from cds.db.models import BatchItem, BatchRun
+from cds.db.models import BatchItem, BatchRun, IssuedCard
 from tests.batch.conftest import batch_settings, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +49,21 @@ def test_two_schedulers_run_each_tick_once(
         batch__cohort="group:small",
         batch__schedule=f"*/{TICK_S} * * * * *",
         batch__misfire_grace_s=2,
+        retention__issued_cards_days=30,
+        retention__after_nightly=True,
     )
+    # a card record past [retention] issued_cards_days: the purge after a tick removes it
+    seed_engine = make_engine(s.database.url)
+    with session_scope(session_factory(seed_engine)) as db:
+        db.add(
+            IssuedCard(
+                card_uuid="old-card",
+                service_id="s",
+                patient_fhir_id="p",
+                issued_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=31),
+            )
+        )
+    seed_engine.dispose()
     cfg = write_config(tmp_path / "sched.toml", s)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPRTM_")}
     procs, logs, handles = [], [], []
@@ -96,6 +111,7 @@ def test_two_schedulers_run_each_tick_once(
         # ticks are distinct scheduled times TICK_S apart
         secs = sorted(int(re.search(r":(\d\d)\+00:00$", k).group(1)) for k in keys)
         assert all(x % TICK_S == 0 for x in secs)
+        assert list(db.scalars(select(IssuedCard))) == []  # purged after a tick
     engine.dispose()
     ran = [set(re.findall(r"tick (tick:\S+): run \d+ completed", t)) for t in texts]
     skipped = [set(re.findall(r"tick (tick:\S+) (?:already ran|not run here)", t)) for t in texts]
@@ -103,3 +119,4 @@ def test_two_schedulers_run_each_tick_once(
     assert (ran[0] | ran[1]) >= set(keys) - {None}
     # the second process saw ticks the first one ran, and stood down
     assert (skipped[0] & ran[1]) or (skipped[1] & ran[0]), texts
+    assert any("deleted 1 card records" in t for t in texts), texts
