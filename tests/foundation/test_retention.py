@@ -60,24 +60,10 @@ def _populate(url: str, cache_dir: Path) -> dict[str, int]:
         pred_alerted = s.get(Prediction, ids["a_old_alerted"])
         alert = factory.alert(s, a, pred=pred_alerted, created=OLD, status="resolved")
         s.add(AlertEvent(alert_id=alert.id, action="resolved", at=OLD))
-        s.add(
-            IssuedCard(
-                card_uuid="c-old",
-                service_id="s",
-                patient_fhir_id="a",
-                prediction_id=ids["a_old"],
-                issued_at=OLD,
-            )
-        )
-        s.add(
-            IssuedCard(
-                card_uuid="c-new",
-                service_id="s",
-                patient_fhir_id="a",
-                prediction_id=ids["a_old_carded"],
-                issued_at=RECENT,
-            )
-        )
+        for uuid, pred, at in (("c-old", "a_old", OLD), ("c-new", "a_old_carded", RECENT)):
+            card = IssuedCard(card_uuid=uuid, service_id="s", patient_fhir_id="a", issued_at=at)
+            card.prediction_id = ids[pred]
+            s.add(card)
         factory.overlay(s, a, "1.2.3").created_at = OLD
         factory.overlay(s, b, "1.2.4").created_at = RECENT
         ids["old_run"], ids["kept_run"], ids["running"] = old_run.id, kept_run.id, running.id
