@@ -57,11 +57,19 @@ class FeatureSpec:
 
 @dataclass(frozen=True)
 class ConditionSpec:
+    """A condition flag: its SNOMED CT codes (the first is the one written, e.g. by the
+    synthetic cohort; every one is recognised) and ICD-10 code prefixes."""
+
     name: str
     label: str
-    snomed: str
+    snomed_codes: tuple[str, ...]
     icd10: tuple[str, ...]
     seed_column: str
+
+    @property
+    def snomed(self) -> str:
+        """The SNOMED CT code written for this condition ("" when none)."""
+        return self.snomed_codes[0] if self.snomed_codes else ""
 
     def matches_icd10(self, code: str) -> bool:
         """``code`` is one of the table's codes or lies below one (dots ignored, so
@@ -115,7 +123,7 @@ def condition_specs() -> tuple[ConditionSpec, ...]:
         ConditionSpec(
             name=r["feature"],
             label=r["label"],
-            snomed=r["snomed"],
+            snomed_codes=tuple(filter(None, r["snomed"].split(";"))),
             icd10=tuple(filter(None, r["icd10"].split(";"))),
             seed_column=r["seed_column"],
         )

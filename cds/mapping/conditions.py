@@ -68,7 +68,7 @@ def matching_specs(cond: Condition) -> list[ConditionSpec]:
             system, code = str(c.system or ""), str(c.code or "")
             if not code:
                 continue
-            if system == SNOMED and spec.snomed and code == spec.snomed:
+            if system == SNOMED and code in spec.snomed_codes:
                 out.append(spec)
                 break
             if (system in ICD10_SYSTEMS or "icd-10" in system.lower()) and spec.matches_icd10(code):

@@ -188,7 +188,12 @@ def render() -> str:
         _table(
             ["flag", "label", "SNOMED CT", "ICD-10"],
             [
-                [f"`cond_{c.name}`", c.label, f"`{c.snomed}`", ", ".join(f"`{x}`" for x in c.icd10)]
+                [
+                    f"`cond_{c.name}`",
+                    c.label,
+                    ", ".join(f"`{x}`" for x in c.snomed_codes),
+                    ", ".join(f"`{x}`" for x in c.icd10),
+                ]
                 for c in condition_specs()
             ],
         )
