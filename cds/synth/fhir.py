@@ -71,6 +71,13 @@ def _cond_icd(spec: ConditionSpec) -> str:
     return with_dot[0] if with_dot else spec.icd10[0]
 
 
+def snomed_coding(spec: ConditionSpec) -> list[dict[str, str]]:
+    """The condition's SNOMED CT Coding, or none when the table row has no code."""
+    if not spec.snomed:
+        return []
+    return [{"system": SNOMED, "code": spec.snomed, "display": spec.label}]
+
+
 def _ref(kind: str, rid: str) -> dict[str, str]:
     return {"reference": f"{kind}/{rid}"}
 
@@ -221,7 +228,7 @@ class PatientWriter:
                 ],
                 "code": {
                     "coding": [
-                        {"system": SNOMED, "code": spec.snomed, "display": spec.label},
+                        *snomed_coding(spec),
                         {"system": ICD10CM, "code": icd},
                     ],
                     "text": spec.label,

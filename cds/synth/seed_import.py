@@ -29,7 +29,7 @@ from typing import Any
 from cds.clinical_tables import condition_specs, feature_specs
 from cds.errors import MprtmError
 from cds.synth._ids import GROUP_ID
-from cds.synth.fhir import ICD10CM, LOINC, OBS_CAT, SNOMED, UCUM, Resource, _cc, _ref
+from cds.synth.fhir import ICD10CM, LOINC, OBS_CAT, UCUM, Resource, _cc, _ref, snomed_coding
 from cds.synth.generate import LABEL_COLUMNS, dumps
 from cds.synth.medications import CATALOGUE, RXNORM
 from cds.synth.visits import ECHO, VITALS
@@ -238,7 +238,7 @@ def _patient_resources(p: _RowParser, ref: date) -> tuple[list[Resource], list[A
                 ),
                 "code": {
                     "coding": [
-                        {"system": SNOMED, "code": cs.snomed, "display": cs.label},
+                        *snomed_coding(cs),
                         {"system": ICD10CM, "code": icd[0]},
                     ],
                     "text": cs.label,

@@ -56,6 +56,11 @@ def main() -> int:
                 probabilities=probs,
                 tiers={o: "high" if v >= 0.3 else "moderate" for o, v in probs.items()},
                 modality_weights={"numeric": 0.46, "text": 0.21, "image": 0.33},
+                # reference (typical patients) + the three contributions = the probability
+                contributions={o: {"reference": 0.18 * v / p, "numeric": 0.6 * (v - 0.18 * v / p),
+                                   "text": 0.1 * (v - 0.18 * v / p),
+                                   "image": 0.3 * (v - 0.18 * v / p)}
+                               for o, v in probs.items()},
                 fibrosis_burden=0.174,
                 inputs={"freshness": {
                     "clinical indicators": (now - dt.timedelta(days=6)).date().isoformat(),
