@@ -43,12 +43,10 @@ def test_condition_codes_snomed_and_icd10_prefixes():
     assert {"Condition/c1", "Condition/c2", "Condition/c3"} <= set(m.basis)
 
 
-def test_a_condition_row_recognises_each_of_its_snomed_codes():
-    """HFmrEF: the International edition's 788950000 and the UK extension's
-    1099051000000103 both set the flag."""
-    for code in ("788950000", "1099051000000103"):
-        m = map_record(record(patient("p1"), [condition("c1", "p1", SNOMED, code)]), as_of=AS_OF)
-        assert m.model_input.numeric["cond_hfmref"] == 1.0, code
+def test_hfmref_uses_the_international_snomed_code():
+    """788950000, "Heart failure with mid range ejection fraction" (International)."""
+    m = map_record(record(patient("p1"), [condition("c1", "p1", SNOMED, "788950000")]), as_of=AS_OF)
+    assert m.model_input.numeric["cond_hfmref"] == 1.0
 
 
 def test_condition_status_rules():
