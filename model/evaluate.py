@@ -74,7 +74,8 @@ def _features(
     txt = np.zeros((len(examples), cfg.text_max_segments, cfg.text_dim), dtype=np.float32)
     idx = np.flatnonzero(tp)
     if len(idx):
-        txt[idx] = pred.encode_texts([examples[int(i)].input.text or "" for i in idx])
+        texts = [examples[int(i)].input.text or "" for i in idx]
+        txt[idx] = pred.encode_texts(texts, progress=progress)
     ip = np.array([f is not None for f in feats], dtype=bool)
     t = assemble([e.input for e in examples], pred.schema, txt, tp, img, ip)
     t.update(label_tensors(examples, pred.config.causes))

@@ -215,10 +215,12 @@ class Predictor:
             segmentation=seg,
         )
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """Segment embeddings (N, text_max_segments, text_dim) float32."""
         with self._autocast():
-            return self.text_encoder.embed(list(texts), batch_size=self.batch_size)
+            return self.text_encoder.embed(
+                list(texts), batch_size=self.batch_size, progress=progress
+            )
 
     def _batches(self, n: int) -> Iterator[slice]:
         for s in range(0, n, self.batch_size):

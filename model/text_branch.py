@@ -190,18 +190,38 @@ class TextEncoder(nn.Module):
         return out
 
     @torch.inference_mode()
-    def embed(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
-        """Inference-only segment embeddings (N, max_segments, H) float32, in batches."""
+    def embed(self, texts: list[str], batch_size: int = 16, progress: bool = False) -> np.ndarray:
+        """Inference-only segment embeddings (N, max_segments, H) float32, zero rows for
+        padding.
+
+        A segment that occurs in several texts (a medication line, a templated sentence
+        of a note) is encoded once, and segments are encoded in order of length,
+        ``batch_size`` x 8 at a time, so that little of each batch is padding.  (The
+        result is :meth:`forward`'s, up to float rounding of different batches.)
+        """
         was_training = self.training
         self.eval()
-        parts = [
-            self(texts[i : i + batch_size]).float().cpu().numpy()
-            for i in range(0, len(texts), batch_size)
-        ]
+        per_text = [self.segments(t) for t in texts]
+        unique = list(dict.fromkeys(seg for segs in per_text for seg in segs))
+        order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
+        vecs = np.zeros((len(unique), self.hidden_size), dtype=np.float32)
+        step = max(1, batch_size) * 8
+        starts = range(0, len(order), step)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="text segments", unit="batch")
+        for s in starts:
+            rows = order[s : s + step]
+            emb = self.encode_segments([unique[i] for i in rows])
+            vecs[rows] = emb.float().cpu().numpy()
         self.train(was_training)
-        if not parts:
-            return np.zeros((0, self.max_segments, self.hidden_size), dtype=np.float32)
-        return np.concatenate(parts).astype(np.float32)
+        where = {seg: i for i, seg in enumerate(unique)}
+        out = np.zeros((len(texts), self.max_segments, self.hidden_size), dtype=np.float32)
+        for i, segs in enumerate(per_text):
+            if segs:
+                out[i, : len(segs)] = vecs[[where[seg] for seg in segs]]
+        return out
 
 
 class SentencePooling(nn.Module):

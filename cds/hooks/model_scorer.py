@@ -51,14 +51,14 @@ def _caching_predictor(base: Any) -> Any:
 
         _text_cache: OrderedDict[str, np.ndarray] | None = None
 
-        def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        def encode_texts(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
             if self._text_cache is None:
                 self._text_cache = OrderedDict()
             cache = self._text_cache
             keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
             missing = [i for i, k in enumerate(keys) if k not in cache]
             if missing:
-                fresh = super().encode_texts([texts[i] for i in missing])
+                fresh = super().encode_texts([texts[i] for i in missing], progress)
                 for row, i in enumerate(missing):
                     cache[keys[i]] = np.array(fresh[row], dtype=np.float32)
             rows = []

@@ -190,3 +190,29 @@ def test_image_helpers() -> None:
         prepare_volume(np.zeros((0, 32, 32)), 32, 4)
     with pytest.raises(ModelInputError, match="NaN"):
         prepare_volume(np.full((1, 32, 32), np.nan), 32, 4)
+
+
+def test_embed_encodes_shared_segments_once_and_matches_forward(tiny_bert: Path) -> None:
+    enc = TextEncoder(str(tiny_bert))
+    texts = [
+        "Bisoprolol 5 mg daily. Lives alone. Dyspnoea on exertion.",
+        "Lives alone.",
+        "Furosemide 40 mg. Bisoprolol 5 mg daily.",
+        "",
+    ]
+    seen: list[int] = []
+    original = enc.encode_segments
+
+    def counting(segments: list[str]) -> torch.Tensor:
+        seen.append(len(segments))
+        return original(segments)
+
+    enc.encode_segments = counting  # type: ignore[method-assign]
+    out = enc.embed(texts, batch_size=1)  # 8 segments per call
+    distinct = {seg for t in texts for seg in enc.segments(t)}
+    assert sum(seen) == len(distinct) < sum(len(enc.segments(t)) for t in texts)
+    enc.encode_segments = original  # type: ignore[method-assign]
+    with torch.inference_mode():
+        direct = enc.eval()(texts).float().numpy()
+    assert out.shape == direct.shape and np.allclose(out, direct, atol=1e-5)
+    assert np.array_equal(out[0, 1], out[1, 0])  # "Lives alone." in both texts
