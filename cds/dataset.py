@@ -219,6 +219,10 @@ class _LoadContext:
 
 #: Patients per task sent to a loader process.
 _CHUNK = 64
+#: Fewest patients per loader process for the processes to be used at all: each process
+#: opens the folder itself (about 12 s for 6,000 patients: the NDJSON line index and the
+#: DICOM header index), which only a large cohort amortises (benchmarks/bench_load.py).
+_PER_WORKER_MIN = 500
 #: The loader process's context (set by :func:`_init_worker`).
 _WORKER: _LoadContext | None = None
 
@@ -266,11 +270,11 @@ def load_dataset(
             header index is cached under ``pacs.cache_dir``.
         progress: show a progress bar.
         workers: loader processes.  Parsing FHIR resources and DICOM files is pure
-            Python, so threads would not help; with ``workers`` > 1 and more than two
-            chunks of patients, chunks go to that many processes (started with
-            ``spawn``, each opening the folder itself after this process has built the
-            DICOM header index once).  The examples come back in the same order as
-            with one process.
+            Python, so threads would not help; with ``workers`` > 1 and at least 500
+            patients per process, chunks of patients go to that many processes
+            (started with ``spawn``, each opening the folder itself after this process
+            has built the DICOM header index once).  The examples come back in the same
+            order as with one process.
 
     Raises:
         UsageError: ``fhir/`` or ``truth/labels.csv`` is missing, or a label is not 0/1.
@@ -287,7 +291,7 @@ def load_dataset(
         as_of = ctx.as_of
         ids = ctx.fhir.cohort_patient_ids("all")
         bar = tqdm(total=len(ids), desc="load", unit="patient", disable=not progress)
-        if workers > 1 and len(ids) > 2 * _CHUNK:
+        if workers > 1 and len(ids) >= workers * _PER_WORKER_MIN:
             if ctx.imaging is not None:
                 ctx.imaging.patient_ids()  # scan (and cache) the header index once, here
             import multiprocessing

@@ -115,6 +115,7 @@ def test_loader_processes_give_the_same_examples_in_the_same_order(tmp_path, mon
     settings = _settings(tmp_path)
     serial = load_dataset(out, image_size=16, progress=False, settings=settings)
     monkeypatch.setattr(cds.dataset, "_CHUNK", 3)  # 5 chunks over 2 spawned processes
+    monkeypatch.setattr(cds.dataset, "_PER_WORKER_MIN", 5)
     parallel = load_dataset(out, image_size=16, progress=False, settings=settings, workers=2)
     assert [e.patient_id for e in parallel] == [e.patient_id for e in serial]
     assert sum(e.model_input.image is not None for e in serial) >= 5
