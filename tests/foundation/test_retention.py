@@ -91,21 +91,23 @@ def _settings(url: str, cache_dir: Path, **days: int) -> Settings:
     )
 
 
-def _check_purge(url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_purge_deletes_exactly_what_the_limits_say(
+    backend: str, tmp_path: Path, request: Any
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'r.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     migrate.upgrade(url)
     cache_dir = tmp_path / "dicom-cache"
     ids = _populate(url, cache_dir)
     settings = _settings(url, cache_dir)
     engine = make_engine(url)
-    try:
-        _purge_and_check(settings, session_factory(engine), ids, cache_dir)
-    finally:
-        engine.dispose()
-
-
-def _purge_and_check(
-    settings: Settings, sessions: Any, ids: dict[str, int], cache_dir: Path
-) -> None:
+    sessions = session_factory(engine)
     expected = {
         "card records": 1,
         "predictions": 1,  # only a_old: its card record goes in the same purge
@@ -113,37 +115,34 @@ def _purge_and_check(
         "cached image outputs": 1,
         "cached DICOM series": 1,
     }
-    dry = purge(settings, sessions, now=NOW, dry_run=True)
-    assert dry.deleted == expected
-    with sessions() as s:  # the dry run deleted nothing
-        assert len(s.scalars(select(Prediction.id)).all()) == 5
-        assert len(s.scalars(select(IssuedCard.id)).all()) == 2
-        events = len(s.scalars(select(AlertEvent)).all())
-    assert (cache_dir / "1.2.3").is_dir()
+    try:
+        dry = purge(settings, sessions, now=NOW, dry_run=True)
+        assert dry.deleted == expected
+        with sessions() as s:  # the dry run deleted nothing
+            assert len(s.scalars(select(Prediction.id)).all()) == 5
+            assert len(s.scalars(select(IssuedCard.id)).all()) == 2
+            events = len(s.scalars(select(AlertEvent)).all())
+        assert (cache_dir / "1.2.3").is_dir()
 
-    real = purge(settings, sessions, now=NOW)
-    assert real.deleted == expected
-    with sessions() as s:
-        left = set(s.scalars(select(Prediction.id)))
-        assert left == {ids[k] for k in ("a_old_alerted", "a_old_carded", "a_recent", "b_only_old")}
-        assert [c.card_uuid for c in s.scalars(select(IssuedCard))] == ["c-new"]
-        runs = set(s.scalars(select(BatchRun.id)))
-        assert runs == {ids["kept_run"], ids["running"]}
-        assert s.scalars(select(BatchItem).where(BatchItem.run_id == ids["old_run"])).all() == []
-        assert len(s.scalars(select(Alert)).all()) == 1  # alerts and their audit are kept
-        assert len(s.scalars(select(AlertEvent)).all()) == events == 2
-        assert [r.series_instance_uid for r in s.scalars(select(ImageFeatureCache))] == ["1.2.4"]
-    assert not (cache_dir / "1.2.3").exists() and (cache_dir / "1.2.4").is_dir()
-    assert purge(settings, sessions, now=NOW).deleted == dict.fromkeys(expected, 0)
-
-
-def test_purge_on_sqlite(tmp_path: Path) -> None:
-    _check_purge(f"sqlite:///{tmp_path / 'r.db'}", tmp_path)
-
-
-@pytest.mark.postgres
-def test_purge_on_postgres(pg_url: str, tmp_path: Path) -> None:
-    _check_purge(pg_url, tmp_path)
+        real = purge(settings, sessions, now=NOW)
+        assert real.deleted == expected
+        with sessions() as s:
+            left = set(s.scalars(select(Prediction.id)))
+            kept = ("a_old_alerted", "a_old_carded", "a_recent", "b_only_old")
+            assert left == {ids[k] for k in kept}
+            assert [c.card_uuid for c in s.scalars(select(IssuedCard))] == ["c-new"]
+            runs = set(s.scalars(select(BatchRun.id)))
+            assert runs == {ids["kept_run"], ids["running"]}
+            items = select(BatchItem).where(BatchItem.run_id == ids["old_run"])
+            assert s.scalars(items).all() == []
+            assert len(s.scalars(select(Alert)).all()) == 1  # alerts and their audit are kept
+            assert len(s.scalars(select(AlertEvent)).all()) == events == 2
+            cached = [r.series_instance_uid for r in s.scalars(select(ImageFeatureCache))]
+            assert cached == ["1.2.4"]
+        assert not (cache_dir / "1.2.3").exists() and (cache_dir / "1.2.4").is_dir()
+        assert purge(settings, sessions, now=NOW).deleted == dict.fromkeys(expected, 0)
+    finally:
+        engine.dispose()
 
 
 def test_purge_defaults_keep_everything_and_bad_limits_are_named(tmp_path: Path) -> None:
