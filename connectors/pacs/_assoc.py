@@ -128,6 +128,18 @@ class _Watch:
             self.aborted_by_peer = True
 
 
+def _rejected_permanently(assoc: Association) -> bool:
+    """True when the peer answered A-ASSOCIATE-RJ with result 1, *rejected-permanent*.
+
+    PS3.8 section 9.3.4 separates this from result 2, *rejected-transient* (e.g. the
+    peer's association limit): a permanent rejection (unknown called or calling AE
+    title, unsupported protocol version) cannot change until someone fixes the
+    configuration, so retrying it only delays the error.
+    """
+    rsp = assoc.acceptor.primitive if assoc.is_rejected else None
+    return rsp is not None and rsp.result == 0x01
+
+
 def _reason(assoc: Association, watch: _Watch, tls: bool = False) -> str:
     if assoc.is_rejected:
         rsp = assoc.acceptor.primitive
@@ -164,6 +176,9 @@ def run_with_association(
 ) -> T:
     """Associate with ``peer``, run ``operation(assoc)``, release; retry on refusal/abort.
 
+    A permanent rejection (A-ASSOCIATE-RJ result 1) ends the tries at once.
+    When attempts failed for different reasons, the error lists the earlier ones too.
+
     ``operation`` raises :class:`Interrupted` when the association breaks off in the
     middle; that attempt is then retried too (``on_retry`` runs first, e.g. to forget
     half-received instances).  Typed DIMSE errors from ``operation`` are not retried.
@@ -175,6 +190,8 @@ def run_with_association(
     """
     ae = peer.make_ae()
     reason = ""
+    reasons: list[str] = []
+    attempt = 0
     for attempt in range(1, peer.retry.attempts + 1):
         if attempt > 1:
             log.warning(
@@ -200,6 +217,9 @@ def run_with_association(
         )
         if not assoc.is_established:
             reason = _reason(assoc, watch, tls=peer.tls is not None)
+            reasons.append(reason)
+            if _rejected_permanently(assoc):
+                break
             continue
         if require is not None and not any(
             cx.abstract_syntax == require for cx in assoc.accepted_contexts
@@ -215,15 +235,18 @@ def run_with_association(
             result = _run_repeating_lost(assoc, operation, what)
         except Interrupted as exc:
             reason = str(exc)
+            reasons.append(reason)
             continue
         finally:
             if assoc.is_established:
                 assoc.release()
         return result
+    earlier = list(dict.fromkeys(r for r in reasons[:-1] if r != reason))
+    also = f" (earlier attempts: {'; '.join(earlier)})" if earlier else ""
     raise AssociationError(
-        f"{what}: no usable association {peer.describe()} after {peer.retry.attempts} "
-        f"attempt(s): {reason}",
-        attempts=peer.retry.attempts,
+        f"{what}: no usable association {peer.describe()} after {attempt} "
+        f"attempt(s): {reason}{also}",
+        attempts=attempt,
         reason=reason,
     )
 

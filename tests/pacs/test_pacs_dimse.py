@@ -119,21 +119,28 @@ def test_cache_used_without_contacting_the_pacs(pacs: Pacs, tmp_path: Path) -> N
         _assert_identical(pacs, ref, src.retrieve_series(ref))
 
 
-def test_wrong_called_aet_retried_then_association_error(
+def test_wrong_called_aet_is_a_permanent_rejection_not_retried(
     pacs: Pacs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Orthanc answers an unknown called AE title with A-ASSOCIATE-RJ result 1
+    # (rejected-permanent): the tries stop there although the policy allows 3.
+    # (Under heavy load the first try has once come back as a transport abort; the
+    # next one then gets the rejection, hence "fewer than 3", not "exactly 1".)
     caplog.set_level(logging.WARNING, logger="connectors.pacs.dimse")
-    src = DimseSource(pacs.peer(called_aet="NOT-ORTHANC"), SeriesCache(tmp_path))
+    peer = pacs.peer(called_aet="NOT-ORTHANC")
+    assert peer.retry.attempts == 3
+    src = DimseSource(peer, SeriesCache(tmp_path))
     with pytest.raises(AssociationError) as info:
         src.find_series(PATIENTS[0])
     exc = info.value
-    assert exc.attempts == 3
+    assert exc.attempts < 3
+    assert "Rejected Permanent" in exc.reason
     assert "Called AE title not recognised" in exc.reason
     msg = str(exc)
     assert f"MPRTM -> NOT-ORTHANC@127.0.0.1:{pacs.server.dicom_port}" in msg
-    assert "3 attempt(s)" in msg
+    assert f"after {exc.attempts} attempt(s)" in msg
     assert "Test^Synthetic" not in msg and "19600101" not in msg
-    assert sum("retry" in r.getMessage() for r in caplog.records) == 2
+    assert sum("retry" in r.getMessage() for r in caplog.records) == exc.attempts - 1
 
 
 def test_unknown_calling_aet_aborted_retried_then_association_error(

