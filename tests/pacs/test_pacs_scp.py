@@ -115,3 +115,34 @@ def test_transient_rejection_is_retried(tmp_path: Path, pacs: Pacs) -> None:
     assert info.value.attempts == 3
     assert "Rejected Transient" in info.value.reason
     assert "Local limit exceeded" in info.value.reason
+
+
+def test_abort_then_permanent_rejection_stops_and_reports_both(tmp_path: Path, pacs: Pacs) -> None:
+    # The first request is aborted; the second reaches the ACSE checks and is rejected
+    # permanently (called AE title not ours): no third try, and both reasons are named.
+    requests: list[str] = []
+
+    def abort_first(event: evt.Event) -> None:
+        requests.append(event.assoc.requestor.primitive.called_ae_title)
+        if len(requests) == 1:
+            event.assoc.abort()
+
+    ae = AE(ae_title="STRICT")
+    ae.add_supported_context(VERIFICATION)
+    ae.require_called_aet = True
+    port = free_port()
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_REQUESTED, abort_first)]
+    )
+    try:
+        peer = pacs.peer(port=port, called_aet="NOT-STRICT", max_retries=3)
+        with pytest.raises(AssociationError) as info:
+            DimseSource(peer, SeriesCache(tmp_path)).echo()
+    finally:
+        server.shutdown()
+    assert requests == ["NOT-STRICT"] * 2
+    assert info.value.attempts == 2
+    assert "Rejected Permanent" in info.value.reason
+    msg = str(info.value)
+    assert "after 2 attempt(s): association rejected" in msg
+    assert msg.endswith("(earlier attempts: association aborted by the peer (A-ABORT))")
