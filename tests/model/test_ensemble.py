@@ -111,6 +111,15 @@ def test_ensemble_size_is_validated(bad: int) -> None:
         preset("small", seg_max_patients=-1)
 
 
+def test_presets_train_two_networks_unless_the_encoders_are_tuned() -> None:
+    for name in ("small", "full"):
+        assert preset(name).ensemble == 2
+        assert preset(name, ensemble=3).ensemble == 3
+        assert preset(name, text_trainable_layers=2).ensemble == 1
+        assert preset(name, joint=True).ensemble == 1
+    assert ModelConfig().ensemble == 1  # checkpoints written before the field meant 1
+
+
 def test_stage1_patient_cap(tiny_bert: Path) -> None:
     examples = tiny_cohort(30, seed=2)
     usable = [e for e in examples if e.input.image is not None and e.masks is not None]
