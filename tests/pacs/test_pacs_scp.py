@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pynetdicom import AE, evt
@@ -70,6 +71,29 @@ def test_scp_needs_a_peer_and_a_free_port(scp: StorageScp) -> None:
         StorageScp("MPRTM", scp.port, allowed_peers=["ORTHANC"]).start()
 
 
+def _echo_against(
+    ae: AE, tmp_path: Path, pacs: Pacs, max_retries: int, called_aet: str | None = None, **kw: Any
+) -> tuple[AssociationError, int]:
+    """Serve ``ae`` (a pynetdicom acceptor with Verification) on a free port, C-ECHO it
+    with our DIMSE source and return the AssociationError and the port.  ``kw`` goes to
+    ``start_server`` (``evt_handlers``); a ``hold`` requestor keeps one association open."""
+    ae.add_supported_context(VERIFICATION)
+    port = free_port()
+    hold = kw.pop("hold", None)
+    server = ae.start_server(("127.0.0.1", port), block=False, **kw)
+    held = None if hold is None else hold.associate("127.0.0.1", port, ae_title=ae.ae_title)
+    try:
+        assert held is None or held.is_established
+        peer = pacs.peer(port=port, called_aet=called_aet or ae.ae_title, max_retries=max_retries)
+        with pytest.raises(AssociationError) as info:
+            DimseSource(peer, SeriesCache(tmp_path)).echo()
+    finally:
+        if held is not None:
+            held.release()
+        server.shutdown()
+    return info.value, port
+
+
 def test_aborting_peer_is_retried_then_association_error(tmp_path: Path, pacs: Pacs) -> None:
     requests: list[str] = []
 
@@ -77,44 +101,24 @@ def test_aborting_peer_is_retried_then_association_error(tmp_path: Path, pacs: P
         requests.append(event.assoc.requestor.primitive.calling_ae_title)
         event.assoc.abort()
 
-    ae = AE(ae_title="ABORTER")
-    ae.add_supported_context(VERIFICATION)
-    port = free_port()
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_REQUESTED, abort)]
+    err, port = _echo_against(
+        AE(ae_title="ABORTER"), tmp_path, pacs, 2, evt_handlers=[(evt.EVT_REQUESTED, abort)]
     )
-    try:
-        peer = pacs.peer(port=port, called_aet="ABORTER", max_retries=2)
-        with pytest.raises(AssociationError) as info:
-            DimseSource(peer, SeriesCache(tmp_path)).echo()
-    finally:
-        server.shutdown()
     assert requests == ["MPRTM"] * 3  # every attempt reached the peer
-    assert info.value.attempts == 3
-    assert "aborted" in info.value.reason
-    assert f"MPRTM -> ABORTER@127.0.0.1:{port}" in str(info.value)
+    assert err.attempts == 3
+    assert "aborted" in err.reason
+    assert f"MPRTM -> ABORTER@127.0.0.1:{port}" in str(err)
 
 
 def test_transient_rejection_is_retried(tmp_path: Path, pacs: Pacs) -> None:
     # A pynetdicom acceptor allowing one association at a time answers a second with
     # A-ASSOCIATE-RJ result 2 (rejected-transient, local limit exceeded): worth retrying.
     ae = AE(ae_title="BUSY")
-    ae.add_supported_context(VERIFICATION)
     ae.maximum_associations = 1
-    port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False)
-    holder = _requestor("HOLDER").associate("127.0.0.1", port, ae_title="BUSY")
-    try:
-        assert holder.is_established
-        peer = pacs.peer(port=port, called_aet="BUSY", max_retries=2)
-        with pytest.raises(AssociationError) as info:
-            DimseSource(peer, SeriesCache(tmp_path)).echo()
-    finally:
-        holder.release()
-        server.shutdown()
-    assert info.value.attempts == 3
-    assert "Rejected Transient" in info.value.reason
-    assert "Local limit exceeded" in info.value.reason
+    err, _ = _echo_against(ae, tmp_path, pacs, 2, hold=_requestor("HOLDER"))
+    assert err.attempts == 3
+    assert "Rejected Transient" in err.reason
+    assert "Local limit exceeded" in err.reason
 
 
 def test_abort_then_permanent_rejection_stops_and_reports_both(tmp_path: Path, pacs: Pacs) -> None:
@@ -128,21 +132,13 @@ def test_abort_then_permanent_rejection_stops_and_reports_both(tmp_path: Path, p
             event.assoc.abort()
 
     ae = AE(ae_title="STRICT")
-    ae.add_supported_context(VERIFICATION)
     ae.require_called_aet = True
-    port = free_port()
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_REQUESTED, abort_first)]
+    err, _ = _echo_against(
+        ae, tmp_path, pacs, 3, "NOT-STRICT", evt_handlers=[(evt.EVT_REQUESTED, abort_first)]
     )
-    try:
-        peer = pacs.peer(port=port, called_aet="NOT-STRICT", max_retries=3)
-        with pytest.raises(AssociationError) as info:
-            DimseSource(peer, SeriesCache(tmp_path)).echo()
-    finally:
-        server.shutdown()
     assert requests == ["NOT-STRICT"] * 2
-    assert info.value.attempts == 2
-    assert "Rejected Permanent" in info.value.reason
-    msg = str(info.value)
+    assert err.attempts == 2
+    assert "Rejected Permanent" in err.reason
+    msg = str(err)
     assert "after 2 attempt(s): association rejected" in msg
     assert msg.endswith("(earlier attempts: association aborted by the peer (A-ABORT))")
