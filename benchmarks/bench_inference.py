@@ -12,7 +12,7 @@ resizing, calibration, the per-modality Shapley contributions, building the resu
 objects) on top of the network itself.  A third line times the numeric + text path with
 and without the contributions (``Predictor(attribution=False)``): their cost alone.
 Without ``--checkpoint``, a fourth line times a stage-2 ensemble of ``--ensemble``
-networks against the single network (``cfg.ensemble``).
+networks (default 2, what the presets train) against a single network.
 
     python benchmarks/bench_inference.py [--checkpoint CKPT] [--patients 64] [--threads 2]
 
@@ -75,12 +75,20 @@ def _patients(n: int, slices: int, size: int, rng: np.random.Generator) -> list[
     return out
 
 
-def _random_checkpoint(folder: Path, ensemble: int = 1) -> Path:
-    enc = TextEncoder()
+def _random_checkpoint(
+    folder: Path, ensemble: int = 1, name: str = "small", text_encoder: str = ""
+) -> Path:
+    """A randomly initialised checkpoint of preset ``name`` (``text_encoder``: a local
+    BERT folder, default the bundled MiniLM)."""
+    enc = TextEncoder(text_encoder)
     rows = [{f: float(v) for f, v in zip(FEATURES, r, strict=True)} for r in np.eye(8) + 1]
     schema = FeatureSchema.fit(rows)
     cfg = preset(
-        "small", numeric_features=schema.names, text_dim=enc.hidden_size, ensemble=ensemble
+        name,
+        numeric_features=schema.names,
+        text_dim=enc.hidden_size,
+        ensemble=ensemble,
+        text_encoder=text_encoder,
     )
     torch.manual_seed(0)
     net = build_network(cfg)
@@ -97,7 +105,7 @@ def _random_checkpoint(folder: Path, ensemble: int = 1) -> Path:
             "image": torch.randn(b, net.image.embed_dim + 1),
         },
     )
-    return save_checkpoint(ck, folder / f"random-small-{ensemble}.pt")
+    return save_checkpoint(ck, folder / f"random-{name}-{ensemble}.pt")
 
 
 def _time(fn: Callable[[], object], repeat: int) -> float:
@@ -118,7 +126,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="in-plane size of the series")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--ensemble", type=int, default=3, help="members of the ensemble line")
+    ap.add_argument("--ensemble", type=int, default=2, help="members of the ensemble line")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

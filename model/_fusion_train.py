@@ -20,7 +20,7 @@ Tensors = dict[str, torch.Tensor]
 
 def _drop_modalities(present: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """Randomly hide present modalities, never all of a patient's."""
-    drop = torch.rand(present.shape, generator=gen) < p
+    drop = (torch.rand(present.shape, generator=gen) < p).to(present.device)  # CPU generator
     kept = present & ~drop
     empty = ~kept.any(dim=1, keepdim=True)
     return torch.where(empty, present, kept)

@@ -96,7 +96,9 @@ class TextEncoder(nn.Module):
             raise TextEncoderError(f"text encoder folder has no config.json: {folder}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self.bert = AutoModel.from_pretrained(folder, local_files_only=True)
+            # float32 whatever the folder's weights are stored in (a half-precision copy,
+            # or a transformers version that loads the stored dtype by default)
+            self.bert = AutoModel.from_pretrained(folder, local_files_only=True).float()
         except (OSError, ValueError, ImportError) as exc:
             raise TextEncoderError(f"cannot load text encoder from {folder}: {exc}") from exc
         self.path = folder

@@ -135,8 +135,8 @@ def _calibrate(
     net: MPRTM | MPRTMEnsemble, data: dict[str, torch.Tensor], only: int | None
 ) -> np.ndarray:
     """Fit per-outcome scale/bias on validation logits; return calibrated probabilities."""
-    logits = predict_logits(net, data, only)["logits"].numpy()
-    y = data["y"].numpy()
+    logits = predict_logits(net, data, only)["logits"].cpu().numpy()
+    y = data["y"].cpu().numpy()
     scale = np.ones(len(OUTCOMES), dtype=np.float32)
     bias = np.zeros(len(OUTCOMES), dtype=np.float32)
     for j in range(len(OUTCOMES)):
@@ -146,7 +146,8 @@ def _calibrate(
     net.calib_scale.copy_(torch.from_numpy(scale))
     net.calib_bias.copy_(torch.from_numpy(bias))
     with torch.inference_mode():
-        return net.calibrated_probabilities(torch.from_numpy(logits)).numpy()
+        dev = net.calib_scale.device
+        return net.calibrated_probabilities(torch.from_numpy(logits).to(dev)).cpu().numpy()
 
 
 def train_mprtm(
