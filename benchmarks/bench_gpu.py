@@ -79,10 +79,11 @@ def _patients(n: int, slices: int, size: int, seed: int) -> list[ModelInput]:
 
 
 def _agreement(a: list[PatientPrediction], b: list[PatientPrediction]) -> dict[str, float]:
-    dp = max(abs(x.probabilities[o] - y.probabilities[o]) for x, y in zip(a, b) for o in OUTCOMES)
-    db = max(abs((x.fibrosis_burden or 0.0) - (y.fibrosis_burden or 0.0)) for x, y in zip(a, b))
+    pairs = list(zip(a, b, strict=True))
+    dp = max(abs(x.probabilities[o] - y.probabilities[o]) for x, y in pairs for o in OUTCOMES)
+    db = max(abs((x.fibrosis_burden or 0.0) - (y.fibrosis_burden or 0.0)) for x, y in pairs)
     same = total = 0
-    for x, y in zip(a, b, strict=True):
+    for x, y in pairs:
         assert x.image_features is not None and y.image_features is not None
         sx, sy = x.image_features.segmentation, y.image_features.segmentation
         assert sx is not None and sy is not None
@@ -165,9 +166,9 @@ def _bench_preset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, o
     row["bare_bf16_slices_s"] = len(x) / b16
     row["bare_fp32_slices_s"] = len(x) / b32
     row["bare_bf16_over_fp32"] = b32 / b16
-    row["predict_bf16_over_bare_bf16_slices"] = row["predict_bf16_slices_s"] / row[
-        "bare_bf16_slices_s"
-    ]  # type: ignore[operator]
+    row["predict_bf16_over_bare_bf16_slices"] = (
+        row["predict_bf16_slices_s"] / row["bare_bf16_slices_s"]
+    )  # type: ignore[operator]
 
     k = args.train_repeat
     s32 = _time(_train_step(gpu32, dev, False), k, dev, warm=3)
