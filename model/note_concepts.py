@@ -84,6 +84,8 @@ class NoteConcepts(nn.Module):
         from sklearn.decomposition import FastICA  # noqa: PLC0415
 
         self.fitted.fill_(False)  # until this fit succeeds
+        dev = self.centroids.device  # the fit runs on the CPU (NumPy, scikit-learn)
+        x = x.detach().cpu()
         valid = x.abs().sum(-1) > 0  # (N, S)
         rows = nn.functional.normalize(x[valid].double(), dim=-1).numpy()
         k = min(self.clusters, len(rows))
@@ -97,7 +99,7 @@ class NoteConcepts(nn.Module):
         bias[:k] = -0.5 * (km.cluster_centers_**2).sum(1)
         self.centroids.copy_(torch.from_numpy(centroids))
         self.centroid_bias.copy_(torch.from_numpy(bias))
-        presence = self._presence(x, valid).double().numpy()  # (N, K)
+        presence = self._presence(x.to(dev), valid.to(dev)).double().cpu().numpy()  # (N, K)
         prev = presence.mean(0)
         keep = (prev > MIN_PREVALENCE) & (prev < MAX_PREVALENCE)
         r = min(self.components, int(keep.sum()), len(x) - 1)
