@@ -7,7 +7,9 @@ takes a trained one instead), all measured in one run:
 * ``Predictor.predict`` end to end on patients with all three modalities (one forward of
   the image branch per series, the text encoder, the fusion, calibration and the
   per-modality Shapley contributions): patients/s and slices/s on CUDA in bf16, on CUDA
-  in fp32 and on the CPU (``--cpu-threads``), and their ratios;
+  in fp32 and on the CPU (``--cpu-threads``), and their ratios; and in bf16 with the image
+  network run on one series per pass (``image_batch_slices=0``, what it did before
+  ``Predictor.encode_images`` batched the series) against the default;
 * the DAE-Former forward alone, batched (the slices of ``--batch`` series in one pass):
   slices/s in bf16 and fp32, the ceiling the one-series-at-a-time predictor is set against;
 * agreement of bf16 on CUDA with fp32 on the CPU on the same patients: the largest
@@ -119,6 +121,9 @@ def _bench_preset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, o
     ckpt = args.checkpoint or _random_checkpoint(tmp, 2, name, args.text_encoder)
     kw = {"text_encoder_path": args.text_encoder or None, "batch_size": args.batch}
     gpu16 = Predictor.from_checkpoint(ckpt, device=args.device, bf16=True, **kw)
+    serial = Predictor.from_checkpoint(  # the image network on one series per pass
+        ckpt, device=args.device, bf16=True, image_batch_slices=0, **kw
+    )
     gpu32 = Predictor.from_checkpoint(ckpt, device=args.device, bf16=False, **kw)
     cpu = Predictor.from_checkpoint(ckpt, device="cpu", threads=args.cpu_threads, **kw)
     cfg = gpu16.config
@@ -137,10 +142,14 @@ def _bench_preset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, o
     }
     t16 = _time(lambda: gpu16.predict(pts), args.repeat, dev)
     t32 = _time(lambda: gpu32.predict(pts), args.repeat, dev)
+    tser = _time(lambda: serial.predict(pts), args.repeat, dev)
     tcpu = _time(lambda: cpu.predict(pts[:n_cpu]), 1, torch.device("cpu"))
     for key, sec, n in (("bf16", t16, len(pts)), ("fp32", t32, len(pts)), ("cpu", tcpu, n_cpu)):
         row[f"predict_{key}_patients_s"] = n / sec
         row[f"predict_{key}_slices_s"] = n * used / sec
+    row["image_batch_slices"] = gpu16.image_batch_slices
+    row["predict_bf16_per_series_patients_s"] = len(pts) / tser
+    row["predict_batched_over_per_series"] = tser / t16
     row["predict_bf16_over_fp32"] = (len(pts) / t16) / (len(pts) / t32)
     row["predict_bf16_over_cpu"] = (len(pts) / t16) / (n_cpu / tcpu)
     row.update(_agreement(gpu16.predict(pts[:n_cpu]), cpu.predict(pts[:n_cpu])))
@@ -171,6 +180,8 @@ def _bench_preset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, o
     )  # type: ignore[operator]
 
     k = args.train_repeat
+    if k <= 0:
+        return row
     s32 = _time(_train_step(gpu32, dev, False), k, dev, warm=3)
     s16 = _time(_train_step(gpu32, dev, dev.type == "cuda"), k, dev, warm=3)
     scpu = _time(_train_step(cpu, torch.device("cpu"), False), 1, torch.device("cpu"))
@@ -182,6 +193,17 @@ def _bench_preset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, o
     return row
 
 
+def _train_line(r: dict[str, object]) -> str:
+    if "train_step_fp32_ms" not in r:
+        return ""
+    return (
+        f"\n  stage-1 step ({r['train_step_batch']} slices): fp32 "
+        f"{r['train_step_fp32_ms']:.1f} ms, bf16 autocast "
+        f"{r['train_step_bf16_ms']:.1f} ms, CPU {r['train_step_cpu_ms']:.0f} ms "
+        f"(CPU/fp32 {r['train_step_cpu_over_fp32']:.1f})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=None, help="a trained checkpoint")
@@ -191,7 +213,7 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=12)
     ap.add_argument("--batch", type=int, default=64, help="patients per forward pass")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--train-repeat", type=int, default=10, help="timed training steps")
+    ap.add_argument("--train-repeat", type=int, default=10, help="timed training steps (0: none)")
     ap.add_argument("--cpu-threads", type=int, default=0, help="0: torch's default")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--text-encoder", default="", help="local BERT folder (default MiniLM)")
@@ -214,18 +236,17 @@ def main() -> None:
                 f"{r['predict_fp32_patients_s']:8.1f} patients/s | CPU "
                 f"{r['predict_cpu_patients_s']:6.2f} patients/s ({r['cpu_patients']} patients)\n"
                 f"           bf16/fp32 {r['predict_bf16_over_fp32']:.2f}   "
-                f"bf16/CPU {r['predict_bf16_over_cpu']:.1f}\n"
+                f"bf16/CPU {r['predict_bf16_over_cpu']:.1f}   bf16 with one series per "
+                f"image pass {r['predict_bf16_per_series_patients_s']:.1f} patients/s "
+                f"(batched, up to {r['image_batch_slices']} slices per pass / per series "
+                f"{r['predict_batched_over_per_series']:.2f})\n"
                 f"  DAE-Former batched forward: bf16 {r['bare_bf16_slices_s']:9.0f} slices/s, "
                 f"fp32 {r['bare_fp32_slices_s']:9.0f} slices/s (bf16/fp32 "
                 f"{r['bare_bf16_over_fp32']:.2f}); predictor/bare (bf16 slices/s) "
                 f"{r['predict_bf16_over_bare_bf16_slices']:.3f}\n"
                 f"  bf16 GPU vs fp32 CPU: max |dp| {r['max_prob_diff']:.4f}, max |d burden| "
                 f"{r['max_burden_diff']:.4f}, same label {100 * r['label_agreement']:.2f}% "
-                f"of pixels\n"
-                f"  stage-1 step ({r['train_step_batch']} slices): fp32 "
-                f"{r['train_step_fp32_ms']:.1f} ms, bf16 autocast {r['train_step_bf16_ms']:.1f} "
-                f"ms, CPU {r['train_step_cpu_ms']:.0f} ms (CPU/fp32 "
-                f"{r['train_step_cpu_over_fp32']:.1f})",
+                f"of pixels" + _train_line(r),
                 flush=True,
             )
     if args.json:

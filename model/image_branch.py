@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -128,10 +130,35 @@ class ImageBranch(nn.Module):
             ``embedding`` (2*C_3,), ``burden`` (), ``logits`` (S, K, H, W).
         """
         logits, tokens = self.segmenter.forward_with_features(slices)  # (S,K,H,W), (S,N,C)
-        pooled = tokens.mean(dim=1)  # (S, C)
-        embedding = torch.cat([pooled.mean(0), pooled.max(0).values])  # (2C,)
-        burden = burden_from_labels(logits.argmax(1))  # ()
-        return {"embedding": embedding, "burden": burden, "logits": logits}
+        return _pool_series(logits, tokens)
+
+    def forward_series(self, series: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """:meth:`forward_features` of several series in one pass of the segmenter.
+
+        The slices of all series go through DAE-Former together (one launch of each kernel
+        instead of one per series: on a GPU the per-series passes are launch-bound); the
+        pooling is per series, so each result is that series' ``forward_features``.
+
+        Args:
+            series: prepared slices (S_i, 1, H, W) of each series.
+        """
+        if not series:
+            return []
+        counts = [int(x.shape[0]) for x in series]
+        logits, tokens = self.segmenter.forward_with_features(torch.cat(list(series)))
+        return [
+            _pool_series(lg, tk)
+            for lg, tk in zip(logits.split(counts), tokens.split(counts), strict=True)
+        ]
 
     def forward(self, slices: torch.Tensor) -> torch.Tensor:
         return self.forward_features(slices)["embedding"]
+
+
+def _pool_series(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Embedding ``[mean, max]`` over slices of the spatially pooled bottleneck tokens
+    (S, N, C), and the burden of the segmentation ``logits`` (S, K, H, W)."""
+    pooled = tokens.mean(dim=1)  # (S, C)
+    embedding = torch.cat([pooled.mean(0), pooled.max(0).values])  # (2C,)
+    burden = burden_from_labels(logits.argmax(1))  # ()
+    return {"embedding": embedding, "burden": burden, "logits": logits}

@@ -22,6 +22,12 @@ from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, Patient
 
 log = logging.getLogger("mprtm.model")
 
+#: Slices per pass of the image network on CUDA (64 series of 12 slices).  On an H200,
+#: batching the series gave the Predictor 4.46 (``small``) and 2.44 (``full``) times the
+#: patients/s of one series per pass, in bf16 (``benchmarks/bench_gpu.py``,
+#: docs/model-performance.md).
+CUDA_IMAGE_BATCH_SLICES = 768
+
 
 def load_text_encoder(ckpt: Checkpoint, path: str | None = None) -> TextEncoder:
     """Build the checkpoint's text encoder from a local folder and check its weights hash.
@@ -81,6 +87,10 @@ class Predictor:
             patients stored in the checkpoint; 7 extra fusion passes over the batch
             times the background, the image network and the text encoder are not
             re-run).  Checkpoints without a background (format < 5) give none.
+        image_batch_slices: most slices in one pass of the image network when several
+            series are encoded (:meth:`encode_images`, and the series of a
+            :meth:`predict` batch).  None: :data:`CUDA_IMAGE_BATCH_SLICES` on CUDA, one
+            series per pass on the CPU (where batching gains little and costs memory).
     """
 
     def __init__(
@@ -93,15 +103,21 @@ class Predictor:
         bf16: bool = False,
         version: str = "",
         attribution: bool = True,
+        image_batch_slices: int | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if image_batch_slices is not None and image_batch_slices < 0:
+            raise ValueError(f"image_batch_slices must be >= 0, got {image_batch_slices}")
         self.checkpoint = ckpt
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.text_encoder = text_encoder.to(self.device).eval()
         self.batch_size = batch_size
         self.bf16 = bf16 and self.device.type == "cuda"
+        if image_batch_slices is None:
+            image_batch_slices = CUDA_IMAGE_BATCH_SLICES if self.device.type == "cuda" else 0
+        self.image_batch_slices = image_batch_slices
         self.version = version
         self.background = ckpt.background
         self.attribution = attribution and self.background is not None
@@ -127,6 +143,7 @@ class Predictor:
         batch_size: int = 32,
         bf16: bool = True,
         attribution: bool = True,
+        image_batch_slices: int | None = None,
     ) -> Predictor:
         """Load a checkpoint for inference.
 
@@ -138,6 +155,7 @@ class Predictor:
             batch_size: patients per forward pass.
             bf16: use bfloat16 autocast on CUDA.
             attribution: compute per-modality contributions (see the class).
+            image_batch_slices: slices per pass of the image network (see the class).
         """
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
@@ -153,7 +171,9 @@ class Predictor:
         net = load_network(ckpt)
         enc = load_text_encoder(ckpt, text_encoder_path)
         version = f"mprtm-{file_sha256(path)[:12]}"
-        return cls(ckpt, net, enc, device, batch_size, bf16, version, attribution)
+        return cls(
+            ckpt, net, enc, device, batch_size, bf16, version, attribution, image_batch_slices
+        )
 
     @torch.inference_mode()
     def build_background(self, inputs: Sequence[ModelInput], seed: int = 0) -> int:
@@ -172,7 +192,7 @@ class Predictor:
         if len(pick) == 0:
             return 0
         chosen = [inputs[int(i)] for i in pick]
-        feats = [self._image_features(i, None) for i in chosen]
+        feats = self._batch_image_features(chosen, None)
         image = np.zeros((len(chosen), self.network.image.embed_dim + 1), dtype=np.float32)
         for r, f in enumerate(feats):
             assert f is not None
@@ -196,24 +216,74 @@ class Predictor:
         Args:
             volume: (S, H, W) float32 slices, intensities about [0, 1].
         """
-        arr = np.asarray(volume)
+        return self.encode_images([volume])[0]
+
+    @torch.inference_mode()
+    def encode_images(
+        self, volumes: Sequence[np.ndarray], names: Sequence[str] | None = None
+    ) -> list[ImageFeatures]:
+        """:meth:`encode_image` of several series, in order.
+
+        Up to ``image_batch_slices`` slices go through the image network in one pass
+        (one series per pass when it is 0); each series is pooled on its own, so the
+        result is each series' :meth:`encode_image` up to float rounding.
+
+        Args:
+            volumes: (S, H, W) float32 slices of each series.
+            names: what to call each series in an error (default ``series <i>``; a
+                single unnamed series' error is raised as it is).
+
+        Raises:
+            ModelInputError: a series that cannot be used, named.
+        """
         cfg = self.config
-        x = prepare_volume(arr, cfg.image_size, cfg.max_slices, cfg.crop).to(self.device)
+        arrays, prepared = [], []
+        for k, volume in enumerate(volumes):
+            arr = np.asarray(volume)
+            try:
+                prepared.append(prepare_volume(arr, cfg.image_size, cfg.max_slices, cfg.crop))
+            except ModelInputError as exc:
+                if names is None and len(volumes) == 1:
+                    raise
+                name = names[k] if names is not None else f"series {k}"
+                raise ModelInputError(f"{name}: {exc}") from exc
+            arrays.append(arr)
+        out: list[ImageFeatures] = []
+        start, used = 0, 0
+        for k, x in enumerate(prepared):
+            if k > start and used + len(x) > self.image_batch_slices:
+                out.extend(self._encode_group(arrays[start:k], prepared[start:k]))
+                start, used = k, 0
+            used += len(x)
+        if prepared:
+            out.extend(self._encode_group(arrays[start:], prepared[start:]))
+        return out
+
+    def _encode_group(
+        self, arrays: Sequence[np.ndarray], prepared: Sequence[torch.Tensor]
+    ) -> list[ImageFeatures]:
+        cfg = self.config
         with self._autocast():
-            out = self.network.image.forward_features(x)
-        logits = out["logits"].float()  # (S, K, h, w) over the centre crop
-        top, left, ch, cw = crop_box(arr.shape[-2], arr.shape[-1], cfg.crop)
-        if logits.shape[-2:] != (ch, cw):
-            logits = torch.nn.functional.interpolate(
-                logits, size=(ch, cw), mode="bilinear", align_corners=False
+            outs = self.network.image.forward_series([x.to(self.device) for x in prepared])
+        feats = []
+        for arr, x, out in zip(arrays, prepared, outs, strict=True):
+            logits = out["logits"].float()  # (S, K, h, w) over the centre crop
+            top, left, ch, cw = crop_box(arr.shape[-2], arr.shape[-1], cfg.crop)
+            if logits.shape[-2:] != (ch, cw):
+                logits = torch.nn.functional.interpolate(
+                    logits, size=(ch, cw), mode="bilinear", align_corners=False
+                )
+            seg = np.zeros((x.shape[0], *arr.shape[-2:]), dtype=np.uint8)  # (S, H, W)
+            labels = logits.argmax(1).to(torch.uint8).cpu().numpy()
+            seg[:, top : top + ch, left : left + cw] = labels
+            feats.append(
+                ImageFeatures(
+                    embedding=out["embedding"].float().cpu().numpy().astype(np.float32),
+                    fibrosis_burden=float(out["burden"]),
+                    segmentation=seg,
+                )
             )
-        seg = np.zeros((x.shape[0], *arr.shape[-2:]), dtype=np.uint8)  # (S, H, W)
-        seg[:, top : top + ch, left : left + cw] = logits.argmax(1).to(torch.uint8).cpu().numpy()
-        return ImageFeatures(
-            embedding=out["embedding"].float().cpu().numpy().astype(np.float32),
-            fibrosis_burden=float(out["burden"]),
-            segmentation=seg,
-        )
+        return feats
 
     def encode_texts(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """Segment embeddings (N, text_max_segments, text_dim) float32."""
@@ -226,17 +296,27 @@ class Predictor:
         for s in range(0, n, self.batch_size):
             yield slice(s, min(s + self.batch_size, n))
 
-    def _image_features(
-        self, inp: ModelInput, cache: Mapping[str, ImageFeatures] | None
-    ) -> ImageFeatures | None:
-        if inp.image is None:
-            return None
-        if cache is not None and inp.image_fingerprint and inp.image_fingerprint in cache:
-            return cache[inp.image_fingerprint]
-        try:
-            return self.encode_image(inp.image)
-        except ModelInputError as exc:
-            raise ModelInputError(f"patient {inp.patient_id}: {exc}") from exc
+    def _batch_image_features(
+        self, batch: Sequence[ModelInput], cache: Mapping[str, ImageFeatures] | None
+    ) -> list[ImageFeatures | None]:
+        """Each patient's image features: from ``cache`` by fingerprint, else encoded
+        (the misses together, :meth:`encode_images`)."""
+        feats: list[ImageFeatures | None] = [None] * len(batch)
+        todo = []
+        for r, inp in enumerate(batch):
+            if inp.image is None:
+                continue
+            if cache is not None and inp.image_fingerprint and inp.image_fingerprint in cache:
+                feats[r] = cache[inp.image_fingerprint]
+            else:
+                todo.append(r)
+        encoded = self.encode_images(
+            [batch[r].image for r in todo],  # type: ignore[misc]
+            names=[f"patient {batch[r].patient_id}" for r in todo],
+        )
+        for r, f in zip(todo, encoded, strict=True):
+            feats[r] = f
+        return feats
 
     @torch.inference_mode()
     def predict(
@@ -264,7 +344,7 @@ class Predictor:
     def _predict_batch(
         self, batch: Sequence[ModelInput], cache: Mapping[str, ImageFeatures] | None
     ) -> list[PatientPrediction]:
-        feats = [self._image_features(i, cache) for i in batch]
+        feats = self._batch_image_features(batch, cache)
         img_dim = self.network.image.embed_dim + 1
         image = np.zeros((len(batch), img_dim), dtype=np.float32)
         for r, f in enumerate(feats):

@@ -187,12 +187,31 @@ class Scorer:
         t0 = time.perf_counter()
         image_cache: dict[str, ImageFeatures] = {}
         with session_scope(sessions) as s:
+            todo: dict[str, tuple[str, MappedPatient]] = {}  # fingerprint -> first patient
             for pid, m in list(mapped.items()):
                 mi: ModelInput = m.model_input
-                if mi.image is None or not mi.image_fingerprint:
+                fp = mi.image_fingerprint
+                if mi.image is None or not fp or fp in image_cache or fp in todo:
                     continue
                 try:
-                    image_cache[mi.image_fingerprint] = self._image_features(s, pid, m)
+                    cached = self._cached_features(s, fp)
+                except Exception as exc:  # noqa: BLE001
+                    errors[pid] = _reason(exc)
+                    mapped.pop(pid)
+                    continue
+                if cached is not None:
+                    image_cache[fp] = cached
+                else:
+                    todo[fp] = (pid, m)
+            for fp, got in self._encode_series(todo).items():
+                pid, m = todo[fp]
+                if isinstance(got, Exception):
+                    errors[pid] = _reason(got)
+                    mapped.pop(pid)
+                    continue
+                try:
+                    self._store_features(s, pid, m, got)
+                    image_cache[fp] = got
                 except Exception as exc:  # noqa: BLE001
                     errors[pid] = _reason(exc)
                     mapped.pop(pid)
@@ -225,21 +244,46 @@ class Scorer:
                 res.n_failed += 1
         return res
 
-    def _image_features(self, s: Session, pid: str, m: MappedPatient) -> ImageFeatures:
-        mi: ModelInput = m.model_input
+    def _cached_features(self, s: Session, fingerprint: str) -> ImageFeatures | None:
+        """The stored features of a series under this model version, or None."""
         row = s.scalar(
             select(ImageFeatureCache).where(
-                ImageFeatureCache.series_fingerprint == mi.image_fingerprint,
+                ImageFeatureCache.series_fingerprint == fingerprint,
                 ImageFeatureCache.model_version == self.model_version,
             )
         )
-        if row is not None:
-            return ImageFeatures(
-                embedding=np.frombuffer(row.embedding, dtype=np.float32).copy(),
-                fibrosis_burden=row.fibrosis_burden,
-            )
+        if row is None:
+            return None
+        return ImageFeatures(
+            embedding=np.frombuffer(row.embedding, dtype=np.float32).copy(),
+            fibrosis_burden=row.fibrosis_burden,
+        )
+
+    def _encode_series(
+        self, todo: dict[str, tuple[str, MappedPatient]]
+    ) -> dict[str, ImageFeatures | Exception]:
+        """Encode the series of ``todo`` (fingerprint -> patient) together
+        (:meth:`Predictor.encode_images`: several per pass on a GPU); when that fails,
+        one at a time, so that one bad series costs only its own patient."""
+        items = list(todo.items())
+        vols = [m.model_input.image for _, (_, m) in items]
+        names = [f"patient {pid}" for _, (pid, _) in items]
+        try:
+            feats = self.predictor.encode_images(vols, names=names)
+            return {fp: f for (fp, _), f in zip(items, feats, strict=True)}
+        except Exception:  # noqa: BLE001
+            out: dict[str, ImageFeatures | Exception] = {}
+            for fp, (_, m) in items:
+                try:
+                    out[fp] = self.predictor.encode_image(m.model_input.image)
+                except Exception as exc:  # noqa: BLE001
+                    out[fp] = exc
+            return out
+
+    def _store_features(self, s: Session, pid: str, m: MappedPatient, feats: ImageFeatures) -> None:
+        """Keep a newly encoded series' features and overlay under this model version."""
+        mi: ModelInput = m.model_input
         assert mi.image is not None
-        feats: ImageFeatures = self.predictor.encode_image(mi.image)
         overlay = None
         if feats.segmentation is not None:
             from cds.overlay import render_overlay
@@ -265,7 +309,6 @@ class Scorer:
             )
         )
         s.flush()
-        return feats
 
     def _tiers(self, pred: PatientPrediction) -> dict[str, str]:
         r = self.settings.risk
