@@ -32,12 +32,16 @@ def test_condition_codes_snomed_and_icd10_prefixes():
             condition("c2", "p1", ICD10CM, "I48.91"),  # AF, below I48
             condition("c3", "p1", "http://hl7.org/fhir/sid/icd-10", "N183"),  # CKD, no dot
             condition("c4", "p1", SNOMED, "195967001"),  # asthma: not in the table
+            condition("c5", "p1", ICD10CM, "J45.909"),  # asthma: not COPD (MAGGIC's COPD)
         ],
     )
     m = map_record(rec, as_of=AS_OF)
     n = m.model_input.numeric
     assert n["cond_diabetes"] == n["cond_atrial_fibrillation"] == n["cond_ckd"] == 1.0
-    assert n["cond_hypertension"] == 0.0
+    assert n["cond_hypertension"] == n["cond_pulmonary_disease"] == 0.0
+    assert "Condition/c5" not in m.basis
+    copd = record(patient("p2"), [condition("c6", "p2", ICD10CM, "J44.1")])
+    assert map_record(copd, as_of=AS_OF).model_input.numeric["cond_pulmonary_disease"] == 1.0
     assert m.features["cond_atrial_fibrillation"].source == "Condition/c2"
     assert "Condition/c4" not in m.basis
     assert {"Condition/c1", "Condition/c2", "Condition/c3"} <= set(m.basis)
