@@ -28,6 +28,7 @@ CUDA; its numbers mean nothing then.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -41,14 +42,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_inference import _note, _random_checkpoint  # noqa: E402
+from bench_inference import _patients, _random_checkpoint  # noqa: E402
 
 from model._seg_train import segmentation_loss  # noqa: E402
 from model.image_branch import prepare_volume  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
-from model.types import OUTCOMES, ModelInput, PatientPrediction  # noqa: E402
-
-FEATURES = ("age", "sex_male", "lvef", "nt_probnp", "sbp", "creatinine", "sodium", "hemoglobin")
+from model.types import OUTCOMES, PatientPrediction  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -70,16 +69,6 @@ def _time(fn: Callable[[], object], repeat: int, device: torch.device, warm: int
     return statistics.median(runs)
 
 
-def _patients(n: int, slices: int, size: int, seed: int) -> list[ModelInput]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        numeric = {f: float(rng.normal(50, 10)) for f in FEATURES}
-        image = rng.random((slices, size, size), dtype=np.float32)
-        out.append(ModelInput(f"bench-{i}", numeric, _note(i, rng), image, f"fp-{i}"))
-    return out
-
-
 def _agreement(a: list[PatientPrediction], b: list[PatientPrediction]) -> dict[str, float]:
     pairs = list(zip(a, b, strict=True))
     dp = max(abs(x.probabilities[o] - y.probabilities[o]) for x, y in pairs for o in OUTCOMES)
@@ -96,8 +85,6 @@ def _agreement(a: list[PatientPrediction], b: list[PatientPrediction]) -> dict[s
 
 def _train_step(pred: Predictor, device: torch.device, bf16: bool) -> Callable[[], None]:
     """One AdamW step of a copy of the segmenter on ``seg_batch`` random slices."""
-    import copy
-
     cfg = pred.config
     seg = copy.deepcopy(pred.network.image.segmenter).to(device).float().train()
     opt = torch.optim.AdamW(seg.parameters(), lr=1e-4)
@@ -128,7 +115,7 @@ def _bench_preset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, o
     cpu = Predictor.from_checkpoint(ckpt, device="cpu", threads=args.cpu_threads, **kw)
     cfg = gpu16.config
     size = cfg.input_size
-    pts = _patients(args.patients, args.slices, size, 0)
+    pts = _patients(args.patients, args.slices, size, np.random.default_rng(0))
     n_cpu = min(args.cpu_patients, len(pts))
     used = prepare_volume(pts[0].image, cfg.image_size, cfg.max_slices, cfg.crop).shape[0]
     row: dict[str, object] = {
