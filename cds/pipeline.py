@@ -94,6 +94,7 @@ def attach_image(
         return
     mapped.model_input.image = volume.image
     mapped.model_input.image_fingerprint = volume.fingerprint
+    mapped.model_input.image_spacing_mm = volume.pixel_spacing_mm
     mapped.n_slices = int(volume.image.shape[0])
     mapped.slice_order = how
     mapped.sop_instance_uids = volume.sop_instance_uids

@@ -36,6 +36,8 @@ class ModelInput:
         image: LGE short-axis slices, float32 array (S, H, W), ordered apex-to-base or
             base-to-apex consistently, intensities normalised to about [0, 1]; or None.
         image_fingerprint: a stable hash of the series, the key of the embedding cache.
+        image_spacing_mm: in-plane pixel spacing of ``image`` in mm, or None when unknown
+            (the image quality checks then skip the physical-size ranges).
     """
 
     patient_id: str
@@ -43,6 +45,7 @@ class ModelInput:
     text: str | None = None
     image: np.ndarray | None = None
     image_fingerprint: str | None = None
+    image_spacing_mm: float | None = None
 
 
 @dataclass

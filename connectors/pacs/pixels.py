@@ -37,12 +37,15 @@ class SeriesVolume:
         fingerprint: sha256 hex digest (see module docstring).
         series_instance_uid: the series.
         sop_instance_uids: the slices, in the order of ``image``.
+        pixel_spacing_mm: in-plane spacing of ``image`` in mm (the first slice's
+            PixelSpacing times the resampling factor), or None when the series has none.
     """
 
     image: np.ndarray
     fingerprint: str
     series_instance_uid: str
     sop_instance_uids: tuple[str, ...]
+    pixel_spacing_mm: float | None = None
 
 
 def _uid(ds: Dataset) -> str:
@@ -173,6 +176,20 @@ def fingerprint(series_uid: str, datasets: Sequence[Dataset]) -> str:
     return h.hexdigest()
 
 
+def volume_spacing_mm(ds: Dataset, size: int) -> float | None:
+    """In-plane spacing (mm) of ``ds`` after :func:`resample_slice` to ``size``: the mean
+    of its PixelSpacing (row, column) times ``max(Rows, Columns) / size``; None when the
+    attribute is absent or not positive."""
+    try:
+        row, col = (float(v) for v in ds.PixelSpacing)
+        n = max(int(ds.Rows), int(ds.Columns))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if row <= 0 or col <= 0 or n <= 0 or size <= 0:
+        return None
+    return (row + col) / 2.0 * n / size
+
+
 def series_volume(ordered: Sequence[Dataset], size: int) -> SeriesVolume:
     """The model's image input from slices already in spatial order.
 
@@ -193,4 +210,5 @@ def series_volume(ordered: Sequence[Dataset], size: int) -> SeriesVolume:
         fingerprint=fingerprint(series_uid, ordered),
         series_instance_uid=series_uid,
         sop_instance_uids=tuple(_uid(ds) for ds in ordered),
+        pixel_spacing_mm=volume_spacing_mm(ordered[0], size),
     )
