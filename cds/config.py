@@ -117,6 +117,17 @@ class ModelSettings:
     text_encoder: str = ""
     cpu_threads: int = 0
     batch_size: int = 32
+    image_min_quality: float = 0.3
+    image_min_ring_fraction: float = 0.5
+    image_max_entropy: float = 0.45
+    image_min_flip_agreement: float = 0.6
+    image_max_outside_enhancement: float = 0.35
+    image_max_ood_ratio: float = 2.0
+    image_wall_min_mm: float = 2.0
+    image_wall_max_mm: float = 30.0
+    image_lv_diameter_min_mm: float = 20.0
+    image_lv_diameter_max_mm: float = 100.0
+    image_flip_check: bool = True
 
 
 @dataclass(frozen=True)

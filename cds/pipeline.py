@@ -91,6 +91,7 @@ def attach_image(
         volume = series_volume(ordered, image_size)
     except DicomInvalid as exc:
         mapped.warnings.append(f"LGE series {ref.series_instance_uid}: {exc}; no image used")
+        mapped.image_rejected = f"the series could not be read ({exc})"
         return
     mapped.model_input.image = volume.image
     mapped.model_input.image_fingerprint = volume.fingerprint

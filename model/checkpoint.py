@@ -31,9 +31,11 @@ FORMAT = "mprtm-checkpoint"
 #: 4: the linear path may be reduced-rank (SharedRiskLinear, cfg.shortcut_rank).
 #: 5: stage-2 ensembles (cfg.ensemble, ``members.<k>.`` weights), the stage-1 patient cap
 #:    (cfg.seg_max_patients) and the attribution background (typical training patients).
-FORMAT_VERSION = 5
+#: 6: the training series' embedding distribution (image_reference) for the image quality
+#:    gate's familiarity signal; older checkpoints load without it (signal skipped).
+FORMAT_VERSION = 6
 #: Formats this code reads (older ones are upgraded on load).
-READABLE_VERSIONS = (2, 3, 4, 5)
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
 
 
 def package_versions() -> dict[str, str]:
@@ -71,6 +73,8 @@ class Checkpoint:
             patients the modality contributions are measured against
             (:mod:`model.attribution`); None in checkpoints before format 5, which then
             give no contributions.
+        image_reference: :meth:`model.image_quality.ImageReference.to_dict` of the
+            training series' image embeddings, or None (format < 6, or too few series).
     """
 
     config: ModelConfig
@@ -89,6 +93,7 @@ class Checkpoint:
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     card_markdown: str = ""
     background: dict[str, torch.Tensor] | None = None
+    image_reference: dict[str, Any] | None = None
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
@@ -116,6 +121,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
         "created": ckpt.created,
         "card_markdown": ckpt.card_markdown,
         "background": ckpt.background,
+        "image_reference": ckpt.image_reference,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
@@ -183,6 +189,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         created=blob.get("created", ""),
         card_markdown=blob.get("card_markdown", ""),
         background=blob.get("background"),
+        image_reference=blob.get("image_reference"),
     )
 
 

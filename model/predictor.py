@@ -16,6 +16,7 @@ from model.calibration import tier
 from model.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from model.errors import IncompatibleCheckpointError, ModelInputError
 from model.image_branch import crop_box, prepare_volume
+from model.image_quality import ImageReference, QualityRules, assess
 from model.mprtm import Network, build_network
 from model.text_branch import TextEncoder
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, PatientPrediction
@@ -91,6 +92,9 @@ class Predictor:
             series are encoded (:meth:`encode_images`, and the series of a
             :meth:`predict` batch).  None: :data:`CUDA_IMAGE_BATCH_SLICES` on CUDA, one
             series per pass on the CPU (where batching gains little and costs memory).
+        quality_rules: when a series' segmentation counts as readable
+            (:mod:`model.image_quality`); an unreadable series is treated as a missing
+            image.  None: the defaults.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class Predictor:
         version: str = "",
         attribution: bool = True,
         image_batch_slices: int | None = None,
+        quality_rules: QualityRules | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -132,6 +137,10 @@ class Predictor:
         self.card_markdown = ckpt.card_markdown
         self.schema = ckpt.schema
         self.config = ckpt.config
+        self.quality_rules = quality_rules or QualityRules()
+        self.image_reference = (
+            ImageReference.from_dict(ckpt.image_reference) if ckpt.image_reference else None
+        )
 
     @classmethod
     def from_checkpoint(
@@ -144,6 +153,7 @@ class Predictor:
         bf16: bool = True,
         attribution: bool = True,
         image_batch_slices: int | None = None,
+        quality_rules: QualityRules | None = None,
     ) -> Predictor:
         """Load a checkpoint for inference.
 
@@ -156,6 +166,7 @@ class Predictor:
             bf16: use bfloat16 autocast on CUDA.
             attribution: compute per-modality contributions (see the class).
             image_batch_slices: slices per pass of the image network (see the class).
+            quality_rules: the image quality gate's thresholds (see the class).
         """
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
@@ -172,7 +183,16 @@ class Predictor:
         enc = load_text_encoder(ckpt, text_encoder_path)
         version = f"mprtm-{file_sha256(path)[:12]}"
         return cls(
-            ckpt, net, enc, device, batch_size, bf16, version, attribution, image_batch_slices
+            ckpt,
+            net,
+            enc,
+            device,
+            batch_size,
+            bf16,
+            version,
+            attribution,
+            image_batch_slices,
+            quality_rules,
         )
 
     @torch.inference_mode()
@@ -210,17 +230,21 @@ class Predictor:
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def encode_image(self, volume: np.ndarray) -> ImageFeatures:
-        """Segment one LGE series and embed it; cache the result under its fingerprint.
+    def encode_image(self, volume: np.ndarray, spacing_mm: float | None = None) -> ImageFeatures:
+        """Segment one LGE series, embed it and judge the segmentation's quality.
 
         Args:
             volume: (S, H, W) float32 slices, intensities about [0, 1].
+            spacing_mm: in-plane pixel spacing of ``volume`` (None: size rules skipped).
         """
-        return self.encode_images([volume])[0]
+        return self.encode_images([volume], spacings=[spacing_mm])[0]
 
     @torch.inference_mode()
     def encode_images(
-        self, volumes: Sequence[np.ndarray], names: Sequence[str] | None = None
+        self,
+        volumes: Sequence[np.ndarray],
+        names: Sequence[str] | None = None,
+        spacings: Sequence[float | None] | None = None,
     ) -> list[ImageFeatures]:
         """:meth:`encode_image` of several series, in order.
 
@@ -232,11 +256,16 @@ class Predictor:
             volumes: (S, H, W) float32 slices of each series.
             names: what to call each series in an error (default ``series <i>``; a
                 single unnamed series' error is raised as it is).
+            spacings: each volume's in-plane pixel spacing in mm (None: unknown).
 
         Raises:
             ModelInputError: a series that cannot be used, named.
         """
         cfg = self.config
+        if spacings is None:
+            spacings = [None] * len(volumes)
+        if len(spacings) != len(volumes):
+            raise ValueError(f"{len(spacings)} spacings for {len(volumes)} volumes")
         arrays, prepared = [], []
         for k, volume in enumerate(volumes):
             arr = np.asarray(volume)
@@ -252,23 +281,45 @@ class Predictor:
         start, used = 0, 0
         for k, x in enumerate(prepared):
             if k > start and used + len(x) > self.image_batch_slices:
-                out.extend(self._encode_group(arrays[start:k], prepared[start:k]))
+                out.extend(
+                    self._encode_group(arrays[start:k], prepared[start:k], spacings[start:k])
+                )
                 start, used = k, 0
             used += len(x)
         if prepared:
-            out.extend(self._encode_group(arrays[start:], prepared[start:]))
+            out.extend(self._encode_group(arrays[start:], prepared[start:], spacings[start:]))
         return out
 
     def _encode_group(
-        self, arrays: Sequence[np.ndarray], prepared: Sequence[torch.Tensor]
+        self,
+        arrays: Sequence[np.ndarray],
+        prepared: Sequence[torch.Tensor],
+        spacings: Sequence[float | None],
     ) -> list[ImageFeatures]:
         cfg = self.config
+        rules = self.quality_rules
+        series = [x.to(self.device) for x in prepared]
+        if rules.flip:  # the mirrored series ride in the same pass
+            series += [x.flip(-1) for x in series]
         with self._autocast():
-            outs = self.network.image.forward_series([x.to(self.device) for x in prepared])
+            outs = self.network.image.forward_series(series)
+        mirrored = outs[len(prepared) :] if rules.flip else [None] * len(prepared)
         feats = []
-        for arr, x, out in zip(arrays, prepared, outs, strict=True):
+        for arr, x, out, mir, spacing in zip(
+            arrays, prepared, outs, mirrored, spacings, strict=False
+        ):
             logits = out["logits"].float()  # (S, K, h, w) over the centre crop
             top, left, ch, cw = crop_box(arr.shape[-2], arr.shape[-1], cfg.crop)
+            embedding = out["embedding"].float().cpu().numpy().astype(np.float32)
+            verdict = assess(
+                logits,
+                spacing_mm=None if spacing is None else spacing * ch / logits.shape[-2],
+                rules=rules,
+                flipped_logits=None if mir is None else mir["logits"].float().flip(-1),
+                ood_ratio=None
+                if self.image_reference is None
+                else self.image_reference.ratio(embedding),
+            )
             if logits.shape[-2:] != (ch, cw):
                 logits = torch.nn.functional.interpolate(
                     logits, size=(ch, cw), mode="bilinear", align_corners=False
@@ -278,9 +329,13 @@ class Predictor:
             seg[:, top : top + ch, left : left + cw] = labels
             feats.append(
                 ImageFeatures(
-                    embedding=out["embedding"].float().cpu().numpy().astype(np.float32),
+                    embedding=embedding,
                     fibrosis_burden=float(out["burden"]),
                     segmentation=seg,
+                    quality=verdict.quality,
+                    usable=verdict.usable,
+                    quality_reason=verdict.reason,
+                    quality_signals=verdict.signals,
                 )
             )
         return feats
@@ -313,6 +368,7 @@ class Predictor:
         encoded = self.encode_images(
             [batch[r].image for r in todo],  # type: ignore[misc]
             names=[f"patient {batch[r].patient_id}" for r in todo],
+            spacings=[batch[r].image_spacing_mm for r in todo],
         )
         for r, f in zip(todo, encoded, strict=True):
             feats[r] = f
@@ -348,7 +404,7 @@ class Predictor:
         img_dim = self.network.image.embed_dim + 1
         image = np.zeros((len(batch), img_dim), dtype=np.float32)
         for r, f in enumerate(feats):
-            if f is not None:
+            if f is not None and f.usable:
                 if f.embedding.shape != (img_dim - 1,):
                     raise ModelInputError(
                         f"patient {batch[r].patient_id}: cached image embedding has shape "
@@ -362,13 +418,18 @@ class Predictor:
         if text_present.any():
             idx = np.flatnonzero(text_present)
             text[idx] = self.encode_texts([batch[int(i)].text or "" for i in idx])
-        t = assemble(
-            batch, self.schema, text, text_present, image, np.array([f is not None for f in feats])
-        )
+        image_present = np.array([f is not None and f.usable for f in feats], dtype=bool)
+        t = assemble(batch, self.schema, text, text_present, image, image_present)
         empty = ~t["present"].any(dim=1)
         if bool(empty.any()):
-            pid = batch[int(empty.nonzero()[0, 0])].patient_id
-            raise ModelInputError(f"patient {pid}: no usable modality (numeric, text or image)")
+            r = int(empty.nonzero()[0, 0])
+            f = feats[r]
+            why = (
+                "" if f is None or f.usable else f" (MRI could not be analysed: {f.quality_reason})"
+            )
+            raise ModelInputError(
+                f"patient {batch[r].patient_id}: no usable modality (numeric, text or image){why}"
+            )
         t = {k: v.to(self.device) for k, v in t.items()}
         with self._autocast():
             res = self.network(t["numeric"], t["text"], t["image"], t["present"])
@@ -405,7 +466,7 @@ class Predictor:
                     probabilities=p,
                     tiers={o: tier(p[o], self.thresholds[o]) for o in OUTCOMES},
                     modality_weights=w,
-                    fibrosis_burden=None if f is None else float(f.fibrosis_burden),
+                    fibrosis_burden=None if f is None or not f.usable else float(f.fibrosis_burden),
                     cause_probabilities={
                         c: float(causes[r, j]) for j, c in enumerate(self.config.causes)
                     },

@@ -39,8 +39,9 @@ from model.calibration import fit_temperature, tier_thresholds
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.errors import TrainingError
+from model.image_quality import ImageReference
 from model.metrics import binary_metrics
-from model.mprtm import MPRTM, TEXT, MPRTMEnsemble, build_model
+from model.mprtm import IMAGE, MPRTM, TEXT, MPRTMEnsemble, build_model
 from model.numeric_branch import FeatureSchema
 from model.text_branch import TextEmbeddingCache, TextEncoder
 from model.types import MODALITIES, OUTCOMES, LabelledExample
@@ -288,6 +289,7 @@ def train_mprtm(
     if len(pick) == 0:
         log.warning("no training patient has all three modalities: no contributions")
     background = {m: tr[m][pick].float().cpu().clone() for m in MODALITIES} if len(pick) else None
+    image_reference = _image_reference(net, tensors, {"train": train, "val": val}, cfg, dev)
     if cfg.ensemble > 1:
         metrics["val"]["ensemble_members"] = member_metrics
     if hist.get("seg_val_dice_enhancement"):
@@ -341,12 +343,38 @@ def train_mprtm(
         baselines=base_states,
         history=hist,
         background=background,
+        image_reference=None if image_reference is None else image_reference.to_dict(),
     )
     path = None
     if out is not None:
         path = save_checkpoint(ckpt, out)
         plot_training_curves(hist, path.with_suffix(".curves.png"))
     return TrainResult(ckpt, path, time.perf_counter() - t0)
+
+
+def _image_reference(
+    net: MPRTM,
+    tensors: dict[str, dict[str, torch.Tensor]],
+    parts: dict[str, Sequence[LabelledExample]],
+    cfg: ModelConfig,
+    dev: torch.device,
+) -> ImageReference | None:
+    """The training series' embedding distribution, scaled by the validation series'
+    distances (the image quality gate's familiarity signal).  Joint training moved the
+    image branch after the embeddings were taken, so they are taken again then."""
+    emb = {}
+    for name in ("train", "val"):
+        if cfg.joint:
+            e, present = embed_images(net.image, parts[name], cfg, dev, progress=False)
+            emb[name] = e[present, :-1]
+        else:
+            t = tensors[name]
+            rows = t["present"][:, IMAGE].cpu().numpy()
+            emb[name] = t["image"].cpu().numpy()[rows, :-1]
+    ref = ImageReference.fit(emb["train"], emb["val"])
+    if ref is None:
+        log.warning("fewer than 8 training series: no image familiarity reference")
+    return ref
 
 
 def _without_text(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

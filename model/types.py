@@ -50,11 +50,20 @@ class ModelInput:
 
 @dataclass
 class ImageFeatures:
-    """What the image branch produces for one series (cacheable)."""
+    """What the image branch produces for one series (cacheable).
+
+    ``quality``, ``usable``, ``quality_reason`` and ``quality_signals`` are the verdict of
+    :func:`model.image_quality.assess`: a series that is not ``usable`` is treated as a
+    missing image (modality weight 0, no fibrosis burden reported).
+    """
 
     embedding: np.ndarray  # (D,) float32
     fibrosis_burden: float  # enhanced / myocardial area, 0..1
     segmentation: np.ndarray | None = None  # (S, H, W) uint8: 0 bg, 1 myocardium, 2 enhancement
+    quality: float = 1.0
+    usable: bool = True
+    quality_reason: str | None = None
+    quality_signals: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,6 +74,8 @@ class PatientPrediction:
     probabilities: dict[str, float]  # outcome -> calibrated 1-year probability
     tiers: dict[str, str]  # outcome -> low / moderate / high
     modality_weights: dict[str, float]  # numeric / text / image; a missing modality is 0.0
+    #: the measured burden of a usable series; None without an image or when the series
+    #: is not usable (``image_features.usable``)
     fibrosis_burden: float | None
     cause_probabilities: dict[str, float] = field(default_factory=dict)
     image_features: ImageFeatures | None = None

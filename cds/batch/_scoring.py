@@ -39,6 +39,7 @@ from cds.db import session_scope
 from cds.db.models import BatchItem, ImageFeatureCache, Patient, Prediction
 from cds.errors import ConfigError
 from cds.explain import stored_contributions
+from cds.image_gate import cached_image_features, image_status, quality_rules
 from cds.mapping import MappedPatient
 from model.types import ImageFeatures, ModelInput, PatientPrediction
 
@@ -133,6 +134,7 @@ class Scorer:
             threads=settings.model.cpu_threads,
             text_encoder_path=settings.model.text_encoder or None,
             batch_size=settings.model.batch_size,
+            quality_rules=quality_rules(settings),
         )
         return cls(
             settings,
@@ -176,7 +178,7 @@ class Scorer:
                     record,
                     self.imaging,
                     as_of=ctx.as_of.date(),
-                    image_size=self.predictor.config.image_size,
+                    image_size=self.predictor.config.input_size,
                     settings=self.settings,
                 )
                 t["pull"] += t1 - t0
@@ -254,10 +256,7 @@ class Scorer:
         )
         if row is None:
             return None
-        return ImageFeatures(
-            embedding=np.frombuffer(row.embedding, dtype=np.float32).copy(),
-            fibrosis_burden=row.fibrosis_burden,
-        )
+        return cached_image_features(row)
 
     def _encode_series(
         self, todo: dict[str, tuple[str, MappedPatient]]
@@ -268,24 +267,28 @@ class Scorer:
         items = list(todo.items())
         vols = [m.model_input.image for _, (_, m) in items]
         names = [f"patient {pid}" for _, (pid, _) in items]
+        spacings = [m.model_input.image_spacing_mm for _, (_, m) in items]
         try:
-            feats = self.predictor.encode_images(vols, names=names)
+            feats = self.predictor.encode_images(vols, names=names, spacings=spacings)
             return {fp: f for (fp, _), f in zip(items, feats, strict=True)}
         except Exception:  # noqa: BLE001
             out: dict[str, ImageFeatures | Exception] = {}
             for fp, (_, m) in items:
                 try:
-                    out[fp] = self.predictor.encode_image(m.model_input.image)
+                    out[fp] = self.predictor.encode_image(
+                        m.model_input.image, m.model_input.image_spacing_mm
+                    )
                 except Exception as exc:  # noqa: BLE001
                     out[fp] = exc
             return out
 
     def _store_features(self, s: Session, pid: str, m: MappedPatient, feats: ImageFeatures) -> None:
-        """Keep a newly encoded series' features and overlay under this model version."""
+        """Keep a newly encoded series' features, verdict and overlay under this model
+        version (no overlay for an unusable series: its segmentation is not shown)."""
         mi: ModelInput = m.model_input
         assert mi.image is not None
         overlay = None
-        if feats.segmentation is not None:
+        if feats.segmentation is not None and feats.usable:
             from cds.overlay import render_overlay
             from model.image_branch import select_slices
 
@@ -306,6 +309,10 @@ class Scorer:
                 embedding=np.asarray(feats.embedding, dtype=np.float32).tobytes(),
                 fibrosis_burden=float(feats.fibrosis_burden),
                 overlay_png=overlay,
+                quality=float(feats.quality),
+                usable=bool(feats.usable),
+                quality_reason=feats.quality_reason,
+                quality_signals={k: float(v) for k, v in feats.quality_signals.items()},
             )
         )
         s.flush()
@@ -383,6 +390,7 @@ class Scorer:
             row.basis = list(m.basis)
             row.warnings = list(m.warnings)
             row.lge_series_uid = getattr(m.lge_series, "series_instance_uid", None)
+            row.image_quality = image_status(m, pred.image_features)
             row.risk_assessment_id = ra_id
             row.risk_assessment_identifier = ra_identifier_value(
                 self.model_version, pid, ctx.run_date

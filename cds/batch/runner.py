@@ -30,8 +30,9 @@ from cds.batch import _scoring
 from cds.batch.lock import batch_lock
 from cds.config import Settings
 from cds.db import make_engine, session_factory, session_scope
-from cds.db.models import BatchItem, BatchRun, ModelVersion
+from cds.db.models import BatchItem, BatchRun, ModelVersion, Prediction
 from cds.errors import MprtmError
+from cds.image_gate import is_unusable
 
 log = logging.getLogger("mprtm.batch")
 
@@ -67,6 +68,8 @@ class RunSummary:
     n_failed: int
     n_alerts: int
     n_skipped_already_done: int
+    #: patients whose LGE series failed the image quality gate (scored without the image)
+    n_image_unusable: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -80,6 +83,7 @@ class RunSummary:
             "n_failed": self.n_failed,
             "n_alerts": self.n_alerts,
             "n_skipped_already_done": self.n_skipped_already_done,
+            "n_image_unusable": self.n_image_unusable,
             "failures": self.failures,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -265,6 +269,12 @@ class BatchRunner:
             items = list(s.scalars(select(BatchItem).where(BatchItem.run_id == run_id)))
             failures = {i.patient_fhir_id: i.error or "" for i in items if i.status == "failed"}
             n_done = sum(1 for i in items if i.status == "done")
+            n_unusable = sum(
+                is_unusable(q)
+                for q in s.scalars(
+                    select(Prediction.image_quality).where(Prediction.run_id == run_id)
+                )
+            )
             timer.totals["total"] = time.perf_counter() - t_start
             run.n_done = n_done
             run.n_failed = len(failures)
@@ -281,16 +291,18 @@ class BatchRunner:
                 n_failed=len(failures),
                 n_alerts=run.n_alerts,
                 n_skipped_already_done=skipped,
+                n_image_unusable=n_unusable,
                 failures=failures,
                 timings=dict(timer.totals),
             )
             run.summary = summary.as_dict()
         log.info(
-            "batch run %s finished: %s done, %s failed, %s new alerts",
+            "batch run %s finished: %s done, %s failed, %s new alerts, %s MRI series not usable",
             run_id,
             summary.n_done,
             summary.n_failed,
             n_alerts,
+            n_unusable,
         )
         return summary
 

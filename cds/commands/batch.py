@@ -60,6 +60,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             f"({summary.n_skipped_already_done} already done before this attempt); "
             f"{summary.n_alerts} new alerts"
         )
+        if summary.n_image_unusable:
+            print(
+                f"  MRI could not be analysed for {summary.n_image_unusable} patients "
+                "(scored without the image; reasons on each patient's page)"
+            )
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
         print(f"  time per stage: {stages}")
         for pid, reason in sorted(summary.failures.items()):

@@ -1,9 +1,11 @@
 """``mprtm patient features PATIENT_ID``: one patient through the configured connectors.
 
 Prints what the model would get and why: every feature with value, unit, date and source
-id, the medication lines and notes used, the selected LGE series with its slice count,
-the warnings and the basis.  ``--json`` gives the same as one JSON object.  Note text is
-only printed with ``--show-text`` (it is clinical free text).
+id, the medication lines and notes used, the selected LGE series with its slice count and
+the image quality gate's verdict on it (the configured checkpoint's image network reads the
+series; ``--no-model`` skips that), the warnings and the basis.  ``--json`` gives the same
+as one JSON object.  Note text is only printed with ``--show-text`` (it is clinical free
+text).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import argparse
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from cds.config import Settings
 from cds.errors import UsageError
+from cds.image_gate import image_status, quality_rules, unusable_text
 from cds.mapping import MappedPatient
 from cds.pipeline import pull
 from cds.sources import make_fhir_source, make_imaging_source
@@ -36,7 +40,16 @@ def register(sub: Any) -> None:
         "--as-of", metavar="YYYY-MM-DD", default=None, help="inputs as known on this day (today)"
     )
     f.add_argument(
-        "--image-size", type=int, default=64, metavar="PX", help="image side in pixels (64)"
+        "--image-size",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="image side in pixels (default: the checkpoint's input size, else 64)",
+    )
+    f.add_argument(
+        "--no-model",
+        action="store_true",
+        help="do not run the checkpoint's image network on the LGE series (no quality verdict)",
     )
     f.add_argument("--no-images", action="store_true", help="do not query the imaging source")
     f.add_argument("--show-text", action="store_true", help="include the model's text input")
@@ -54,8 +67,21 @@ def _as_of(raw: str | None) -> dt.date:
 
 def _features(args: argparse.Namespace, settings: Settings) -> int:
     as_of = _as_of(args.as_of)
-    if args.image_size < 8:
+    if args.image_size and args.image_size < 8:
         raise UsageError("--image-size must be at least 8")
+    predictor = None
+    if not args.no_model and not args.no_images and Path(settings.model.checkpoint).is_file():
+        from model.predictor import Predictor
+
+        predictor = Predictor.from_checkpoint(
+            settings.model.checkpoint,
+            device=settings.model.device,
+            threads=settings.model.cpu_threads,
+            text_encoder_path=settings.model.text_encoder or None,
+            attribution=False,
+            quality_rules=quality_rules(settings),
+        )
+    size = args.image_size or (predictor.config.input_size if predictor else 64)
     fhir = make_fhir_source(settings)
     imaging = None if args.no_images else make_imaging_source(settings)
     try:
@@ -64,7 +90,7 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
             fhir,
             imaging,
             as_of=as_of,
-            image_size=args.image_size,
+            image_size=size,
             settings=settings,
         )
     except ConnectorError as exc:
@@ -74,15 +100,27 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
         fhir.close()
         if imaging is not None:
             imaging.close()
+    status = None
+    if predictor is not None:
+        feats = None
+        mi = mapped.model_input
+        if mi.image is not None:
+            feats = predictor.encode_image(mi.image, mi.image_spacing_mm)
+        status = image_status(mapped, feats)
     if args.json:
-        sys.stdout.write(json.dumps(mapped.as_dict(include_text=args.show_text), indent=2) + "\n")
+        out = mapped.as_dict(include_text=args.show_text)
+        out["image_quality"] = status
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
-        sys.stdout.write(render_text(mapped, show_text=args.show_text))
+        sys.stdout.write(render_text(mapped, show_text=args.show_text, image_quality=status))
     return 0
 
 
-def render_text(m: MappedPatient, *, show_text: bool = False) -> str:
-    """A human-readable report of one patient's model input."""
+def render_text(
+    m: MappedPatient, *, show_text: bool = False, image_quality: dict[str, Any] | None = None
+) -> str:
+    """A human-readable report of one patient's model input (``image_quality``: the
+    gate's verdict on the LGE series, :func:`cds.image_gate.image_status`)."""
     lines = [f"Patient/{m.patient_id} as of {m.as_of.isoformat()}", "", "Features:"]
     for name, fv in sorted(m.features.items()):
         when = fv.date.isoformat() if fv.date else "-"
@@ -103,6 +141,13 @@ def render_text(m: MappedPatient, *, show_text: bool = False) -> str:
             f"  {s.series_instance_uid}  '{s.series_description}'  study {s.study_date}  "
             f"{m.n_slices} slices ordered by {m.slice_order or '-'}"
         )
+        unusable = unusable_text(image_quality) or (
+            f"MRI not used: {m.image_rejected}" if m.image_rejected else None
+        )
+        if unusable:
+            lines.append(f"  {unusable} (treated as no MRI)")
+        elif image_quality is not None:
+            lines.append(f"  image quality {image_quality['quality']:.2f}: usable")
     lines += ["", "Warnings:"] + [f"  {w}" for w in m.warnings or ["(none)"]]
     lines += ["", "Basis:"] + [f"  {b}" for b in m.basis]
     if show_text:

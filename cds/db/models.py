@@ -154,6 +154,8 @@ class Prediction(Base):
     basis: Mapped[list[str]] = mapped_column(JSON, default=list)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     lge_series_uid: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: :func:`cds.image_gate.image_status` of the LGE series (None: no series selected)
+    image_quality: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     risk_assessment_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     risk_assessment_identifier: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
@@ -279,6 +281,12 @@ class ImageFeatureCache(Base):
     fibrosis_burden: Mapped[float] = mapped_column(Float)
     overlay_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow)
+    #: the image quality gate's verdict (model/image_quality.py); an unusable series is
+    #: used as a missing image and keeps no overlay
+    quality: Mapped[float] = mapped_column(Float, default=1.0)
+    usable: Mapped[bool] = mapped_column(Boolean, default=True)
+    quality_reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    quality_signals: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
 
 
 class JwtReplay(Base):

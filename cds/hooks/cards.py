@@ -18,6 +18,7 @@ from typing import Any
 
 from cds.explain import HEADLINE_OUTCOME, contribution_sentence
 from cds.hooks.view import RiskView
+from cds.image_gate import unusable_text
 from model.types import OUTCOMES
 
 SUMMARY_MAX = 139  # "<140-character"
@@ -246,7 +247,13 @@ def detail_markdown(view: RiskView, ctx: CardContext) -> str:
         f"\n**Modality weights** (the fusion's attention; where the model looked, not how "
         f"much a source changed the risk): {weights or 'not recorded'}"
     )
-    if view.fibrosis_burden is not None:
+    unusable = unusable_text(view.image_quality)
+    if unusable is not None:
+        lines.append(
+            f"\n**LGE fibrosis burden:** not reported. {_md_safe(unusable)}; the risk was "
+            "computed as for a patient without MRI."
+        )
+    elif view.fibrosis_burden is not None:
         lines.append(
             f"\n**LGE fibrosis burden:** {100 * view.fibrosis_burden:.1f}% of the myocardium"
         )

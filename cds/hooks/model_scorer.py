@@ -145,6 +145,7 @@ class ModelScorer:
     def score(
         self, record: PatientRecord, image: CachedImage | None, as_of: dt.datetime
     ) -> OnDemandScore:
+        from cds.image_gate import features_status
         from cds.pipeline import assemble
         from model.errors import ModelError
 
@@ -153,7 +154,7 @@ class ModelScorer:
             record,
             None,
             as_of=as_of.date(),
-            image_size=int(predictor.config.image_size),
+            image_size=int(predictor.config.input_size),
             settings=self._settings,
         )
         inp = mapped.model_input
@@ -178,6 +179,9 @@ class ModelScorer:
                 o: tier(p, (risk.moderate, risk.high)) for o, p in pred.probabilities.items()
             }
         pred.image_features = None
+        quality = (
+            None if image is None else features_status(image.features, image.series_instance_uid)
+        )
         inputs: dict[str, Any] = mapped.as_dict()
         inputs["freshness"] = record_freshness(record, image)
         inputs["image_series"] = image.series_instance_uid if image else None
@@ -187,6 +191,7 @@ class ModelScorer:
             inputs=json.loads(json.dumps(inputs, default=str)),
             basis=list(mapped.basis),
             warnings=list(mapped.warnings),
+            image_quality=quality,
         )
 
 

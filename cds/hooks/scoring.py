@@ -68,6 +68,8 @@ class OnDemandScore:
         inputs: a small JSON-able summary of the inputs (stored on the Prediction row).
         basis: references of the resources used ("Observation/o1").
         warnings: data problems met on the way (ids only).
+        image_quality: :func:`cds.image_gate.image_status` of the cached LGE series used
+            (None without one).
     """
 
     prediction: PatientPrediction
@@ -75,6 +77,7 @@ class OnDemandScore:
     inputs: dict[str, Any] = field(default_factory=dict)
     basis: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    image_quality: dict[str, Any] | None = None
 
 
 class OnDemandScorer(Protocol):

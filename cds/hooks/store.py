@@ -7,7 +7,6 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +21,7 @@ from cds.db.models import (
 )
 from cds.explain import stored_contributions
 from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore
-from model.types import ImageFeatures
+from cds.image_gate import cached_image_features
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:
@@ -73,10 +72,7 @@ def cached_lge_image(session: Session, fhir_id: str, image_cache_key: str) -> Ca
     return CachedImage(
         series_instance_uid=row.series_instance_uid,
         study_date=parse_dicom_date(row.study_date),
-        features=ImageFeatures(
-            embedding=np.frombuffer(row.embedding, dtype=np.float32).copy(),
-            fibrosis_burden=float(row.fibrosis_burden),
-        ),
+        features=cached_image_features(row),
     )
 
 
@@ -135,6 +131,7 @@ def save_on_demand(
         basis=list(score.basis),
         warnings=list(score.warnings)[:200],
         lge_series_uid=lge_series_uid,
+        image_quality=score.image_quality,
     )
     session.add(row)
     session.flush()

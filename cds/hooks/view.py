@@ -35,6 +35,8 @@ class RiskView:
         freshness: input group -> ISO date of its newest input (None: not available).
         prediction_id: the stored Prediction, when there is one.
         warnings: data problems worth telling the clinician (ids only).
+        image_quality: the image quality gate's verdict on the LGE series
+            (:func:`cds.image_gate.image_status`), None without a series.
     """
 
     patient_id: str
@@ -53,6 +55,7 @@ class RiskView:
     prediction_id: int | None = None
     warnings: list[str] = field(default_factory=list)
     contributions: dict[str, dict[str, float]] = field(default_factory=dict)
+    image_quality: dict[str, Any] | None = None
 
 
 def model_info_of(mv: ModelVersion | None) -> ModelInfo:
@@ -127,6 +130,7 @@ def view_from_prediction(
         freshness=_stored_freshness(pred),
         prediction_id=pred.id,
         warnings=[],
+        image_quality=pred.image_quality if isinstance(pred.image_quality, dict) else None,
     )
 
 
@@ -156,6 +160,7 @@ def view_from_score(
         freshness=record_freshness(record, image),
         prediction_id=prediction_id,
         warnings=[*extra_warnings, *score.warnings],
+        image_quality=score.image_quality,
     )
 
 

@@ -28,6 +28,7 @@ from cds.db.models import (
     utcnow,
 )
 from cds.explain import HEADLINE_OUTCOME, contribution_parts
+from cds.image_gate import is_unusable, unusable_text
 from cds.inbox import actions, charts, present
 from cds.inbox._db import db, safe_next, settings
 from cds.inbox.auth import Principal, account_required, current, login_required
@@ -114,6 +115,8 @@ def _predictions(patient: Patient) -> list[Prediction]:
 
 
 def _overlay(patient: Patient, latest: Prediction | None) -> ImageFeatureCache | None:
+    if latest is not None and is_unusable(latest.image_quality):
+        return None  # the series failed the image quality gate: its reading is not shown
     stmt = select(ImageFeatureCache).where(
         ImageFeatureCache.patient_fhir_id == patient.fhir_id,
         ImageFeatureCache.overlay_png.is_not(None),
@@ -183,6 +186,7 @@ def _patient_page(fhir_id: str) -> Any:
         events=events,
         users=users,
         overlay=overlay,
+        image_unusable=unusable_text(latest.image_quality) if latest else None,
         inputs=present.input_rows(latest.inputs if latest else None),
         resolve_reasons=actions.RESOLVE_REASONS,
         tomorrow=(utcnow().date() + dt.timedelta(days=1)).isoformat(),

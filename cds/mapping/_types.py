@@ -57,6 +57,9 @@ class MappedPatient:
         sop_instance_uids: the image's slices in order (aligns segmentation masks).
         medications: the medication lines of the text (name and dose).
         notes: ``DocumentReference/<id>`` of the notes in the text, newest first.
+        image_rejected: why the selected series was not given to the image network
+            (its DICOM attributes show it is not LGE, or it could not be read); None
+            otherwise.
     """
 
     patient_id: str
@@ -71,6 +74,7 @@ class MappedPatient:
     sop_instance_uids: tuple[str, ...] = ()
     medications: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    image_rejected: str | None = None
 
     def as_dict(self, *, include_text: bool = False) -> dict[str, Any]:
         """JSON-ready summary (note text only when asked: it is clinical free text)."""
@@ -100,6 +104,8 @@ class MappedPatient:
             if self.model_input.image is not None
             else None,
             "image_fingerprint": self.model_input.image_fingerprint,
+            "image_spacing_mm": self.model_input.image_spacing_mm,
+            "image_rejected": self.image_rejected,
             "basis": list(self.basis),
             "warnings": list(self.warnings),
         }

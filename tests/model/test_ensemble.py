@@ -17,7 +17,7 @@ from model.mprtm import MPRTMEnsemble, build_network
 from model.predictor import Predictor
 from model.train import TrainResult, train_mprtm
 from model.types import MODALITIES, OUTCOMES
-from tests.model.helpers import tiny_cohort, tiny_config, write_tiny_bert
+from tests.model.helpers import OPEN_GATE, tiny_cohort, tiny_config, write_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_ensemble_checkpoint_holds_members_and_one_image_branch(ensemble) -> Non
 
 def test_ensemble_prediction_is_the_recalibrated_mean_member_logit(ensemble) -> None:  # type: ignore[no-untyped-def]
     res, examples = ensemble
-    pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=4)
+    pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=4, quality_rules=OPEN_GATE)
     net = pred.network
     assert isinstance(net, MPRTMEnsemble)
     full = next(e.input for e in examples if e.input.image is not None and e.input.text)

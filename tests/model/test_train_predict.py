@@ -21,7 +21,7 @@ from model.errors import (
 from model.predictor import Predictor
 from model.train import TrainResult, split_patients, train_mprtm
 from model.types import MODALITIES, OUTCOMES, TIERS, ImageFeatures, ModelInput
-from tests.model.helpers import tiny_cohort, tiny_config, write_tiny_bert
+from tests.model.helpers import OPEN_GATE, tiny_cohort, tiny_config, write_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_split_is_patient_level_and_seeded() -> None:
 
 def test_predictor_round_trip_and_masks(trained) -> None:  # type: ignore[no-untyped-def]
     res, _, examples = trained
-    pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=3)
+    pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=3, quality_rules=OPEN_GATE)
     assert pred.version.startswith("mprtm-") and len(pred.version) == 18
     assert pred.synthetic_training_data and "model card" in pred.card_markdown
     full = examples[0].input
@@ -137,7 +137,7 @@ def test_checkpoint_stores_a_background_of_complete_training_patients(trained) -
 
 def test_modality_contributions_add_up_and_match_the_coalitions(trained) -> None:  # type: ignore[no-untyped-def]
     res, _, examples = trained
-    pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=4)
+    pred = Predictor.from_checkpoint(res.path, threads=1, batch_size=4, quality_rules=OPEN_GATE)
     complete = [e.input for e in examples if e.input.image is not None and e.input.text]
     full, other = complete[0], complete[1]
     inputs = [
