@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import ExplicitVRLittleEndian
 
 
 def n_frames(ds: Dataset) -> int:
@@ -150,3 +152,61 @@ def iter_frames(datasets: list[Dataset] | tuple[Dataset, ...]) -> Iterator[Frame
     for ds in datasets:
         for i in range(n_frames(ds)):
             yield frame_attrs(ds, i)
+
+
+#: Top-level attributes every frame keeps from its multi-frame instance.
+_COMMON = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+)
+#: Attributes of one frame, looked up through the functional groups.
+_PER_FRAME = (
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "RescaleSlope",
+    "RescaleIntercept",
+)
+
+
+def split_frames(ds: Dataset, pixels: Any) -> list[Dataset]:
+    """One single-frame Dataset per frame of a multi-frame instance.
+
+    Each carries the instance's identity and image-pixel attributes, the frame's plane
+    position, orientation, pixel spacing and rescale from the functional groups,
+    ``InstanceNumber`` = frame number (1-based, the order of the frames in the object)
+    and the frame's decoded pixels as uncompressed (Explicit VR Little Endian) PixelData.
+
+    Args:
+        ds: an Enhanced or Legacy Converted Enhanced instance.
+        pixels: its decoded pixel array, (frames, rows, columns).
+    """
+    out: list[Dataset] = []
+    for i in range(pixels.shape[0]):
+        frame = Dataset()
+        frame.file_meta = FileMetaDataset()
+        frame.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        for keyword in _COMMON:
+            if keyword in ds:
+                setattr(frame, keyword, ds.get(keyword))
+        for keyword in _PER_FRAME:
+            value = frame_value(ds, i, keyword)
+            if value is not None:
+                setattr(frame, keyword, value)
+        frame.InstanceNumber = i + 1
+        frame.NumberOfFrames = 1
+        frame.PixelData = pixels[i].tobytes()
+        out.append(frame)
+    return out

@@ -27,6 +27,7 @@ from pydicom import Dataset
 from connectors.errors import DicomInvalid
 from connectors.pacs._frames import FrameAttrs, iter_frames
 from connectors.pacs.base import SeriesRef
+from connectors.pacs.pixels import expand_frames
 
 
 def _matches(text: str, patterns: Sequence[str]) -> bool:
@@ -106,14 +107,19 @@ def slice_normal(ds: Dataset) -> np.ndarray | None:
 
 
 def order_slices(datasets: Sequence[Dataset]) -> tuple[list[Dataset], str]:
-    """Datasets in spatial order and the method used ("position" or "instance_number").
+    """Slices in spatial order and the method used ("position" or "instance_number").
+
+    A multi-frame (Enhanced or Legacy Converted Enhanced MR) instance contributes one
+    slice per frame (see :func:`pixels.expand_frames`), placed by the frame's Plane
+    Position and Plane Orientation; frames without them fall back to frame order.
 
     Raises:
         DicomInvalid: neither positions nor instance numbers are available (names the
-            series UID).
+            series UID), or a multi-frame instance cannot be decoded.
     """
     if not datasets:
         return [], "position"
+    datasets = expand_frames(datasets)
     normal = slice_normal(datasets[0])
     if normal is not None:
         keyed = []

@@ -25,6 +25,7 @@ def mr_series(
     phases: Sequence[dict[str, Any]] = ({},),
     size: int = 16,
     seed: int = 0,
+    smooth: bool = False,
     **attrs: Any,
 ) -> list[Dataset]:
     """One series: ``n_positions`` slice positions times ``len(phases)`` images each.
@@ -34,6 +35,8 @@ def mr_series(
         phases: per-image attributes at each position (e.g. ``{"TriggerTime": 40.0}``).
         size: rows and columns.
         seed: pixel generator seed.
+        smooth: a smooth phantom (bright ring on a gradient, mild noise) instead of
+            uniform noise, so that lossy codecs keep their usual fidelity.
         **attrs: attributes of every instance (keyword=value), e.g. ``EchoTime=1.2``.
     """
     rng = np.random.default_rng(seed)
@@ -77,11 +80,23 @@ def mr_series(
             ds.BitsStored = 12
             ds.HighBit = 11
             ds.PixelRepresentation = 0
-            ds.PixelData = rng.integers(0, 4096, (size, size), dtype=np.uint16).tobytes()
+            ds.WindowCenter = 2048
+            ds.WindowWidth = 4096
+            ds.PixelData = _pixels(rng, size, p, smooth).tobytes()
             for key, value in {**attrs, **extra}.items():
                 setattr(ds, key, value)
             out.append(ds)
     return out
+
+
+def _pixels(rng: np.random.Generator, size: int, position: int, smooth: bool) -> np.ndarray:
+    if not smooth:
+        return rng.integers(0, 4096, (size, size), dtype=np.uint16)
+    y, x = np.mgrid[0:size, 0:size] / size - 0.5
+    r = np.hypot(x, y)
+    ring = np.exp(-(((r - 0.25 - 0.01 * position) / 0.05) ** 2))
+    img = 600 + 800 * (x + 0.5) + 2000 * ring + rng.normal(0, 20, (size, size))
+    return np.clip(img, 0, 4095).astype(np.uint16)
 
 
 def legacy_enhanced(datasets: Sequence[Dataset]) -> Dataset:
