@@ -2,10 +2,14 @@
 
 Studies are searched by PatientID and ModalitiesInStudy (``GET {root}/studies``), then
 the series of each study by Modality (``GET {root}/studies/{study}/series``); a series
-is retrieved as ``multipart/related; type="application/dicom"`` and streamed part by
-part into the :class:`SeriesCache`.  Timeouts, connection errors, 429 and 5xx are
-retried with exponential backoff that honours ``Retry-After``; other HTTP errors raise
-:class:`DicomWebError` at once.  URLs in messages never carry credentials.
+is retrieved as ``multipart/related; type="application/dicom"; transfer-syntax=*`` (PS3.18
+8.7.3: the origin server sends each instance in the transfer syntax it holds, compressed
+ones included, and the pixel pipeline decodes them) and streamed part by part into the
+:class:`SeriesCache`; an instance in a syntax the pipeline cannot decode (12-bit JPEG
+Extended) is asked for again on its own, in Explicit VR Little Endian.  Timeouts,
+connection errors, 429 and 5xx are retried with exponential backoff that honours
+``Retry-After``; other HTTP errors raise :class:`DicomWebError` at once.  URLs in
+messages never carry credentials.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from typing import Any, Literal
 import httpx
 import pydicom
 from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from connectors.errors import DicomInvalid, DicomWebError, PacsError, RetrieveIncomplete
+from connectors.pacs._contexts import STORAGE_TRANSFER_SYNTAXES
 from connectors.pacs._multipart import boundary_of, iter_parts
 from connectors.pacs._retry import RetryPolicy
 from connectors.pacs.base import SeriesRef
@@ -34,7 +40,11 @@ log = logging.getLogger("connectors.pacs.dicomweb")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DICOM_JSON = "application/dicom+json"
-MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
+MULTIPART_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+#: Asked for, instance by instance, when ``transfer-syntax=*`` brought one we cannot decode.
+MULTIPART_DICOM_EXPLICIT = (
+    f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'
+)
 
 # Tags asked for with includefield (QIDO-RS returns only a default set otherwise).
 _STUDY_FIELDS = ("00080020", "00080061", "00100020", "0020000D")
@@ -316,18 +326,38 @@ class DicomWebSource:
 
     def _download(self, url: str, staged: StagedSeries) -> None:
         staged.clear()
-        with self._attempt("GET", url, headers={"Accept": MULTIPART_DICOM}) as rsp:
+        again = self._stream(url, staged, MULTIPART_DICOM)
+        for sop_uid in again:
+            self._stream(
+                f"{url}/instances/{check_uid(sop_uid, 'SOPInstanceUID')}",
+                staged,
+                MULTIPART_DICOM_EXPLICIT,
+            )
+
+    def _stream(self, url: str, staged: StagedSeries, accept: str) -> list[str]:
+        """Parts of one WADO-RS response into ``staged``; the SOP Instance UIDs whose
+        transfer syntax cannot be decoded here (not stored)."""
+        undecodable: list[str] = []
+        with self._attempt("GET", url, headers={"Accept": accept}) as rsp:
             boundary = boundary_of(rsp.headers.get("Content-Type", ""))
             try:
                 for part in iter_parts(rsp.iter_bytes(), boundary):
-                    self._add_part(staged, part)
+                    if not self._add_part(staged, part):
+                        undecodable.append(self._sop_uid(part))
             except httpx.TimeoutException as exc:
                 raise _Retryable(f"timeout during download ({type(exc).__name__})") from exc
             except httpx.TransportError as exc:
                 raise _Retryable(f"connection lost during download ({type(exc).__name__})") from exc
+        return undecodable
 
     @staticmethod
-    def _add_part(staged: StagedSeries, part: bytes) -> None:
+    def _sop_uid(part: bytes) -> str:
+        ds = pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True)
+        return str(ds.get("SOPInstanceUID", ""))
+
+    @staticmethod
+    def _add_part(staged: StagedSeries, part: bytes) -> bool:
+        """Store one part; False (not stored) when its transfer syntax is not decodable."""
         try:
             ds = pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, ValueError, EOFError) as exc:
@@ -337,4 +367,8 @@ class DicomWebSource:
                 f"series {staged.series_uid}: WADO-RS returned instance "
                 f"{ds.get('SOPInstanceUID', '?')} of another series"
             )
+        syntax = str(getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID", ""))
+        if syntax and syntax not in STORAGE_TRANSFER_SYNTAXES:
+            return False
         staged.add_bytes(str(ds.get("SOPInstanceUID", "")), part)
+        return True

@@ -23,6 +23,7 @@ import numpy as np
 from pydicom import Dataset
 
 from connectors.errors import DicomInvalid
+from connectors.pacs._frames import frame_value, is_multiframe, n_frames, split_frames
 
 LOW_PERCENTILE = 1.0
 HIGH_PERCENTILE = 99.0
@@ -52,8 +53,46 @@ def _uid(ds: Dataset) -> str:
     return str(ds.get("SOPInstanceUID", "?"))
 
 
+def _decode(ds: Dataset) -> np.ndarray:
+    try:
+        return np.asarray(ds.pixel_array)
+    except (ValueError, AttributeError, RuntimeError, NotImplementedError, KeyError) as exc:
+        raise DicomInvalid(
+            f"instance {_uid(ds)}: pixel data cannot be decoded ({type(exc).__name__})"
+        ) from None
+
+
+def expand_frames(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """Single-frame datasets as they are; each frame of an Enhanced or Legacy Converted
+    Enhanced MR instance as its own single-frame Dataset (decoded, with the frame's plane
+    position, orientation, pixel spacing and rescale from the functional groups).
+
+    Raises:
+        DicomInvalid: a multi-frame instance without pixel data, with colour samples or
+            with undecodable pixel data (names the SOPInstanceUID).
+    """
+    out: list[Dataset] = []
+    for ds in datasets:
+        if not is_multiframe(ds):
+            out.append(ds)
+            continue
+        if "PixelData" not in ds:
+            raise DicomInvalid(f"instance {_uid(ds)}: no PixelData")
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise DicomInvalid(f"instance {_uid(ds)}: not a greyscale image")
+        arr = _decode(ds)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.shape[0] != n_frames(ds):
+            raise DicomInvalid(f"instance {_uid(ds)}: pixel array has shape {arr.shape}")
+        out.extend(split_frames(ds, arr))
+    return out
+
+
 def slice_pixels(ds: Dataset) -> np.ndarray:
-    """One slice in modality units (float64, 2-D).
+    """One slice in modality units (float64, 2-D), whatever the transfer syntax: compressed
+    pixel data (JPEG, JPEG-LS, JPEG 2000, RLE) are decoded by pydicom's pixel-data
+    handlers (GDCM, from the ``python-gdcm`` dependency, covers them all).
 
     Raises:
         DicomInvalid: no pixel data, more than one sample per pixel, several frames, or
@@ -63,14 +102,11 @@ def slice_pixels(ds: Dataset) -> np.ndarray:
         raise DicomInvalid(f"instance {_uid(ds)}: no PixelData")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise DicomInvalid(f"instance {_uid(ds)}: not a greyscale image")
-    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        raise DicomInvalid(f"instance {_uid(ds)}: multi-frame instances are not supported")
-    try:
-        arr = np.asarray(ds.pixel_array, dtype=np.float64)
-    except (ValueError, AttributeError, RuntimeError, NotImplementedError) as exc:
+    if n_frames(ds) != 1:
         raise DicomInvalid(
-            f"instance {_uid(ds)}: pixel data cannot be decoded ({type(exc).__name__})"
-        ) from None
+            f"instance {_uid(ds)}: multi-frame instance; split it with expand_frames first"
+        )
+    arr = np.asarray(_decode(ds), dtype=np.float64)
     if arr.ndim != 2 or arr.size == 0:
         raise DicomInvalid(f"instance {_uid(ds)}: pixel array has shape {arr.shape}")
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
@@ -178,10 +214,11 @@ def fingerprint(series_uid: str, datasets: Sequence[Dataset]) -> str:
 
 def volume_spacing_mm(ds: Dataset, size: int) -> float | None:
     """In-plane spacing (mm) of ``ds`` after :func:`resample_slice` to ``size``: the mean
-    of its PixelSpacing (row, column) times ``max(Rows, Columns) / size``; None when the
+    of its PixelSpacing (row, column; from the functional groups of a multi-frame
+    instance) times ``max(Rows, Columns) / size``; None when the
     attribute is absent or not positive."""
     try:
-        row, col = (float(v) for v in ds.PixelSpacing)
+        row, col = (float(v) for v in frame_value(ds, 0, "PixelSpacing"))
         n = max(int(ds.Rows), int(ds.Columns))
     except (AttributeError, TypeError, ValueError):
         return None

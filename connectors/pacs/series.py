@@ -11,6 +11,9 @@ Slices are ordered by their position along the slice normal: the dot product of
 ImagePositionPatient with the cross product of the row and column direction cosines of
 ImageOrientationPatient.  When a slice lacks either attribute the series falls back to
 InstanceNumber.
+
+:func:`not_lge_reason` reads the acquisition attributes of a retrieved series (frames of
+Enhanced MR objects included) and names positive evidence that it is not LGE.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import numpy as np
 from pydicom import Dataset
 
 from connectors.errors import DicomInvalid
+from connectors.pacs._frames import FrameAttrs, iter_frames
 from connectors.pacs.base import SeriesRef
+from connectors.pacs.pixels import expand_frames
 
 
 def _matches(text: str, patterns: Sequence[str]) -> bool:
@@ -102,14 +107,19 @@ def slice_normal(ds: Dataset) -> np.ndarray | None:
 
 
 def order_slices(datasets: Sequence[Dataset]) -> tuple[list[Dataset], str]:
-    """Datasets in spatial order and the method used ("position" or "instance_number").
+    """Slices in spatial order and the method used ("position" or "instance_number").
+
+    A multi-frame (Enhanced or Legacy Converted Enhanced MR) instance contributes one
+    slice per frame (see :func:`pixels.expand_frames`), placed by the frame's Plane
+    Position and Plane Orientation; frames without them fall back to frame order.
 
     Raises:
         DicomInvalid: neither positions nor instance numbers are available (names the
-            series UID).
+            series UID), or a multi-frame instance cannot be decoded.
     """
     if not datasets:
         return [], "position"
+    datasets = expand_frames(datasets)
     normal = slice_normal(datasets[0])
     if normal is not None:
         keyed = []
@@ -130,3 +140,93 @@ def order_slices(datasets: Sequence[Dataset]) -> tuple[list[Dataset], str]:
         )
     order = sorted(range(len(datasets)), key=lambda i: (int(numbers[i]), i))
     return [datasets[i] for i in order], "instance_number"
+
+
+#: BodyPartExamined values (PS3.16 Annex L defined terms and common scanner spellings) of
+#: regions that cannot hold the heart.  CHEST, THORAX, HEART, ABDOMEN, WHOLEBODY and the
+#: spines next to the heart are deliberately absent: a cardiac study may be filed under
+#: them, so they are never a reason.
+NON_CARDIAC_BODY_PARTS = frozenset(
+    {
+        "HEAD", "BRAIN", "SKULL", "ORBIT", "SELLA", "IAC", "TMJ", "JAW", "FACE", "NECK",
+        "CSPINE", "LSPINE", "SSPINE", "COCCYX", "SACRUM", "PELVIS", "HIP", "PROSTATE",
+        "UTERUS", "BLADDER", "KNEE", "ANKLE", "FOOT", "TOE", "HAND", "FINGER", "WRIST",
+        "ELBOW", "FOREARM", "ARM", "LEG", "THIGH", "FEMUR", "EXTREMITY", "LOWER LIMB",
+        "UPPER LIMB", "BREAST", "LIVER", "KIDNEY", "PANCREAS",
+    }
+)  # fmt: skip
+
+#: LGE is T1-weighted: an inversion-recovery gradient-echo or SSFP readout with an echo
+#: time of a few ms.  A shortest echo time this long shows T2 (or spin-echo) contrast.
+LONG_ECHO_TIME_MS = 30.0
+#: A cine series has one image per cardiac phase at each slice position, spread over the
+#: R-R interval; this many distinct trigger times spanning at least CINE_MIN_SPAN_MS at one
+#: position is taken as cine (repeated single-shot LGE keeps one trigger time).
+CINE_MIN_PHASES = 10
+CINE_MIN_SPAN_MS = 300.0
+#: This many distinct inversion times at one slice position is an inversion-time scout.
+TI_SCOUT_MIN_TIMES = 5
+
+
+def _position_key(frame: FrameAttrs) -> tuple[float, ...] | None:
+    if frame.position is None:
+        return None
+    orientation = frame.orientation or ()
+    return tuple(round(v, 1) for v in frame.position) + tuple(round(v, 3) for v in orientation)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.0f}" if abs(value - round(value)) < 0.05 else f"{value:.1f}"
+
+
+def not_lge_reason(datasets: Sequence[Dataset]) -> str | None:
+    """A short reason (no PHI) when the attributes positively show a non-LGE series.
+
+    Returns None when the series is, or may be, late gadolinium enhancement: an absent
+    attribute is never a reason, and only evidence that no LGE acquisition from any vendor
+    shows counts (another modality, a body region without the heart, a localizer, a
+    diffusion weighting, a long echo time, several cardiac phases or inversion times per
+    slice position).  Enhanced and Legacy Converted Enhanced MR frames are read through
+    their functional groups.
+
+    Args:
+        datasets: the instances of one retrieved series (pixel data not needed).
+    """
+    if not datasets:
+        return None
+    first = datasets[0]
+    modality = str(first.get("Modality", "") or "").strip().upper()
+    if modality and modality != "MR":
+        return f"not MR (modality {modality})"
+    body_part = str(first.get("BodyPartExamined", "") or "").strip().upper()
+    if body_part in NON_CARDIAC_BODY_PARTS:
+        return f"not a cardiac study (BodyPartExamined {body_part})"
+    frames = list(iter_frames(list(datasets)))
+    if any("LOCALIZER" in f.image_type for f in frames):
+        return "localizer (ImageType LOCALIZER)"
+    b_values = [f.b_value for f in frames if f.b_value is not None and f.b_value > 0]
+    if b_values:
+        return f"diffusion-weighted series (b-value up to {_fmt(max(b_values))} s/mm2)"
+    echo_times = [f.echo_time for f in frames if f.echo_time is not None and f.echo_time > 0]
+    if echo_times and min(echo_times) >= LONG_ECHO_TIME_MS:
+        has_ir = any(f.inversion_time for f in frames)
+        tail = "" if has_ir else ", no inversion recovery"
+        return f"T2-weighted acquisition (EchoTime {_fmt(min(echo_times))} ms{tail})"
+    triggers: dict[tuple[float, ...], set[float]] = {}
+    inversions: dict[tuple[float, ...], set[float]] = {}
+    for f in frames:
+        key = _position_key(f)
+        if key is None:
+            continue
+        if f.trigger_time is not None:
+            triggers.setdefault(key, set()).add(round(f.trigger_time))
+        if f.inversion_time is not None:
+            inversions.setdefault(key, set()).add(round(f.inversion_time))
+    n_ti = max((len(v) for v in inversions.values()), default=0)
+    if n_ti >= TI_SCOUT_MIN_TIMES:
+        return f"multiple inversion times ({n_ti} per slice position): TI scout or T1 mapping"
+    phases = [v for v in triggers.values() if len(v) >= CINE_MIN_PHASES]
+    if any(max(v) - min(v) >= CINE_MIN_SPAN_MS for v in phases):
+        n = max(len(v) for v in phases)
+        return f"cine series ({n} cardiac phases per slice position)"
+    return None
