@@ -5,10 +5,12 @@
 (:mod:`connectors.pacs.series`), retrieval, slice ordering and pixels
 (:mod:`connectors.pacs.pixels`).
 
-A series whose files are bad (:class:`connectors.errors.DicomInvalid`) leaves the patient
-without an image and a warning naming the file or UID; a PACS that cannot be reached
-(other :class:`connectors.errors.PacsError`) propagates, so a batch can record the patient
-as failed rather than silently scoring without images.
+A series whose files are bad (:class:`connectors.errors.DicomInvalid`), or whose DICOM
+attributes show it is not LGE (:func:`connectors.pacs.series.not_lge_reason`: cine, T2,
+not cardiac), leaves the patient without an image, a warning naming the UID and
+``MappedPatient.image_rejected`` (shown as "MRI could not be analysed: <reason>").  A
+PACS that cannot be reached (other :class:`connectors.errors.PacsError`) propagates, so a
+batch can record the patient as failed rather than silently scoring without images.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from connectors.errors import DicomInvalid
 from connectors.fhir.base import FhirSource, PatientRecord
 from connectors.pacs.base import ImagingSource, SeriesRef
 from connectors.pacs.pixels import series_volume
-from connectors.pacs.series import order_slices, select_lge_series
+from connectors.pacs.series import not_lge_reason, order_slices, select_lge_series
 
 log = logging.getLogger("mprtm.pipeline")
 
@@ -87,6 +89,14 @@ def attach_image(
     mapped.lge_series = ref
     try:
         datasets = imaging.retrieve_series(ref)
+        not_lge = not_lge_reason(datasets)
+        if not_lge is not None:
+            mapped.image_rejected = f"not an LGE series: {not_lge}"
+            mapped.warnings.append(
+                f"LGE series {ref.series_instance_uid}: not an LGE series ({not_lge}); "
+                "no image used"
+            )
+            return
         ordered, how = order_slices(datasets)
         volume = series_volume(ordered, image_size)
     except DicomInvalid as exc:
