@@ -7,11 +7,14 @@ An alternate is ``unit:factor`` (same LOINC, another unit) or ``LOINC@unit:facto
 ``seed_column``/``seed_factor`` give the seed study's CSV column and the factor from its
 unit to the canonical one.
 
-``conditions.csv``: condition flags with SNOMED CT and ICD-10(-CM) codes; an ICD-10 code
-matches itself and every code it prefixes (``I48`` matches ``I48.91``).
+``conditions.csv``: condition flags with their SNOMED CT roots and ICD-10(-CM) categories.
+The codes that set a flag are those of its value set (``cds/data/valuesets/``, built from
+these roots and published value sets by ``tools/build_valuesets.py``; see
+:mod:`cds.terminology`); the first SNOMED CT code is the one the synthetic cohort writes.
 
-``medications.csv``: drug classes with ingredient keywords (matched case-insensitively
-in RxNorm displays or free text).
+``medications.csv``: drug classes with their WHO ATC groups (in the class's value set
+with its RxNorm codes) and ingredient keywords (matched case-insensitively in the
+medication's name when no code gives a class).
 
 ``nyha.csv``: coded answers (LOINC answer list of 88020-3, SNOMED CT findings) -> NYHA
 class 1..4.
@@ -84,6 +87,7 @@ class DrugClassSpec:
     label: str
     seed_label: str
     keywords: tuple[str, ...]
+    atc: tuple[str, ...] = ()
 
 
 def _rows(filename: str) -> list[dict[str, str]]:
@@ -139,6 +143,7 @@ def drug_class_specs() -> tuple[DrugClassSpec, ...]:
             label=r["label"],
             seed_label=r["seed_label"],
             keywords=tuple(k.lower() for k in r["keywords"].split(";") if k),
+            atc=tuple(filter(None, r["atc"].split(";"))),
         )
         for r in _rows("medications.csv")
     )

@@ -2,7 +2,7 @@
 
 Prints what the model would get and why: every feature with value, unit, date and source
 id, the medication lines and notes used, the selected LGE series with its slice count,
-the warnings and the basis.  ``--json`` gives the same as one JSON object.  Note text is
+the codes no value set recognised, the warnings and the basis.  ``--json`` gives the same as one JSON object.  Note text is
 only printed with ``--show-text`` (it is clinical free text).
 """
 
@@ -19,6 +19,7 @@ from cds.errors import UsageError
 from cds.mapping import MappedPatient
 from cds.pipeline import pull
 from cds.sources import make_fhir_source, make_imaging_source
+from cds.terminology import activate
 from connectors.errors import ConnectorError
 
 
@@ -56,6 +57,7 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
     as_of = _as_of(args.as_of)
     if args.image_size < 8:
         raise UsageError("--image-size must be at least 8")
+    activate(settings)
     fhir = make_fhir_source(settings)
     imaging = None if args.no_images else make_imaging_source(settings)
     try:
@@ -103,6 +105,8 @@ def render_text(m: MappedPatient, *, show_text: bool = False) -> str:
             f"  {s.series_instance_uid}  '{s.series_description}'  study {s.study_date}  "
             f"{m.n_slices} slices ordered by {m.slice_order or '-'}"
         )
+    lines += ["", "Codes not recognised (in no value set):"]
+    lines += [f"  {x}" for x in m.unrecognised or ["(none)"]]
     lines += ["", "Warnings:"] + [f"  {w}" for w in m.warnings or ["(none)"]]
     lines += ["", "Basis:"] + [f"  {b}" for b in m.basis]
     if show_text:

@@ -57,6 +57,9 @@ class MappedPatient:
         sop_instance_uids: the image's slices in order (aligns segmentation masks).
         medications: the medication lines of the text (name and dose).
         notes: ``DocumentReference/<id>`` of the notes in the text, newest first.
+        unrecognised: ``Type/id: system|code`` of Conditions and medications coded in a
+            system the value sets use (SNOMED CT, ICD-10, RxNorm, ATC) with codes that no
+            value set holds.
     """
 
     patient_id: str
@@ -71,6 +74,7 @@ class MappedPatient:
     sop_instance_uids: tuple[str, ...] = ()
     medications: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unrecognised: list[str] = field(default_factory=list)
 
     def as_dict(self, *, include_text: bool = False) -> dict[str, Any]:
         """JSON-ready summary (note text only when asked: it is clinical free text)."""
@@ -102,6 +106,7 @@ class MappedPatient:
             "image_fingerprint": self.model_input.image_fingerprint,
             "basis": list(self.basis),
             "warnings": list(self.warnings),
+            "not_recognised": list(self.unrecognised),
         }
         if include_text:
             out["text"] = text
