@@ -19,6 +19,10 @@ medication's name when no code gives a class).
 ``nyha.csv``: coded answers (LOINC answer list of 88020-3, SNOMED CT findings) -> NYHA
 class 1..4.
 
+``panels.csv``: LOINC panels whose components carry feature codes (the blood-pressure
+panel 85354-9 with 8480-6/8462-4); searches ask for the panel codes too, since a search
+by ``code`` does not look into components.
+
 ``unit_synonyms.csv``: unit spellings seen in the wild (``mmHg``, ``10^9/L``, ``µmol/L``)
 -> the UCUM code the feature table uses.
 """
@@ -153,6 +157,19 @@ def drug_class_specs() -> tuple[DrugClassSpec, ...]:
 def loinc_index() -> dict[str, FeatureSpec]:
     """Every LOINC code that maps to a feature."""
     return {code: spec for spec in feature_specs() for code in spec.loinc_codes}
+
+
+@cache
+def panel_codes() -> dict[str, tuple[str, ...]]:
+    """Panel LOINC code -> the component LOINC codes it carries."""
+    return {r["panel"]: tuple(r["components"].split(";")) for r in _rows("panels.csv")}
+
+
+@cache
+def observation_search_codes() -> tuple[str, ...]:
+    """Every LOINC code an Observation search asks for: the features' codes and the
+    panels that carry them as components (sorted)."""
+    return tuple(sorted(set(loinc_index()) | set(panel_codes())))
 
 
 @cache
