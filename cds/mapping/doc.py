@@ -248,6 +248,8 @@ def render() -> str:
             ],
         )
     )
-    parts.append("\nRxNorm sources (VSAC OID|version): " + _sources(sets, "med_beta_blocker") + "\n")
+    parts.append(
+        "\nRxNorm sources (VSAC OID|version): " + _sources(sets, "med_beta_blocker") + "\n"
+    )
     parts.append("\n" + _REST)
     return "".join(parts)
