@@ -64,7 +64,10 @@ CONDITION_SOURCES: dict[str, list[tuple[str, str | None]]] = {
         )
     ],
     "hypertension": [
-        ("2.16.840.1.113883.3.464.1003.104.12.1011", r"^(?!.*(pregnan|obstetric|puerper|childbirth))"),
+        (
+            "2.16.840.1.113883.3.464.1003.104.12.1011",
+            r"^(?!.*(pregnan|obstetric|puerper|childbirth))",
+        ),
     ],
     "cad": [("2.16.840.1.113883.3.526.3.369", None)],
     "prior_mi": [("2.16.840.1.113883.3.526.3.403", None)],
@@ -74,7 +77,10 @@ CONDITION_SOURCES: dict[str, list[tuple[str, str | None]]] = {
     ],
     "ckd": [
         ("2.16.840.1.113883.3.526.3.1002", None),
-        ("2.16.840.1.113883.3.464.1003.109.12.1017", r"chronic kidney|renal disease stage|end stage"),
+        (
+            "2.16.840.1.113883.3.464.1003.109.12.1017",
+            r"chronic kidney|renal disease stage|end stage",
+        ),
     ],
     "cerebrovascular": [("2.16.840.1.113762.1.4.1047.44", None)],
     "smoking": [("2.16.840.1.113883.3.600.2390", None)],
@@ -272,9 +278,7 @@ def _medication_sets(vsac: dict[str, dict]) -> list[dict]:
             f"Codes that set `med_{cls}` ({row['label']}).",
             "RxNorm: the codes (ingredients, SCD, SBD) of the VSAC medication value sets "
             "listed as expansion parameters (as published in cqframework eCQM content) "
-            "whose display names one of the class's ingredients: "
-            + ", ".join(keywords)
-            + ".",
+            "whose display names one of the class's ingredients: " + ", ".join(keywords) + ".",
             "ATC: WHO Collaborating Centre for Drug Statistics Methodology, ATC/DDD Index "
             f"(https://atcddd.fhi.no/atc_ddd_index/): {row['atc'].replace(';', ', ')}; an ATC "
             "group stands for every code below it.",

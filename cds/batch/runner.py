@@ -32,6 +32,7 @@ from cds.config import Settings
 from cds.db import make_engine, session_factory, session_scope
 from cds.db.models import BatchItem, BatchRun, ModelVersion
 from cds.errors import MprtmError
+from cds.terminology import activate as activate_terminology
 
 log = logging.getLogger("mprtm.batch")
 
@@ -152,6 +153,7 @@ class BatchRunner:
         self.settings = settings
         self._owns_engine = engine is None
         self.engine = engine or make_engine(settings.database.url)
+        activate_terminology(settings)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self._owns_scorer = scorer is None
         self._scorer = scorer

@@ -2,8 +2,9 @@
 
 Prints what the model would get and why: every feature with value, unit, date and source
 id, the medication lines and notes used, the selected LGE series with its slice count,
-the codes no value set recognised, the warnings and the basis.  ``--json`` gives the same as one JSON object.  Note text is
-only printed with ``--show-text`` (it is clinical free text).
+the codes no value set recognised, the warnings and the basis.  ``--json`` gives the same
+as one JSON object.  Note text is only printed with ``--show-text`` (it is clinical free
+text).
 """
 
 from __future__ import annotations

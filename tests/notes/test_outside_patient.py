@@ -202,14 +202,7 @@ def engine(fhir_engine: FhirEngine) -> FhirEngine:
 
 
 def test_ndjson_folder(tmp_path: Path) -> None:
-    base = "http://ehr.example.org/fhir"
-    by_type: dict[str, list[str]] = {}
-    for res in _resources(base):
-        if res["resourceType"] == "DocumentReference" and res["id"] == "doc-pdf":
-            res["content"][0]["attachment"]["url"] = "Binary/note-pdf"
-        by_type.setdefault(res["resourceType"], []).append(json.dumps(res))
-    for rtype, lines in by_type.items():
-        (tmp_path / f"{rtype}.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_ndjson(tmp_path)
     with NdjsonFolderSource(tmp_path) as src:
         record = src.patient_record(PID, loinc_codes=observation_search_codes())
     _check(map_record(record, as_of=AS_OF))
@@ -261,3 +254,32 @@ def test_cds_hooks_prefetch_as_the_ehr_sends_it(engine: FhirEngine) -> None:
     got = gather(req, service, Deadline(20_000))
     assert got.key_status["observations"] == "prefetch"
     _check(map_record(got.record, as_of=AS_OF))
+
+
+def _write_ndjson(folder: Path) -> None:
+    by_type: dict[str, list[str]] = {}
+    for res in _resources("http://ehr.example.org/fhir"):
+        if res["resourceType"] == "DocumentReference" and res["id"] == "doc-pdf":
+            res["content"][0]["attachment"]["url"] = "Binary/note-pdf"
+        by_type.setdefault(res["resourceType"], []).append(json.dumps(res))
+    for rtype, lines in by_type.items():
+        (folder / f"{rtype}.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_patient_features_lists_the_codes_not_recognised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cds.cli import main
+
+    _write_ndjson(tmp_path)
+    monkeypatch.delenv("MPRTM_CONFIG", raising=False)
+    monkeypatch.setenv("MPRTM_FHIR__NDJSON_DIR", str(tmp_path))
+    monkeypatch.setenv("MPRTM_DATABASE__URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    args = ["patient", "features", PID, "--as-of", AS_OF.isoformat(), "--no-images"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    section = out.split("Codes not recognised (in no value set):")[1].split("Warnings:")[0]
+    assert f"Condition/{PID}-asthma: {SCT}|195967001" in section
+    assert main([*args, "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["not_recognised"] == [f"Condition/{PID}-asthma: {SCT}|195967001"]
