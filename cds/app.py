@@ -14,6 +14,7 @@ from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
 from cds.hooks import init_app as init_hooks
 from cds.inbox import init_app as init_inbox
+from cds.terminology import activate as activate_terminology
 from cds.wellknown import init_app as init_wellknown
 
 log = logging.getLogger("mprtm.app")
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["mprtm.settings"] = settings
     app.extensions["mprtm.engine"] = engine
     app.extensions["mprtm.sessions"] = session_factory(engine)
+    activate_terminology(settings)  # value-set expansions cached by `terminology refresh`
 
     init_hooks(app, settings)  # CDS Hooks service: /cds-services
 

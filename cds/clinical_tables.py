@@ -7,14 +7,21 @@ An alternate is ``unit:factor`` (same LOINC, another unit) or ``LOINC@unit:facto
 ``seed_column``/``seed_factor`` give the seed study's CSV column and the factor from its
 unit to the canonical one.
 
-``conditions.csv``: condition flags with SNOMED CT and ICD-10(-CM) codes; an ICD-10 code
-matches itself and every code it prefixes (``I48`` matches ``I48.91``).
+``conditions.csv``: condition flags with their SNOMED CT roots and ICD-10(-CM) categories.
+The codes that set a flag are those of its value set (``cds/data/valuesets/``, built from
+these roots and published value sets by ``tools/build_valuesets.py``; see
+:mod:`cds.terminology`); the first SNOMED CT code is the one the synthetic cohort writes.
 
-``medications.csv``: drug classes with ingredient keywords (matched case-insensitively
-in RxNorm displays or free text).
+``medications.csv``: drug classes with their WHO ATC groups (in the class's value set
+with its RxNorm codes) and ingredient keywords (matched case-insensitively in the
+medication's name when no code gives a class).
 
 ``nyha.csv``: coded answers (LOINC answer list of 88020-3, SNOMED CT findings) -> NYHA
 class 1..4.
+
+``panels.csv``: LOINC panels whose components carry feature codes (the blood-pressure
+panel 85354-9 with 8480-6/8462-4); searches ask for the panel codes too, since a search
+by ``code`` does not look into components.
 
 ``unit_synonyms.csv``: unit spellings seen in the wild (``mmHg``, ``10^9/L``, ``µmol/L``)
 -> the UCUM code the feature table uses.
@@ -84,6 +91,7 @@ class DrugClassSpec:
     label: str
     seed_label: str
     keywords: tuple[str, ...]
+    atc: tuple[str, ...] = ()
 
 
 def _rows(filename: str) -> list[dict[str, str]]:
@@ -139,6 +147,7 @@ def drug_class_specs() -> tuple[DrugClassSpec, ...]:
             label=r["label"],
             seed_label=r["seed_label"],
             keywords=tuple(k.lower() for k in r["keywords"].split(";") if k),
+            atc=tuple(filter(None, r["atc"].split(";"))),
         )
         for r in _rows("medications.csv")
     )
@@ -148,6 +157,19 @@ def drug_class_specs() -> tuple[DrugClassSpec, ...]:
 def loinc_index() -> dict[str, FeatureSpec]:
     """Every LOINC code that maps to a feature."""
     return {code: spec for spec in feature_specs() for code in spec.loinc_codes}
+
+
+@cache
+def panel_codes() -> dict[str, tuple[str, ...]]:
+    """Panel LOINC code -> the component LOINC codes it carries."""
+    return {r["panel"]: tuple(r["components"].split(";")) for r in _rows("panels.csv")}
+
+
+@cache
+def observation_search_codes() -> tuple[str, ...]:
+    """Every LOINC code an Observation search asks for: the features' codes and the
+    panels that carry them as components (sorted)."""
+    return tuple(sorted(set(loinc_index()) | set(panel_codes())))
 
 
 @cache

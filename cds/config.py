@@ -209,6 +209,12 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class TerminologySettings:
+    url: str = ""
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -226,6 +232,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     cds_hooks: CdsHooksSettings = field(default_factory=CdsHooksSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    terminology: TerminologySettings = field(default_factory=TerminologySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: The file these settings were read from ("" for defaults only).
     source_file: str = ""

@@ -24,3 +24,8 @@ class DatabaseError(MprtmError):
 
 class UsageError(MprtmError):
     """A command was called with arguments that cannot work together (exit status 2)."""
+
+
+class TerminologyError(MprtmError):
+    """A terminology server did not expand a value set; the message names the value set
+    and the server's answer (HTTP status, OperationOutcome diagnostics)."""

@@ -20,7 +20,7 @@ import logging
 
 from fhir.resources.R4B.patient import Patient
 
-from cds.clinical_tables import loinc_index
+from cds.clinical_tables import observation_search_codes
 from cds.config import Settings
 from cds.mapping import MappedPatient, map_record
 from connectors.errors import DicomInvalid
@@ -165,5 +165,5 @@ def pull(
         connectors.errors.ConnectorError: a source failed after its retries.
     """
     since = as_of - dt.timedelta(days=settings.fhir.observation_window_days)
-    record = fhir.patient_record(patient_id, loinc_codes=tuple(sorted(loinc_index())), since=since)
+    record = fhir.patient_record(patient_id, loinc_codes=observation_search_codes(), since=since)
     return assemble(record, imaging, as_of=as_of, image_size=image_size, settings=settings)

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cds.batch.alerts import apply_findings, evaluate_rules
 from cds.batch.fhir_out import build_device, build_risk_assessment, ra_identifier_value
 from cds.batch.writeback import NdjsonWriter, NullWriter, Writer
-from cds.clinical_tables import feature_specs
+from cds.clinical_tables import observation_search_codes
 from cds.config import Settings
 from cds.db import session_scope
 from cds.db.models import BatchItem, ImageFeatureCache, Patient, Prediction
@@ -115,7 +115,7 @@ class Scorer:
                 synthetic=self.synthetic_training_data,
             )
         )
-        self._loinc = tuple(c for spec in feature_specs() for c in spec.loinc_codes)
+        self._loinc = observation_search_codes()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:

@@ -33,6 +33,7 @@ from cds.db import make_engine, session_factory, session_scope
 from cds.db.models import BatchItem, BatchRun, ModelVersion, Prediction
 from cds.errors import MprtmError
 from cds.image_gate import is_unusable
+from cds.terminology import activate as activate_terminology
 
 log = logging.getLogger("mprtm.batch")
 
@@ -156,6 +157,7 @@ class BatchRunner:
         self.settings = settings
         self._owns_engine = engine is None
         self.engine = engine or make_engine(settings.database.url)
+        activate_terminology(settings)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self._owns_scorer = scorer is None
         self._scorer = scorer

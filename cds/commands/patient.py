@@ -3,7 +3,8 @@
 Prints what the model would get and why: every feature with value, unit, date and source
 id, the medication lines and notes used, the selected LGE series with its slice count and
 the image quality gate's verdict on it (the configured checkpoint's image network reads the
-series; ``--no-model`` skips that), the warnings and the basis.  ``--json`` gives the same
+series; ``--no-model`` skips that), the codes no value set recognised, the warnings and the
+basis.  ``--json`` gives the same
 as one JSON object.  Note text is only printed with ``--show-text`` (it is clinical free
 text).
 """
@@ -23,6 +24,7 @@ from cds.image_gate import image_status, quality_rules, unusable_text
 from cds.mapping import MappedPatient
 from cds.pipeline import pull
 from cds.sources import make_fhir_source, make_imaging_source
+from cds.terminology import activate
 from connectors.errors import ConnectorError
 
 
@@ -82,6 +84,7 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
             quality_rules=quality_rules(settings),
         )
     size = args.image_size or (predictor.config.input_size if predictor else 64)
+    activate(settings)
     fhir = make_fhir_source(settings)
     imaging = None if args.no_images else make_imaging_source(settings)
     try:
@@ -148,6 +151,8 @@ def render_text(
             lines.append(f"  {unusable} (treated as no MRI)")
         elif image_quality is not None:
             lines.append(f"  image quality {image_quality['quality']:.2f}: usable")
+    lines += ["", "Codes not recognised (in no value set):"]
+    lines += [f"  {x}" for x in m.unrecognised or ["(none)"]]
     lines += ["", "Warnings:"] + [f"  {w}" for w in m.warnings or ["(none)"]]
     lines += ["", "Basis:"] + [f"  {b}" for b in m.basis]
     if show_text:

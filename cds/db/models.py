@@ -311,3 +311,21 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name_key: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[float] = mapped_column(Float, index=True)  # seconds since the epoch
+
+
+class TerminologyExpansion(Base):
+    """A value set's expansion as a terminology server returned it
+    (``mprtm terminology refresh``); replaces the shipped expansion of the same url and
+    version.  Codes only, no patient data."""
+
+    __tablename__ = "terminology_expansions"
+    __table_args__ = (UniqueConstraint("url", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(64))
+    server: Mapped[str] = mapped_column(String(500))
+    fetched_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow)
+    total: Mapped[int] = mapped_column(Integer)
+    #: [[system, code, display], ...]
+    codes: Mapped[list[Any]] = mapped_column(JSON)

@@ -32,6 +32,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.patient import Patient
 
 from cds.hooks._deadline import Deadline
+from cds.hooks._notes import read_document_texts
 from cds.hooks.request import ABSENT, HookRequest
 from cds.hooks.services import ENCOUNTER_TOKEN, PATIENT_TOKEN, PrefetchKey, ServiceDefinition
 from connectors.fhir.base import PatientRecord
@@ -141,6 +142,7 @@ def gather(req: HookRequest, service: ServiceDefinition, deadline: Deadline) -> 
             out.key_status[pk.key] = "fhir"
             for page in pages:
                 _absorb(out, pk, page, req)
+    read_document_texts(record, req, deadline)  # attachments by url, PDF, C-CDA
     return out
 
 

@@ -9,7 +9,8 @@ Two services share one risk engine:
 Prefetch templates follow the "prefetch query restrictions" of CDS Hooks 2.0: instance
 reads, type-level searches by patient reference, token equality on ``code``/``modality``,
 ``_sort`` and ``_count``.  The Observation template asks only for the LOINC codes the
-mapping table (``cds/data/features.csv``) knows.
+mapping table (``cds/data/features.csv``) knows and the panels that carry them as
+components (``cds/data/panels.csv``: the US Core blood-pressure panel 85354-9).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from cds.clinical_tables import loinc_index
+from cds.clinical_tables import observation_search_codes
 
 PATIENT_TOKEN = "{{context.patientId}}"
 ENCOUNTER_TOKEN = "{{context.encounterId}}"
@@ -83,7 +84,7 @@ class ServiceDefinition:
 
 
 def _observation_template() -> str:
-    codes = ",".join(sorted(loinc_index()))
+    codes = ",".join(observation_search_codes())
     return f"Observation?patient={PATIENT_TOKEN}&code={codes}&_sort=-date&_count=500"
 
 

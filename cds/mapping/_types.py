@@ -60,6 +60,9 @@ class MappedPatient:
         image_rejected: why the selected series was not given to the image network
             (its DICOM attributes show it is not LGE, or it could not be read); None
             otherwise.
+        unrecognised: ``Type/id: system|code`` of Conditions and medications coded in a
+            system the value sets use (SNOMED CT, ICD-10, RxNorm, ATC) with codes that no
+            value set holds.
     """
 
     patient_id: str
@@ -75,6 +78,7 @@ class MappedPatient:
     medications: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     image_rejected: str | None = None
+    unrecognised: list[str] = field(default_factory=list)
 
     def as_dict(self, *, include_text: bool = False) -> dict[str, Any]:
         """JSON-ready summary (note text only when asked: it is clinical free text)."""
@@ -108,6 +112,7 @@ class MappedPatient:
             "image_rejected": self.image_rejected,
             "basis": list(self.basis),
             "warnings": list(self.warnings),
+            "not_recognised": list(self.unrecognised),
         }
         if include_text:
             out["text"] = text

@@ -6,6 +6,8 @@ committed file differs from :func:`render`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cds.clinical_tables import (
     condition_specs,
     drug_class_specs,
@@ -15,6 +17,8 @@ from cds.clinical_tables import (
 )
 from cds.mapping.conditions import ACTIVE, ICD10_SYSTEMS
 from cds.mapping.observations import ACCEPTED_STATUS
+from cds.terminology import shipped_valuesets
+from cds.terminology.valuesets import expansion_codes
 
 _INTRO = """\
 # FHIR to model inputs
@@ -57,10 +61,16 @@ text: "Class III", "NYHA II", "3"), valueInteger, valueQuantity or valueString.
 _CONDITIONS = """\
 ## Conditions: `cond_<name>` flags
 
-A Condition sets its flag when one of its codings is the SNOMED CT code of a row
-(system `http://snomed.info/sct`, exact code; no subsumption), or an ICD-10 code at or
-below one of the row's ICD-10 codes (dots ignored: `I48.91` and `I4891` lie below `I48`).
-ICD-10 code systems: {icd}, or any system whose URL contains `icd-10`.
+Each flag is defined by a FHIR ValueSet, `cds/data/valuesets/cond-<name>.json`, with its
+expansion and its sources (published VSAC value sets, the table's SNOMED CT roots with an
+`is-a` filter, ICD-10 categories).  A Condition sets the flag when one of its codings is a
+SNOMED CT code of the expansion, or an ICD-10 code at or below an ICD-10 code of the
+expansion (dots ignored: `I48.91` and `I4891` lie below `I48`).  ICD-10 code systems:
+{icd}, or any system whose URL contains `icd-10`.  `mprtm terminology refresh` expands the
+value sets again through `[terminology] url` (every SNOMED CT descendant of the roots that
+the server knows) and caches the result in the database; without it the shipped
+expansions apply.  A present Condition coded in SNOMED CT or ICD-10 that no value set holds
+is listed by `mprtm patient features` under "Codes not recognised".
 
 It counts when its clinicalStatus is {active} (a missing clinicalStatus counts as
 active), its verificationStatus is not entered-in-error or refuted, and its onset (or
@@ -78,8 +88,12 @@ with an effective date on or before the as-of date (and a period not ended befor
 
 The medication's name is medicationCodeableConcept.text, else a coding display (RxNorm
 first); for medicationReference the contained or referenced Medication's code (or its
-ingredients), else the reference's display.  A class is set when one of its keywords
-occurs in the name (case-insensitive).  The text input starts with
+ingredients), else the reference's display.  A class is set by the codes first: an
+RxNorm code (ingredient, SCD, SBD) in the class's value set `cds/data/valuesets/med-<class>.json`
+(RxNorm codes of published VSAC medication value sets naming one of the class's
+ingredients), or an ATC code at or below one of the class's ATC groups.  Only when no code
+gives a class, one of the class's keywords in the name (case-insensitive) sets it; RxNorm
+or ATC codes in no value set are listed as not recognised.  The text input starts with
 `Medications: <name> (<dosage text>); ...` in alphabetical order (just the dosage text
 when it already starts with the name).
 """
@@ -91,7 +105,12 @@ The `fhir.max_notes` (default 3) most recent DocumentReferences with status `cur
 (or none) and a docStatus other than entered-in-error, dated (date, else context period)
 on or before the as-of date and within `fhir.notes_window_days` (default 365), newest
 first, appended to the text as `Note <date>: <text>`.  Attachments are read inline
-(`data`) or from `Binary/<id>`; only text/* content types (HTML reduced to text).
+(`data`), or by `url` (`Binary/<id>` or an absolute URL) from the FHIR server itself, in the
+batch and in CDS Hooks calls (same origin as the FHIR server only, with its token, within the
+request's time budget).  Content types: `text/plain` in any declared charset, `text/html`
+and XHTML (reduced to text), `application/pdf` (text layer, via pypdf) and C-CDA documents
+(`text/xml`, `application/xml`, `application/hl7-v3+xml`: the narrative `section/text`
+blocks).  An attachment that cannot be read is a warning naming the DocumentReference.
 
 ## Demographics
 
@@ -142,6 +161,18 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _n_codes(sets: dict[str, Any], name: str, only: str = "") -> int:
+    vs = sets.get(name) or {}
+    codes = expansion_codes(vs)
+    return len([c for c in codes if only in c[0]]) if only else len(codes)
+
+
+def _sources(sets: dict[str, Any], name: str) -> str:
+    params = ((sets.get(name) or {}).get("expansion") or {}).get("parameter") or []
+    uris = [str(p.get("valueUri", "")).rsplit("/", 1)[-1] for p in params]
+    return ", ".join(f"`{u}`" for u in uris if u) or "table only"
+
+
 def render() -> str:
     """The whole document."""
     parts = [_INTRO.format(statuses=", ".join(f"`{s}`" for s in sorted(ACCEPTED_STATUS)))]
@@ -184,15 +215,18 @@ def render() -> str:
         )
         + "\n"
     )
+    sets = {str(vs["name"]): vs for vs in shipped_valuesets()}
     parts.append(
         _table(
-            ["flag", "label", "SNOMED CT", "ICD-10"],
+            ["flag", "label", "SNOMED CT roots", "ICD-10", "codes", "sources (VSAC OID|version)"],
             [
                 [
                     f"`cond_{c.name}`",
                     c.label,
-                    ", ".join(f"`{x}`" for x in c.snomed_codes),
-                    ", ".join(f"`{x}`" for x in c.icd10),
+                    ", ".join(f"`{x}`" for x in c.snomed_codes) or "-",
+                    ", ".join(f"`{x}`" for x in c.icd10) or "-",
+                    str(_n_codes(sets, f"cond_{c.name}")),
+                    _sources(sets, f"cond_{c.name}"),
                 ]
                 for c in condition_specs()
             ],
@@ -201,9 +235,21 @@ def render() -> str:
     parts.append("\n" + _MEDICATIONS + "\n")
     parts.append(
         _table(
-            ["flag", "label", "keywords"],
-            [[f"`med_{d.name}`", d.label, ", ".join(d.keywords)] for d in drug_class_specs()],
+            ["flag", "label", "ATC", "RxNorm codes", "keywords"],
+            [
+                [
+                    f"`med_{d.name}`",
+                    d.label,
+                    ", ".join(f"`{x}`" for x in d.atc),
+                    str(_n_codes(sets, f"med_{d.name}", "rxnorm")),
+                    ", ".join(d.keywords),
+                ]
+                for d in drug_class_specs()
+            ],
         )
+    )
+    parts.append(
+        "\nRxNorm sources (VSAC OID|version): " + _sources(sets, "med_beta_blocker") + "\n"
     )
     parts.append("\n" + _REST)
     return "".join(parts)

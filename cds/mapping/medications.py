@@ -11,9 +11,17 @@ A medication counts on the as-of date when
 
 Its name is the CodeableConcept text or coding displays (RxNorm first), from
 ``medicationCodeableConcept``, a contained Medication, or a referenced Medication
-resource.  A drug class (``cds/data/medications.csv``) is set when one of its ingredient
-keywords occurs in the name (case-insensitive).  Every class flag is in the model input:
-1.0 or 0.0.
+resource (its code, else its ingredients).  The drug classes (``cds/data/medications.csv``)
+come, in this order, from
+
+1. the codes: an RxNorm code (ingredient, SCD, SBD) or an ATC code at or below a class's
+   ATC group held by the class's value set (``cds/data/valuesets/med-<class>.json``);
+2. only when no code gave a class: the class's ingredient keywords in the name
+   (case-insensitive).
+
+RxNorm and ATC codes that no value set holds are listed as not recognised
+(``MedicationRequest/<id>: system|code``).  Every class flag is in the model input: 1.0
+or 0.0.
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ from fhir.resources.R4B.medicationstatement import MedicationStatement
 from cds.clinical_tables import drug_class_specs
 from cds.mapping._dates import to_day
 from cds.mapping._types import FeatureValue
+from cds.terminology import RXNORM, active
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+__all__ = ["RXNORM", "MedicationUse", "classify", "medication_flags", "medications_in_use"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,35 @@ def _cc_name(cc: Any) -> str:
     return ""
 
 
+def _referenced(res: Any, medications: dict[str, Any]) -> Any:
+    """The Medication the resource points at (contained or by reference), or None."""
+    ref = res.medicationReference
+    if ref is None:
+        return None
+    target = str(ref.reference or "")
+    if target.startswith("#"):
+        for c in res.contained or []:
+            if c.get_resource_type() == "Medication" and c.id == target[1:]:
+                return c
+        return None
+    return medications.get(target.split("/_history/")[0])
+
+
+def _codings(res: Any, medications: dict[str, Any]) -> list[tuple[str, str]]:
+    """(system, code) of the medication concept, its Medication and ingredients."""
+    ccs = [res.medicationCodeableConcept]
+    med = _referenced(res, medications)
+    if med is not None:
+        ccs.append(med.code)
+        ccs += [i.itemCodeableConcept for i in med.ingredient or []]
+    out = []
+    for cc in ccs:
+        for c in (cc.coding or []) if cc is not None else []:
+            if c.code:
+                out.append((str(c.system or ""), str(c.code)))
+    return out
+
+
 def _medication_name(res: Any, medications: dict[str, Any]) -> str:
     name = _cc_name(res.medicationCodeableConcept)
     if name:
@@ -71,14 +109,7 @@ def _medication_name(res: Any, medications: dict[str, Any]) -> str:
     ref = res.medicationReference
     if ref is None:
         return ""
-    target = str(ref.reference or "")
-    med = None
-    if target.startswith("#"):
-        for c in res.contained or []:
-            if c.get_resource_type() == "Medication" and c.id == target[1:]:
-                med = c
-    else:
-        med = medications.get(target.split("/_history/")[0])
+    med = _referenced(res, medications)
     if med is not None:
         name = _cc_name(med.code)
         if not name:
@@ -129,8 +160,26 @@ def _dose(dosages: Any) -> str:
 
 
 def classify(name: str) -> tuple[str, ...]:
+    """Classes by ingredient keywords in a medication name (the last resort)."""
     low = name.lower()
     return tuple(s.name for s in drug_class_specs() if any(k in low for k in s.keywords))
+
+
+def classify_codes(codings: list[tuple[str, str]]) -> tuple[tuple[str, ...], list[str]]:
+    """(classes from RxNorm/ATC codes, ``system|code`` of those no value set holds)."""
+    terminology = active()
+    names: set[str] = set()
+    unknown = []
+    for system, code in codings:
+        found = terminology.names_for(system, code)
+        if found is None:
+            continue
+        hits = {n[4:] for n in found if n.startswith("med_")}
+        if hits:
+            names |= hits
+        else:
+            unknown.append(f"{system}|{code}")
+    return tuple(s.name for s in drug_class_specs() if s.name in names), unknown
 
 
 def medications_in_use(
@@ -140,8 +189,10 @@ def medications_in_use(
     *,
     as_of: dt.date,
     warnings: list[str],
+    unrecognised: list[str] | None = None,
 ) -> list[MedicationUse]:
-    """Medications in use on ``as_of`` (one per distinct name, newest source kept)."""
+    """Medications in use on ``as_of`` (one per distinct name, newest source kept); codes
+    no value set holds go to ``unrecognised``."""
     uses: dict[str, MedicationUse] = {}
     items: list[tuple[str, Any, tuple[bool, dt.date | None], str]] = []
     for mr in requests:
@@ -164,11 +215,17 @@ def medications_in_use(
         if not name:
             warnings.append(f"{ref}: medication has no name or display; ignored")
             continue
+        classes, unknown = classify_codes(_codings(res, medications))
+        if not classes:
+            classes = classify(name)
+            if unknown and unrecognised is not None:
+                how = "; classed by its name" if classes else ""
+                unrecognised.append(f"{ref}: {', '.join(unknown)}{how}")
         key = name.lower()
         prev = uses.get(key)
         if prev is not None and (prev.date or dt.date.min) >= (day or dt.date.min):
             continue
-        uses[key] = MedicationUse(ref, name, dose, day, classify(name))
+        uses[key] = MedicationUse(ref, name, dose, day, classes)
     return sorted(uses.values(), key=lambda u: u.name.lower())
 
 

@@ -82,13 +82,17 @@ def map_record(
             record.observations, as_of=as_of, window_days=window_days, warnings=warnings
         )
     )
-    cond_all, cond_found = condition_flags(record.conditions, as_of=as_of)
+    unrecognised: list[str] = []
+    cond_all, cond_found = condition_flags(
+        record.conditions, as_of=as_of, unrecognised=unrecognised
+    )
     uses = medications_in_use(
         record.medication_requests,
         record.medication_statements,
         record.medications,
         as_of=as_of,
         warnings=warnings,
+        unrecognised=unrecognised,
     )
     med_all, med_found = medication_flags(uses)
     notes = recent_notes(
@@ -120,4 +124,5 @@ def map_record(
         basis=basis,
         medications=[u.line for u in uses],
         notes=[n.ref for n in notes],
+        unrecognised=unrecognised,
     )

@@ -19,6 +19,13 @@
 //                                    request statistics, and /__test__/raw which stores a
 //                                    resource without validation (bad data as found in EHRs).  Never expose this server beyond
 //                                    127.0.0.1.
+//   * ValueSet/$expand               the router has no terminology operations; this evaluates a
+//                                    ValueSet's compose as FHIR R4 defines it for the forms used
+//                                    by the application: include/exclude .concept, .valueSet (by
+//                                    canonical url, from ValueSets stored here) and .filter
+//                                    is-a / descendent-of over a CodeSystem stored here (its
+//                                    nested concept hierarchy).  POST with a Parameters body
+//                                    (valueSet, or url) or GET ?url=; paged by offset/count.
 //
 // Usage: node --experimental-websocket server.mjs [--port N] [--host 127.0.0.1]
 //        [--token T]... [--client-id ID --jwks FILE] [--token-ttl SECONDS] [--page-max N]
@@ -431,6 +438,7 @@ async function handle(req, res) {
   if (body?.resourceType === 'Bundle' && body.type === 'batch' && path === '/') {
     return send(res, 200, await handleBatch(body, req.headers));
   }
+  if (path === '/ValueSet/$expand') return handleExpand(res, req.method, query, body, req.headers);
   const search = req.method === 'GET' && /^\/[A-Z][A-Za-z]+\/?$/.test(path) && query._summary !== 'count';
   if (search) {
     // Real servers page; the MemoryRepository returns everything unless told a _count.
@@ -449,6 +457,83 @@ async function handle(req, res) {
     if (search) addPagingLinks(resource, base, path, query);
   }
   send(res, status, resource ?? oo, headers);
+}
+
+// ---------------------------------------------------------------- ValueSet/$expand
+async function findByUrl(type, url, headers) {
+  const [, bundle] = await router.handleRequest(fhirRequest('GET', `/${type}`, { url }, undefined, headers), repo);
+  return bundle?.entry?.[0]?.resource;
+}
+
+function flatten(concepts, system, out) {
+  for (const c of concepts ?? []) {
+    out.push({ system, code: c.code, display: c.display });
+    flatten(c.concept, system, out);
+  }
+  return out;
+}
+
+function findConcept(concepts, code) {
+  for (const c of concepts ?? []) {
+    if (c.code === code) return c;
+    const hit = findConcept(c.concept, code);
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+async function composePart(part, headers, depth) {
+  const out = [];
+  if (part.concept) for (const c of part.concept) out.push({ system: part.system, code: c.code, display: c.display });
+  for (const f of part.filter ?? []) {
+    if (f.property !== 'concept' || !['is-a', 'descendent-of'].includes(f.op)) {
+      throw new Error(`filter ${f.property} ${f.op} is not supported`);
+    }
+    const cs = await findByUrl('CodeSystem', part.system, headers);
+    if (!cs) throw new Error(`CodeSystem ${part.system} is not known to this server`);
+    const node = findConcept(cs.concept, f.value);
+    if (!node) continue;
+    const below = flatten(node.concept, part.system, []);
+    if (f.op === 'is-a') out.push({ system: part.system, code: node.code, display: node.display });
+    out.push(...below);
+  }
+  for (const url of part.valueSet ?? []) out.push(...(await expandValueSet(await findByUrl('ValueSet', url.split('|')[0], headers), headers, depth + 1, url)));
+  return out;
+}
+
+async function expandValueSet(vs, headers, depth = 0, label = '') {
+  if (!vs) throw new Error(`ValueSet ${label} is not known to this server`);
+  if (depth > 5) throw new Error('ValueSet includes nest too deeply');
+  if (!vs.compose) return [...(vs.expansion?.contains ?? [])];
+  const included = [];
+  for (const part of vs.compose.include ?? []) included.push(...(await composePart(part, headers, depth)));
+  const excluded = new Set();
+  for (const part of vs.compose.exclude ?? []) for (const c of await composePart(part, headers, depth)) excluded.add(`${c.system}|${c.code}`);
+  const seen = new Map();
+  for (const c of included) {
+    const key = `${c.system}|${c.code}`;
+    if (!excluded.has(key) && !seen.has(key)) seen.set(key, Object.fromEntries(Object.entries(c).filter(([, v]) => v !== undefined)));
+  }
+  return [...seen.values()];
+}
+
+async function handleExpand(res, method, query, body, headers) {
+  const params = {};
+  if (method === 'POST' && body?.resourceType === 'Parameters') {
+    for (const p of body.parameter ?? []) params[p.name] = p.resource ?? p.valueUri ?? p.valueString ?? p.valueInteger;
+  }
+  for (const [k, v] of Object.entries(query)) params[k] ??= v;
+  try {
+    const vs = params.valueSet ?? (await findByUrl('ValueSet', String(params.url ?? '').split('|')[0], headers));
+    const all = await expandValueSet(vs, headers, 0, String(params.url ?? ''));
+    const offset = Number(params.offset ?? 0);
+    const count = Number(params.count ?? all.length);
+    const result = { ...vs, expansion: { identifier: `urn:uuid:${crypto.randomUUID()}`, timestamp: new Date().toISOString(), total: all.length, offset, contains: all.slice(offset, offset + count) } };
+    delete result.compose;
+    return send(res, 200, result);
+  } catch (err) {
+    return send(res, 422, outcome('error', 'not-supported', String(err.message ?? err)));
+  }
 }
 
 // Bundle.link self/next from _count/_offset and the total (the MemoryRepository adds none).
