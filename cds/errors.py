@@ -24,3 +24,8 @@ class DatabaseError(MprtmError):
 
 class UsageError(MprtmError):
     """A command was called with arguments that cannot work together (exit status 2)."""
+
+
+class ValidationDataError(MprtmError):
+    """A bundled validation data set (e.g. the Sunnybrook subset) is missing or malformed;
+    the message names the folder or file."""
