@@ -133,7 +133,8 @@ def write_report(
             lines.append(f"| {o} | {100 * mc['reference'][o]:.1f}% | {cells} |")
     lines += [
         "",
-        "Plots: `roc_<outcome>.png`, `calibration_<outcome>.png`, `dice.png`.",
+        "Plots: `roc_<outcome>.png`, `calibration_<outcome>.png`, `dice.png`"
+        + (", `real_anatomy.png`." if "real_anatomy" in metrics else "."),
         "",
     ]
     path = out / "report.md"

@@ -113,8 +113,8 @@ def evaluate_checkpoint(
         progress: progress bars.
         threads: CPU threads (0 = torch default).
         real_anatomy: real slices with expert myocardium contours (the Sunnybrook cine
-            subset): their myocardium Dice goes to ``metrics["real_anatomy"]`` and a
-            section of report.md (``model/real_anatomy.py``).
+            subset): their myocardium Dice goes to ``metrics["real_anatomy"]``, a
+            section of report.md and real_anatomy.png (``model/real_anatomy.py``).
 
     Returns:
         the metrics.json content.
@@ -165,7 +165,9 @@ def evaluate_checkpoint(
     }
     metrics["n_test"] = len(test)
     if real_anatomy is not None:
-        metrics["real_anatomy"] = evaluate_real_anatomy(pred, real_anatomy, n_boot)
+        metrics["real_anatomy"] = evaluate_real_anatomy(
+            pred, real_anatomy, n_boot, figure=out / "real_anatomy.png"
+        )
     extras = _extras(pred, data, y, scores, n_boot, test)
     per_patient = None
     built = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -131,22 +132,8 @@ def _ratio(inter: float, total: float) -> float:
     return 1.0 if total == 0 else float(2.0 * inter / total)
 
 
-def evaluate_real_anatomy(
-    segmenter: ImageSegmenter, data: LabelledSlices, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """Segment every slice of ``data`` and score the myocardium (see the module docstring).
-
-    Args:
-        segmenter: a :class:`model.predictor.Predictor` (or anything with its
-            ``encode_images``).
-        data: the slices and their masks.
-        n_boot: bootstrap resamples of the patients for the 95% interval.
-        seed: seed of the resampling.
-
-    Returns:
-        :func:`dice_over_patients`' result plus ``name``, ``description`` and
-        ``mean_spacing_mm``.
-    """
+def segment_slices(segmenter: ImageSegmenter, data: LabelledSlices) -> np.ndarray:
+    """(N, H, W) uint8 labels of every slice, each segmented as a one-slice series."""
     feats = segmenter.encode_images(
         [img[None] for img in data.images],
         names=[f"{p} {s}" for p, s in zip(data.patients, data.slice_ids, strict=True)],
@@ -157,13 +144,63 @@ def evaluate_real_anatomy(
             shape = None if f.segmentation is None else f.segmentation.shape
             raise ValueError(f"{data.slice_ids[k]}: segmentation of shape {shape}")
         pred[k] = f.segmentation[0]
+    return pred
+
+
+def evaluate_real_anatomy(
+    segmenter: ImageSegmenter,
+    data: LabelledSlices,
+    n_boot: int = 1000,
+    seed: int = 0,
+    figure: str | Path | None = None,
+) -> dict[str, Any]:
+    """Segment every slice of ``data`` and score the myocardium (see the module docstring).
+
+    Args:
+        segmenter: a :class:`model.predictor.Predictor` (or anything with its
+            ``encode_images``).
+        data: the slices and their masks.
+        n_boot: bootstrap resamples of the patients for the 95% interval.
+        seed: seed of the resampling.
+        figure: also write a PNG there (:func:`plot_real_anatomy`).
+
+    Returns:
+        :func:`dice_over_patients`' result plus ``name``, ``description`` and
+        ``mean_spacing_mm``.
+    """
+    pred = segment_slices(segmenter, data)
     res = dice_over_patients(pred, data.masks, data.patients, n_boot, seed)
+    if figure is not None:
+        plot_real_anatomy(data, pred, Path(figure))
     return {
         "name": data.name,
         "description": data.description,
         "mean_spacing_mm": float(np.mean(data.spacing_mm)),
         **res,
     }
+
+
+def plot_real_anatomy(data: LabelledSlices, pred: np.ndarray, path: Path) -> Path:
+    """One slice per patient (the middle one of its slices): the image, the expert
+    myocardium outlined in green and the predicted myocardium (labels >= 1) in red."""
+    from model._plots import plt
+
+    names = list(dict.fromkeys(data.patients))
+    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.3), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rows = [k for k, p in enumerate(data.patients) if p == name]
+        k = rows[len(rows) // 2]
+        ax.imshow(data.images[k], cmap="gray", vmin=0.0, vmax=1.0)
+        for mask, colour in ((data.masks[k] >= MYOCARDIUM, "lime"), (pred[k] >= MYOCARDIUM, "r")):
+            if mask.any() and not mask.all():
+                ax.contour(mask.astype(np.float32), [0.5], colors=colour, linewidths=0.8)
+        ax.set_title(f"{name} {data.slice_ids[k]}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{data.name}: expert myocardium (green), predicted (red)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+    return path
 
 
 def report_lines(result: dict[str, Any]) -> list[str]:

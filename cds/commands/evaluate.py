@@ -7,7 +7,8 @@ modality-drop degradation), ``report.md`` and PNG plots (ROC, calibration, Dice)
 Both also carry the myocardium Dice on real anatomy: the Sunnybrook cine subset
 (``cds/realdata/sunnybrook.py``; cine, not LGE, so anatomy and localisation only).
 ``--real-anatomy-only`` runs that part alone (no ``--data``) and writes
-``REPORT_DIR/real_anatomy.json`` and ``real_anatomy.md``.
+``REPORT_DIR/real_anatomy.json``, ``real_anatomy.md`` and ``real_anatomy.png`` (one slice
+per patient: expert and predicted myocardium outlined).
 """
 
 from __future__ import annotations
@@ -130,12 +131,14 @@ def _real_anatomy_only(args: argparse.Namespace, real: Any) -> int:
 
     try:
         pred = Predictor.from_checkpoint(args.checkpoint, threads=args.threads)
-        res = evaluate_real_anatomy(pred, real, args.bootstrap)
+        args.out.mkdir(parents=True, exist_ok=True)
+        res = evaluate_real_anatomy(
+            pred, real, args.bootstrap, figure=args.out / "real_anatomy.png"
+        )
     except ModelError as exc:
         raise UsageError(f"cannot evaluate: {exc}") from exc
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "real_anatomy.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
     lines = [f"# M-PRTM real-anatomy check: checkpoint `{args.checkpoint.name}`", ""]
     (args.out / "real_anatomy.md").write_text("\n".join(lines + report_lines(res)), "utf-8")
-    print(f"wrote {args.out}/real_anatomy.json and real_anatomy.md\n{_summary(res)}")
+    print(f"wrote {args.out}/real_anatomy.json, .md and .png\n{_summary(res)}")
     return 0

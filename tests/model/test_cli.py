@@ -60,6 +60,7 @@ def test_train_then_evaluate(cohort: Path, tiny_bert: Path, tmp_path: Path) -> N
     assert real["n_patients"] == 5 and real["n_slices"] == 30
     assert real["ci"][0] <= real["dice"] <= real["ci"][1]
     assert "## Real anatomy: Sunnybrook cine MR (not LGE)" in (report / "report.md").read_text()
+    assert (report / "real_anatomy.png").is_file()
     contrib = json.loads((report / "extras.json").read_text())["modality_contributions"]
     assert set(contrib["mean_abs"]) == {"numeric", "text", "image"}
     assert all(0.0 < p < 1.0 for p in contrib["reference"].values())

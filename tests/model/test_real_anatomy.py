@@ -113,6 +113,7 @@ def test_evaluate_real_anatomy_only_command(checkpoint: Path, tmp_path: Path) ->
     md = (out / "real_anatomy.md").read_text()
     assert "## Real anatomy: Sunnybrook cine MR (not LGE)" in md
     assert "never evaluated" in md and f"{res['dice']:.3f}" in md
+    assert (out / "real_anatomy.png").stat().st_size > 1000
 
 
 def test_evaluate_needs_data_unless_real_anatomy_only(checkpoint: Path, tmp_path: Path) -> None:
