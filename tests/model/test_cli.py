@@ -82,9 +82,11 @@ def test_ensemble_train_then_evaluate(cohort: Path, tiny_bert: Path, tmp_path: P
     assert load_checkpoint(ckpt).config.ensemble == 2
     report = tmp_path / "report"
     rc = main(["evaluate", "--data", str(cohort), "--checkpoint", str(ckpt), "--out",
-               str(report), "--bootstrap", "20", "--quiet"])  # fmt: skip
+               str(report), "--bootstrap", "20", "--quiet", "--no-real-anatomy"])  # fmt: skip
     assert rc == 0
     metrics = json.loads((report / "metrics.json").read_text())
+    assert "real_anatomy" not in metrics and not (report / "real_anatomy.png").exists()
+    assert "Real anatomy" not in (report / "report.md").read_text()
     members = json.loads((report / "extras.json").read_text())["ensemble_members"]
     assert len(members) == 2
     for r in members:
