@@ -29,3 +29,8 @@ class UsageError(MprtmError):
 class TerminologyError(MprtmError):
     """A terminology server did not expand a value set; the message names the value set
     and the server's answer (HTTP status, OperationOutcome diagnostics)."""
+
+
+class ValidationDataError(MprtmError):
+    """A bundled validation data set (e.g. the Sunnybrook subset) is missing or malformed;
+    the message names the folder or file."""

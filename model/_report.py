@@ -9,6 +9,7 @@ import numpy as np
 
 from model._plots import plot_calibration, plot_dice, plot_roc
 from model.checkpoint import Checkpoint
+from model.real_anatomy import report_lines
 from model.types import OUTCOMES
 
 
@@ -51,7 +52,7 @@ def write_report(
         "## Discrimination and calibration",
         "",
     ]
-    models = [m for m in metrics if m not in ("segmentation", "n_test")]
+    models = [m for m in metrics if m not in ("segmentation", "n_test", "real_anatomy")]
     for o in OUTCOMES:
         lines += [f"### {o}", "", "| model | AUROC | 95% CI | AUPRC | Brier | ECE | "
                   "AUROC fusion - model (95% CI) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -75,6 +76,7 @@ def write_report(
         f"- Dice enhancement (label 2): {_fmt(s['dice_enhancement'])}",
         f"- Fibrosis burden MAE: {_fmt(s['burden_mae'])}",
         "",
+        *(report_lines(metrics["real_anatomy"]) if "real_anatomy" in metrics else []),
         "## Modality dropped at inference (fusion network)",
         "",
         "| dropped | patients affected | " + " | ".join(f"AUROC {o}" for o in OUTCOMES) + " |",
@@ -131,7 +133,8 @@ def write_report(
             lines.append(f"| {o} | {100 * mc['reference'][o]:.1f}% | {cells} |")
     lines += [
         "",
-        "Plots: `roc_<outcome>.png`, `calibration_<outcome>.png`, `dice.png`.",
+        "Plots: `roc_<outcome>.png`, `calibration_<outcome>.png`, `dice.png`"
+        + (", `real_anatomy.png`." if "real_anatomy" in metrics else "."),
         "",
     ]
     path = out / "report.md"

@@ -34,6 +34,7 @@ from model.maggic import maggic_one_year_mortality
 from model.metrics import binary_metrics, bootstrap_auroc
 from model.mprtm import MPRTMEnsemble, build_model
 from model.predictor import Predictor
+from model.real_anatomy import LabelledSlices, evaluate_real_anatomy
 from model.train import label_tensors
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, LabelledExample
 
@@ -99,6 +100,7 @@ def evaluate_checkpoint(
     n_boot: int = 1000,
     progress: bool = True,
     threads: int = 0,
+    real_anatomy: LabelledSlices | None = None,
 ) -> dict[str, Any]:
     """Evaluate on the held-out patients; write metrics.json, extras.json, report.md,
     attribution.csv (per-patient modality weights and contributions) and PNGs.
@@ -110,6 +112,9 @@ def evaluate_checkpoint(
         n_boot: bootstrap resamples for the AUROC confidence intervals.
         progress: progress bars.
         threads: CPU threads (0 = torch default).
+        real_anatomy: real slices with expert myocardium contours (the Sunnybrook cine
+            subset): their myocardium Dice goes to ``metrics["real_anatomy"]``, a
+            section of report.md and real_anatomy.png (``model/real_anatomy.py``).
 
     Returns:
         the metrics.json content.
@@ -159,6 +164,10 @@ def evaluate_checkpoint(
         k: seg[k] for k in ("dice_myocardium", "dice_enhancement", "burden_mae")
     }
     metrics["n_test"] = len(test)
+    if real_anatomy is not None:
+        metrics["real_anatomy"] = evaluate_real_anatomy(
+            pred, real_anatomy, n_boot, figure=out / "real_anatomy.png"
+        )
     extras = _extras(pred, data, y, scores, n_boot, test)
     per_patient = None
     built = 0

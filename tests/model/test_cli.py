@@ -46,9 +46,9 @@ def test_train_then_evaluate(cohort: Path, tiny_bert: Path, tmp_path: Path) -> N
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["n_test"] == 15
     expected = {"fusion", "numeric_only", "text_only", "image_only", "logistic_numeric",
-                "maggic", "oracle", "segmentation", "n_test"}  # fmt: skip
+                "maggic", "oracle", "segmentation", "n_test", "real_anatomy"}  # fmt: skip
     assert set(metrics) == expected
-    for name in expected - {"segmentation", "n_test"}:
+    for name in expected - {"segmentation", "n_test", "real_anatomy"}:
         assert set(metrics[name]) <= set(OUTCOMES)
         for values in metrics[name].values():
             assert set(values) == {"auroc", "auroc_ci", "auprc", "brier", "ece"}
@@ -56,6 +56,11 @@ def test_train_then_evaluate(cohort: Path, tiny_bert: Path, tmp_path: Path) -> N
     assert set(metrics["segmentation"]) == {"dice_myocardium", "dice_enhancement", "burden_mae"}
     assert (report / "report.md").read_text().startswith("# M-PRTM evaluation")
     assert "Shapley contributions" in (report / "report.md").read_text()
+    real = metrics["real_anatomy"]  # the shipped Sunnybrook cine subset, by default
+    assert real["n_patients"] == 5 and real["n_slices"] == 30
+    assert real["ci"][0] <= real["dice"] <= real["ci"][1]
+    assert "## Real anatomy: Sunnybrook cine MR (not LGE)" in (report / "report.md").read_text()
+    assert (report / "real_anatomy.png").is_file()
     contrib = json.loads((report / "extras.json").read_text())["modality_contributions"]
     assert set(contrib["mean_abs"]) == {"numeric", "text", "image"}
     assert all(0.0 < p < 1.0 for p in contrib["reference"].values())
@@ -77,9 +82,11 @@ def test_ensemble_train_then_evaluate(cohort: Path, tiny_bert: Path, tmp_path: P
     assert load_checkpoint(ckpt).config.ensemble == 2
     report = tmp_path / "report"
     rc = main(["evaluate", "--data", str(cohort), "--checkpoint", str(ckpt), "--out",
-               str(report), "--bootstrap", "20", "--quiet"])  # fmt: skip
+               str(report), "--bootstrap", "20", "--quiet", "--no-real-anatomy"])  # fmt: skip
     assert rc == 0
     metrics = json.loads((report / "metrics.json").read_text())
+    assert "real_anatomy" not in metrics and not (report / "real_anatomy.png").exists()
+    assert "Real anatomy" not in (report / "report.md").read_text()
     members = json.loads((report / "extras.json").read_text())["ensemble_members"]
     assert len(members) == 2
     for r in members:
