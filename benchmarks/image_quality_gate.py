@@ -6,7 +6,8 @@ Prints, for the cohort's test split (patients in neither the checkpoint's traini
 validation split): the share of LGE series judged usable, the reasons of the others, the
 quantiles of every signal, and the fibrosis burden error against the simulator's truth.
 Then the verdicts on series that must be refused: uniform and smoothed noise, pydicom's
-bundled MR test images (a small spin-echo image and an abdominal gradient-echo image) and
+bundled MR test images (a small spin-echo image and an abdominal gradient-echo image), the
+real cine slices of the shipped Sunnybrook subset (one series per patient) and
 every non-LGE series of the cohort (cine, localizer), read as the pipeline reads them.
 Nothing here is timed.
 """
@@ -57,6 +58,18 @@ def _noise(size: int, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, f
     smooth = gaussian_filter(rng.normal(size=(8, size, size)), (0, 3, 3))
     smooth = ((smooth - smooth.min()) / np.ptp(smooth)).astype(np.float32)
     return {"uniform noise": (white, 2.0), "smoothed noise": (smooth, 2.0)}
+
+
+def _sunnybrook(size: int) -> dict[str, tuple[np.ndarray, float | None]]:
+    """Each patient of the shipped Sunnybrook subset (real cine, end-diastolic slices)."""
+    from cds.realdata.sunnybrook import load_sunnybrook
+
+    data = load_sunnybrook(size)
+    out = {}
+    for pid in dict.fromkeys(data.patients):
+        rows = [k for k, p in enumerate(data.patients) if p == pid]
+        out[f"Sunnybrook cine {pid}"] = (data.images[rows], float(data.spacing_mm[rows[0]]))
+    return out
 
 
 def _other_series(data: Path, size: int, limit: int) -> dict[str, tuple[np.ndarray, float | None]]:
@@ -124,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     refuse = {
         **_noise(size, rng),
         **_pydicom_volumes(size),
+        **_sunnybrook(size),
         **_other_series(Path(args.data), size, args.other_series),
     }
     n_refused = 0
