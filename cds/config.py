@@ -160,12 +160,18 @@ class RetentionSettings:
     after_nightly: bool = False
 
 
+#: JWS algorithms an issuer may be configured to use (asymmetric only: never HMAC or none).
+JwtAlgorithm = Literal["ES384", "RS384", "ES256", "RS256", "PS384"]
+
+
 @dataclass(frozen=True)
 class TrustedIssuer:
     iss: str
     jwks_url: str = ""
     jwks_file: str = ""
     jku_allowed: tuple[str, ...] = ()
+    fhir_servers: tuple[str, ...] = ()
+    algorithms: tuple[JwtAlgorithm, ...] = ("ES384", "RS384")
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,11 @@ class CdsHooksSettings:
     jwks_cache_s: int = 300
     workers: int = 4
     torch_threads: int = 1
+    allow_http_fhir_server: bool = False
+    internal_fhir_servers: tuple[str, ...] = ()
+    fetch_max_bytes: int = 8_388_608
+    max_resources_per_key: int = 2000
+    jwks_failure_cache_s: int = 30
 
 
 @dataclass(frozen=True)
