@@ -30,6 +30,8 @@ from connectors.fhir.outbound import OriginPolicy
 log = logging.getLogger("mprtm.hooks")
 
 EXTENSION = "mprtm.hooks"
+#: Deepest nesting of a request body (FHIR resources nest far less).
+MAX_JSON_DEPTH = 64
 bp = Blueprint("cds_hooks", __name__)
 
 
@@ -88,9 +90,33 @@ def _json_body() -> Any:
     if not raw:
         raise BadHookRequest("the request has no body")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadHookRequest("the request body is not valid JSON") from None
+    except RecursionError:
+        raise BadHookRequest(f"the request body nests deeper than {MAX_JSON_DEPTH}") from None
+    check_json(body)
+    return body
+
+
+def check_json(body: Any) -> None:
+    """Refuse bodies nested deeper than :data:`MAX_JSON_DEPTH` or holding a NUL character
+    (no database column can store one); the error names where (a JSON path)."""
+    stack: list[tuple[Any, str, int]] = [(body, "$", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadHookRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} at {path}")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise BadHookRequest(f"{path} contains a NUL character")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if "\x00" in k:
+                    raise BadHookRequest(f"{path} has a key with a NUL character")
+                stack.append((v, f"{path}.{k[:40]}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
 
 
 def _preflight() -> Response:
