@@ -40,6 +40,15 @@ class BoundedIntConverter(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)
 
 
+def path_id(raw: str) -> int | None:
+    """``raw`` as a row id (``0..MAX_PATH_ID``), or None when it is not one."""
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        return None
+    value = int(raw)
+    return value if value <= MAX_PATH_ID else None
+
+
 def _refuse_nul() -> None:
     if "\x00" in request.path:
         abort(400, description="the URL path contains a NUL character")
