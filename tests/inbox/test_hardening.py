@@ -144,5 +144,3 @@ def test_a_burst_of_logins_on_every_thread_does_not_exhaust_the_pool(pg_app: Fla
     elapsed = time.monotonic() - t0
     assert statuses == [302] * 16, statuses
     assert elapsed < 20, elapsed
-
-
