@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, jsonify
 from sqlalchemy import text
 
-from cds import __version__
+from cds import __version__, _guards
 from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
 from cds.hooks import init_app as init_hooks
@@ -39,11 +39,15 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         MAX_CONTENT_LENGTH=5 * 1024 * 1024,
     )
     app.config.update(overrides)
-    engine = make_engine(settings.database.url, echo=settings.database.echo)
+    # every server thread, every on-demand scorer, the card writer and the fetch of a
+    # scorer's cached image may each hold one connection at the same time
+    pool_size = settings.server.threads + 2 * settings.cds_hooks.workers + 2
+    engine = make_engine(settings.database.url, echo=settings.database.echo, pool_size=pool_size)
     app.extensions["mprtm.settings"] = settings
     app.extensions["mprtm.engine"] = engine
     app.extensions["mprtm.sessions"] = session_factory(engine)
     activate_terminology(settings)  # value-set expansions cached by `terminology refresh`
+    _guards.init_app(app)  # before the blueprints: the bounded <int:> converter
 
     init_hooks(app, settings)  # CDS Hooks service: /cds-services
 

@@ -38,8 +38,15 @@ SECRET_KEYS = frozenset(
         "pacs.dicomweb_token",
     }
 )
-#: Keys whose value is masked when the effective configuration is printed.
+#: Keys whose value is masked when the effective configuration is printed (every other
+#: key ending in ``url`` has its password and query string masked too).
 MASKED_KEYS = SECRET_KEYS | {"database.url", "batch.broker_url"}
+#: URL keys that may not carry ``user:password@`` in the TOML file (the environment may).
+NO_USERINFO_KEYS = frozenset(
+    {"database.url", "batch.broker_url", "pacs.dicomweb_url", "fhir.base_url", "jwks_url"}
+)
+#: Shortest ``server.secret_key`` accepted (bytes of UTF-8).
+MIN_SECRET_KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -171,12 +178,18 @@ class RetentionSettings:
     after_nightly: bool = False
 
 
+#: JWS algorithms an issuer may be configured to use (asymmetric only: never HMAC or none).
+JwtAlgorithm = Literal["ES384", "RS384", "ES256", "RS256", "PS384"]
+
+
 @dataclass(frozen=True)
 class TrustedIssuer:
     iss: str
     jwks_url: str = ""
     jwks_file: str = ""
     jku_allowed: tuple[str, ...] = ()
+    fhir_servers: tuple[str, ...] = ()
+    algorithms: tuple[JwtAlgorithm, ...] = ("ES384", "RS384")
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,11 @@ class CdsHooksSettings:
     jwks_cache_s: int = 300
     workers: int = 4
     torch_threads: int = 1
+    allow_http_fhir_server: bool = False
+    internal_fhir_servers: tuple[str, ...] = ()
+    fetch_max_bytes: int = 8_388_608
+    max_resources_per_key: int = 2000
+    jwks_failure_cache_s: int = 30
 
 
 @dataclass(frozen=True)
@@ -304,6 +322,12 @@ def _build(cls: Any, data: dict[str, Any], prefix: str, source: str, *, allow_se
         if key in SECRET_KEYS and not allow_secrets and value not in ("", None):
             env = ENV_PREFIX + key.replace(".", "__").upper()
             raise ConfigError(f"{source}: key '{key}' is a secret; set it with {env} instead")
+        if not allow_secrets and isinstance(value, str) and _has_userinfo(value):
+            if key in NO_USERINFO_KEYS or name in NO_USERINFO_KEYS:
+                raise ConfigError(
+                    f"{source}: key '{key}' carries user:password; put credentials in the "
+                    "environment (see config.example.toml)"
+                )
         kwargs[name] = _coerce(value, hints[name], key, source, allow_secrets)
     for f in dataclasses.fields(cls):
         if (
@@ -368,7 +392,20 @@ def load_settings(
     _build(Settings, {k: v for k, v in data.items()}, "", source, allow_secrets=False)
     _apply_env(data, env)
     settings: Settings = _build(Settings, data, "", source, allow_secrets=True)
+    key = settings.server.secret_key
+    if key and len(key.encode()) < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"environment: server.secret_key (MPRTM_SERVER__SECRET_KEY) must be at least "
+            f"{MIN_SECRET_KEY_BYTES} bytes"
+        )
     return dataclasses.replace(settings, source_file=str(path or ""))
+
+
+def _has_userinfo(value: str) -> bool:
+    if "://" not in value:
+        return False
+    netloc = value.split("://", 1)[1].split("/", 1)[0]
+    return "@" in netloc
 
 
 def as_dict(settings: Any) -> dict[str, Any]:
@@ -385,25 +422,38 @@ def as_dict(settings: Any) -> dict[str, Any]:
 
 
 def masked_dict(settings: Settings) -> dict[str, Any]:
-    """Effective settings with secrets and credential-bearing URLs masked."""
+    """Effective settings with secrets masked, and every URL without its password or query."""
     data = as_dict(settings)
     for dotted in MASKED_KEYS:
         sec, key = dotted.split(".")
         value = data.get(sec, {}).get(key)
-        if not value:
-            continue
-        if key.endswith("url"):
-            data[sec][key] = _mask_url(str(value))
-        else:
+        if value and not key.endswith("url"):
             data[sec][key] = "********"
-    return data
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: _mask_url(v) if k.endswith("url") and isinstance(v, str) and v else walk(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    masked: dict[str, Any] = walk(data)
+    return masked
 
 
 def _mask_url(url: str) -> str:
-    """Hide the password part of ``scheme://user:password@host``."""
-    if "://" not in url or "@" not in url:
+    """Hide the password of ``scheme://user:password@host`` and any query string."""
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
-    cred, host = rest.rsplit("@", 1)
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:********@{host}"
+    if "?" in rest:
+        rest = rest.split("?", 1)[0] + "?********"
+    netloc, sep, path = rest.partition("/")
+    if "@" in netloc:
+        cred, host = netloc.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        netloc = f"{user}:********@{host}"
+    return f"{scheme}://{netloc}{sep}{path}"

@@ -10,13 +10,26 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
-    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 0) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout.
+
+    SQL parameters are never rendered into error messages or the echo log
+    (``hide_parameters``): they carry comments, passwords and other PHI.
+
+    Args:
+        url: SQLAlchemy database URL.
+        echo: log every statement (without its parameters).
+        pool_size: connections kept open (PostgreSQL); 0 keeps SQLAlchemy's default of 5.
+            The web app passes its thread count plus its background workers, so that a
+            burst on every thread never waits for a connection.
+    """
+    kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
+        if pool_size > 0:
+            kwargs["pool_size"] = pool_size
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 

@@ -23,5 +23,9 @@ class Deadline:
         """Seconds left, less ``reserve_s`` kept for answering; never negative."""
         return max(0.0, self.budget_s - self.elapsed_s() - reserve_s)
 
+    def at(self, reserve_s: float = 0.0) -> float:
+        """The ``time.monotonic()`` instant the budget (less ``reserve_s``) ends."""
+        return self._start + self.budget_s - reserve_s
+
     def expired(self) -> bool:
         return self.remaining_s() <= 0.0

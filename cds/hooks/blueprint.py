@@ -20,25 +20,30 @@ from cds.config import Settings
 from cds.hooks.engine import HooksEngine
 from cds.hooks.errors import BadHookRequest, HooksError, UnknownService
 from cds.hooks.feedback import parse_feedback
-from cds.hooks.request import parse_hook_request
+from cds.hooks.request import parse_hook_request, refuse_fhir_access
 from cds.hooks.scoring import OnDemandScorer
 from cds.hooks.security import JwtVerifier, ReplayCache
 from cds.hooks.services import discovery_document, service_by_id
 from cds.hooks.store import store_feedback
+from connectors.fhir.outbound import OriginPolicy
 
 log = logging.getLogger("mprtm.hooks")
 
 EXTENSION = "mprtm.hooks"
+#: Deepest nesting of a request body (FHIR resources nest far less).
+MAX_JSON_DEPTH = 64
 bp = Blueprint("cds_hooks", __name__)
 
 
 @dataclass
 class HooksState:
-    """Per-application state: settings, the engine and the JWT verifier (None: JWT off)."""
+    """Per-application state: settings, the engine, the JWT verifier (None: JWT off) and
+    the FHIR origin policy of each trusted issuer ("" when JWT is off: the union)."""
 
     settings: Settings
     engine: HooksEngine
     verifier: JwtVerifier | None
+    fhir_policies: dict[str, OriginPolicy]
 
 
 def _state() -> HooksState:
@@ -50,10 +55,34 @@ def _base() -> str:
     return _state().settings.cds_hooks.base_url.rstrip("/") + "/cds-services"
 
 
-def _authorize(*audiences: str) -> None:
+def _authorize(*audiences: str) -> str:
+    """Verify the caller's JWT; returns its issuer ("" when JWT is off)."""
     verifier = _state().verifier
-    if verifier is not None:
-        verifier.verify(request.headers.get("Authorization"), audiences)
+    if verifier is None:
+        return ""
+    claims = verifier.verify(request.headers.get("Authorization"), audiences)
+    return str(claims["iss"])
+
+
+def fhir_policies(settings: Settings) -> dict[str, OriginPolicy]:
+    """The origin policy of each trusted issuer, and under "" the union of their
+    ``fhir_servers`` (used when JWT verification is off)."""
+    hooks = settings.cds_hooks
+    out: dict[str, OriginPolicy] = {}
+    every: list[str] = []
+    for issuer in hooks.trusted_issuers:
+        every.extend(issuer.fhir_servers)
+        out[issuer.iss] = OriginPolicy(
+            allowed=issuer.fhir_servers,
+            allow_http=hooks.allow_http_fhir_server,
+            internal_allowed=hooks.internal_fhir_servers,
+        )
+    out[""] = OriginPolicy(
+        allowed=tuple(every),
+        allow_http=hooks.allow_http_fhir_server,
+        internal_allowed=hooks.internal_fhir_servers,
+    )
+    return out
 
 
 def _json_body() -> Any:
@@ -61,9 +90,33 @@ def _json_body() -> Any:
     if not raw:
         raise BadHookRequest("the request has no body")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadHookRequest("the request body is not valid JSON") from None
+    except RecursionError:
+        raise BadHookRequest(f"the request body nests deeper than {MAX_JSON_DEPTH}") from None
+    check_json(body)
+    return body
+
+
+def check_json(body: Any) -> None:
+    """Refuse bodies nested deeper than :data:`MAX_JSON_DEPTH` or holding a NUL character
+    (no database column can store one); the error names where (a JSON path)."""
+    stack: list[tuple[Any, str, int]] = [(body, "$", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadHookRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} at {path}")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise BadHookRequest(f"{path} contains a NUL character")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if "\x00" in k:
+                    raise BadHookRequest(f"{path} has a key with a NUL character")
+                stack.append((v, f"{path}.{k[:40]}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
 
 
 def _preflight() -> Response:
@@ -82,12 +135,21 @@ def discovery() -> Any:
 def call_service(service_id: str) -> Any:
     if request.method == "OPTIONS":
         return _preflight()
-    _authorize(f"{_base()}/{service_id}")
+    iss = _authorize(f"{_base()}/{service_id}")
     service = service_by_id(service_id)
     if service is None:
         raise UnknownService(f"no CDS service with id {service_id!r}")
     req = parse_hook_request(_json_body(), service)
-    return jsonify(_state().engine.handle(service, req))
+    state = _state()
+    refused = refuse_fhir_access(req, state.fhir_policies.get(iss) or OriginPolicy())
+    if refused is not None:
+        log.warning(
+            "fhirServer refused for issuer %s (patient=%s): %s; answering without FHIR access",
+            iss or "<jwt off>",
+            req.patient_id,
+            refused,
+        )
+    return jsonify(state.engine.handle(service, req))
 
 
 @bp.route("/cds-services/<service_id>/feedback", methods=["POST", "OPTIONS"])
@@ -167,7 +229,9 @@ def init_app(app: Flask, settings: Settings, scorer: OnDemandScorer | None = Non
 
         scorer = default_scorer(settings)
     engine = HooksEngine(settings, app.extensions["mprtm.sessions"], scorer)
-    app.extensions[EXTENSION] = HooksState(settings=settings, engine=engine, verifier=verifier)
+    app.extensions[EXTENSION] = HooksState(
+        settings=settings, engine=engine, verifier=verifier, fhir_policies=fhir_policies(settings)
+    )
     app.register_blueprint(bp)
 
 

@@ -12,8 +12,11 @@ Order of preference:
    result clearly labelled as not refreshed, or an info card saying why there is none.
 
 Patient data never make the call fail: every failure of step 2 ends in step 3.  The only
-non-200 answer from here is 412, when the EHR neither prefetched anything nor gave FHIR
-access and there is no earlier result (CDS Hooks 2.0, "Prefetch Template").
+non-200 answer from here is 412, when there is no earlier result and the data could be had
+neither from the prefetch nor from the FHIR server: the EHR gave no FHIR access (or the
+access it gave was refused by the origin policy), or ``fhirServer`` could not be reached
+(CDS Hooks 2.0, "HTTP Response": 412 when the service cannot retrieve the FHIR data it
+needs through prefetch or by calling the FHIR server).  Each 412 is logged with its reason.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from cds.hooks._deadline import Deadline
 from cds.hooks._writer import WriteBehind
 from cds.hooks.cards import CardContext, info_card, risk_card
 from cds.hooks.errors import DataUnavailable, PreconditionFailed, ScoringError
-from cds.hooks.prefetch import GatheredData, can_fetch, gather
+from cds.hooks.prefetch import FetchLimits, GatheredData, can_fetch, gather
 from cds.hooks.request import ABSENT, HookRequest
 from cds.hooks.scoring import CachedImage, OnDemandScorer
 from cds.hooks.services import ServiceDefinition
@@ -95,6 +98,10 @@ class HooksEngine:
         self._max_in_flight = 2 * max(1, settings.cds_hooks.workers)
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        self._limits = FetchLimits(
+            max_bytes=settings.cds_hooks.fetch_max_bytes,
+            max_resources_per_key=settings.cds_hooks.max_resources_per_key,
+        )
         self._lge = [p.lower() for p in settings.pacs.lge_patterns]
         self._not_lge = [p.lower() for p in settings.pacs.exclude_patterns]
 
@@ -164,18 +171,25 @@ class HooksEngine:
         if self.scorer is None:
             reason = "on-demand scoring is not available on this server"
         elif nothing_sent and not can_fetch(req):
-            if latest is None:
-                raise PreconditionFailed(
-                    "no prefetch data and no fhirServer/fhirAuthorization to fetch them: "
-                    f"cannot score patient {req.patient_id}"
-                )
             reason = "the EHR sent no prefetch data and no FHIR access"
+            if latest is None:
+                log.warning("412 for patient=%s: %s", req.patient_id, reason)
+                raise PreconditionFailed(
+                    "no prefetch data and no usable fhirServer/fhirAuthorization to fetch "
+                    f"them: cannot score patient {req.patient_id}"
+                )
         elif not self._admit():
             reason = "the on-demand scorer is busy with other calls"
         else:
             future = self._pool.submit(self._compute, service, req, deadline, now, latest)
             future.add_done_callback(self._release)
-            computed = self._wait(future, deadline, req.patient_id)
+            try:
+                computed = self._wait(future, deadline, req.patient_id)
+            except PreconditionFailed as exc:
+                log.warning("412 for patient=%s: %s", req.patient_id, exc)
+                if latest is None:
+                    raise
+                computed = _Computed(None, str(exc), None)
             if computed.last_lge and (
                 ctx.last_lge_date is None or computed.last_lge > ctx.last_lge_date
             ):
@@ -194,6 +208,8 @@ class HooksEngine:
             if not future.cancel():  # still running: keep its result when it comes
                 future.add_done_callback(self._store_late)
             return _Computed(None, f"on-demand scoring did not finish within {budget_ms} ms", None)
+        except PreconditionFailed:
+            raise
         except (DataUnavailable, ScoringError) as exc:
             return _Computed(None, str(exc), None)
         except Exception as exc:  # noqa: BLE001 - the protocol edge: patient data never give a 500
@@ -257,9 +273,15 @@ class HooksEngine:
         latest: Prediction | None,
     ) -> _Computed:
         assert self.scorer is not None
-        data = gather(req, service, deadline)
+        data = gather(req, service, deadline, self._limits)
         last_lge = self._record_lge_date(data)
         if not data.patient_found and data.n_resources == 0:
+            if data.fhir_unreachable:
+                raise PreconditionFailed(
+                    "nothing was prefetched and fhirServer could not be reached "
+                    f"({'; '.join(data.record.warnings[:3])}): cannot score patient "
+                    f"{req.patient_id}"
+                )
             raise DataUnavailable("the EHR has no usable data for this patient")
         info = self.scorer.info()  # loads the model on first use (off the request thread)
         usable_img = self._cached_image(req.patient_id, info.image_cache_key)

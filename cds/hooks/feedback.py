@@ -19,6 +19,11 @@ from cds.hooks.store import as_utc, issued_cards
 
 OUTCOMES = ("accepted", "overridden")
 _DISPLAY = dict(OVERRIDE_REASONS)
+#: Longest override display stored (the column's length) and longest user comment read.
+MAX_DISPLAY = 300
+MAX_COMMENT = 4000
+#: Longest card uuid accepted (the column's length).
+MAX_CARD_ID = 64
 
 
 def _timestamp(value: Any, where: str) -> dt.datetime:
@@ -30,7 +35,10 @@ def _timestamp(value: Any, where: str) -> dt.datetime:
         raise BadHookRequest(f"{where}.outcomeTimestamp must be an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise BadHookRequest(f"{where}.outcomeTimestamp needs a time zone (UTC 'Z')")
-    return as_utc(parsed)
+    try:
+        return as_utc(parsed)
+    except OverflowError:
+        raise BadHookRequest(f"{where}.outcomeTimestamp is out of range") from None
 
 
 def _accepted(item: dict[str, Any], where: str) -> list[str]:
@@ -55,6 +63,10 @@ def _override(item: dict[str, Any], where: str) -> tuple[str | None, str | None,
     comment = value.get("userComment")
     if comment is not None and not isinstance(comment, str):
         raise BadHookRequest(f"{where}.overrideReason.userComment must be a string")
+    if comment is not None and len(comment) > MAX_COMMENT:
+        raise BadHookRequest(
+            f"{where}.overrideReason.userComment is longer than {MAX_COMMENT} characters"
+        )
     reason = value.get("reason")
     if reason is None:
         return None, None, comment
@@ -64,6 +76,10 @@ def _override(item: dict[str, Any], where: str) -> tuple[str | None, str | None,
     if not isinstance(code, str) or not code or not isinstance(system, str) or not system:
         raise BadHookRequest(f"{where}.overrideReason.reason needs code and system")
     display = reason.get("display")
+    if isinstance(display, str) and len(display) > MAX_DISPLAY:
+        raise BadHookRequest(
+            f"{where}.overrideReason.reason.display is longer than {MAX_DISPLAY} characters"
+        )
     if not isinstance(display, str) or not display:
         display = _DISPLAY.get(code) if system == OVERRIDE_SYSTEM else None
     stored_code = code if system == OVERRIDE_SYSTEM else f"{system}|{code}"
@@ -83,7 +99,7 @@ def parse_feedback(body: Any, service_id: str, session: Session) -> list[dict[st
         if not isinstance(item, dict):
             raise BadHookRequest(f"{where} must be an object")
         card = item.get("card")
-        if not isinstance(card, str) or not card:
+        if not isinstance(card, str) or not card or len(card) > MAX_CARD_ID:
             raise BadHookRequest(f"{where}.card must be the card's uuid")
         outcome = item.get("outcome")
         if outcome not in OUTCOMES:

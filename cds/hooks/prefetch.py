@@ -12,6 +12,13 @@ CDS Hooks 2.0 gives each prefetch key three states, and they mean different thin
   from ``fhirServer`` with the ``fhirAuthorization`` bearer token, within the request's
   time budget.  Without a token the key stays missing.
 
+Fetching is bounded: each GET ends by the request's deadline and reads at most
+``cds_hooks.fetch_max_bytes``; when the request gives up, the fetches still running are
+told to stop (their connection is closed at the next chunk).  A searchset's ``next`` link is
+followed only on the ``fhirServer``'s own origin, so the EHR's token goes nowhere else.
+At most ``cds_hooks.max_resources_per_key`` resources are read under one key, and parsing
+stops when the deadline passes.
+
 Every resource is parsed into its ``fhir.resources.R4B`` model.  One that does not parse,
 has an unexpected type or belongs to another patient is dropped with a warning naming its
 type and id; nothing here raises on bad patient data.
@@ -21,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -36,6 +45,7 @@ from cds.hooks._notes import read_document_texts
 from cds.hooks.request import ABSENT, HookRequest
 from cds.hooks.services import ENCOUNTER_TOKEN, PATIENT_TOKEN, PrefetchKey, ServiceDefinition
 from connectors.fhir.base import PatientRecord
+from connectors.fhir.outbound import bounded_get, same_origin
 
 log = logging.getLogger("mprtm.hooks.prefetch")
 
@@ -68,7 +78,26 @@ _HTTP = httpx.Client(
     timeout=httpx.Timeout(5.0, connect=1.0),
     limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
     follow_redirects=False,
+    trust_env=False,  # no proxy or netrc credentials picked up from the environment
 )
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Bounds on what one hook call may read (``[cds_hooks]`` settings).
+
+    Args:
+        max_bytes: largest body of one FHIR response.
+        max_resources_per_key: resources read under one prefetch key (prefetched or
+            fetched); the rest are dropped with a warning.
+    """
+
+    max_bytes: int = 8_388_608
+    max_resources_per_key: int = 2000
+
+
+class _GaveUp(Exception):
+    """The request's deadline passed or it was cancelled while absorbing data."""
 
 
 @dataclass
@@ -80,11 +109,14 @@ class GatheredData:
         key_status: prefetch key -> "prefetch", "null", "operation-outcome", "fhir",
             "fhir-error", "timeout" or "missing" (absent and no FHIR access).
         patient_found: whether a Patient resource with the context's id was obtained.
+        fhir_unreachable: nothing was prefetched, and every key fetched from
+            ``fhirServer`` failed (connection, HTTP error, deadline).
     """
 
     record: PatientRecord
     key_status: dict[str, str] = field(default_factory=dict)
     patient_found: bool = False
+    fhir_unreachable: bool = False
 
     @property
     def n_resources(self) -> int:
@@ -104,50 +136,89 @@ def can_fetch(req: HookRequest) -> bool:
     return req.fhir_server is not None and req.fhir_authorization is not None
 
 
-def gather(req: HookRequest, service: ServiceDefinition, deadline: Deadline) -> GatheredData:
+def gather(
+    req: HookRequest,
+    service: ServiceDefinition,
+    deadline: Deadline,
+    limits: FetchLimits | None = None,
+) -> GatheredData:
     """Prefetch first, then the FHIR server for absent keys; never raises on bad data."""
+    limits = limits or FetchLimits()
+    cancel = threading.Event()
     record = PatientRecord(patient=Patient(id=req.patient_id))
     out = GatheredData(record=record)
     to_fetch: list[PrefetchKey] = []
-    for pk in service.prefetch:
-        value = req.prefetch_value(pk.key)
-        if value is ABSENT:
-            if can_fetch(req):
-                to_fetch.append(pk)
-            else:
-                out.key_status[pk.key] = "missing"
-            continue
-        if value is None:
-            out.key_status[pk.key] = "null"
-            continue
-        if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
-            out.key_status[pk.key] = "operation-outcome"
-            record.warnings.append(f"prefetch {pk.key}: the EHR reported an OperationOutcome")
-            continue
-        out.key_status[pk.key] = "prefetch"
-        _absorb(out, pk, value, req)
-    if to_fetch:
-        futures = {pk.key: _FETCH_POOL.submit(_fetch_key, pk, req, deadline) for pk in to_fetch}
+    try:
+        for pk in service.prefetch:
+            value = req.prefetch_value(pk.key)
+            if value is ABSENT:
+                if can_fetch(req):
+                    to_fetch.append(pk)
+                else:
+                    out.key_status[pk.key] = "missing"
+                continue
+            if value is None:
+                out.key_status[pk.key] = "null"
+                continue
+            if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
+                out.key_status[pk.key] = "operation-outcome"
+                record.warnings.append(f"prefetch {pk.key}: the EHR reported an OperationOutcome")
+                continue
+            out.key_status[pk.key] = "prefetch"
+            _absorb(out, pk, [value], req, deadline, limits)
+        if to_fetch:
+            _fetch_all(out, to_fetch, req, deadline, limits, cancel)
+        read_document_texts(record, req, deadline)  # attachments by url, PDF, C-CDA
+    except _GaveUp:
+        record.warnings.append("the time budget ended while reading the patient's data")
+    finally:
+        cancel.set()  # fetches still running stop at their next chunk
+    return out
+
+
+def _fetch_all(
+    out: GatheredData,
+    to_fetch: list[PrefetchKey],
+    req: HookRequest,
+    deadline: Deadline,
+    limits: FetchLimits,
+    cancel: threading.Event,
+) -> None:
+    futures = {
+        pk.key: _FETCH_POOL.submit(_fetch_key, pk, req, deadline, limits, cancel) for pk in to_fetch
+    }
+    failed = 0
+    try:
         for pk in to_fetch:
             try:
                 pages = futures[pk.key].result(timeout=deadline.remaining_s())
             except FutureTimeout:
                 out.key_status[pk.key] = "timeout"
-                record.warnings.append(f"FHIR {pk.key}: not fetched within the time budget")
+                out.record.warnings.append(f"FHIR {pk.key}: not fetched within the time budget")
+                failed += 1
                 continue
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, ValueError, RecursionError) as exc:
                 out.key_status[pk.key] = "fhir-error"
-                record.warnings.append(f"FHIR {pk.key}: {_describe_http_error(exc)}")
+                out.record.warnings.append(f"FHIR {pk.key}: {_describe_http_error(exc)}")
+                failed += 1
                 continue
             out.key_status[pk.key] = "fhir"
-            for page in pages:
-                _absorb(out, pk, page, req)
-    read_document_texts(record, req, deadline)  # attachments by url, PDF, C-CDA
-    return out
+            _absorb(out, pk, pages, req, deadline, limits)
+    finally:
+        for future in futures.values():
+            future.cancel()  # not started yet: never starts
+    nothing_prefetched = "prefetch" not in out.key_status.values()
+    out.fhir_unreachable = nothing_prefetched and failed == len(to_fetch)
 
 
-def _fetch_key(pk: PrefetchKey, req: HookRequest, deadline: Deadline) -> list[Any]:
-    """GET the filled template (and next pages) with the EHR's token; JSON pages."""
+def _fetch_key(
+    pk: PrefetchKey,
+    req: HookRequest,
+    deadline: Deadline,
+    limits: FetchLimits,
+    cancel: threading.Event,
+) -> list[Any]:
+    """GET the filled template (and next pages on the same origin) with the EHR's token."""
     assert req.fhir_server is not None and req.fhir_authorization is not None
     headers = {
         "Authorization": f"Bearer {req.fhir_authorization.access_token}",
@@ -156,15 +227,36 @@ def _fetch_key(pk: PrefetchKey, req: HookRequest, deadline: Deadline) -> list[An
     url: str | None = f"{req.fhir_server}/{fill_template(pk.template, req)}"
     pages: list[Any] = []
     while url and len(pages) < MAX_PAGES:
-        timeout = max(0.01, deadline.remaining_s())
-        resp = _HTTP.get(url, headers=headers, timeout=timeout)
+        resp = bounded_get(
+            _HTTP,
+            url,
+            headers=headers,
+            deadline=deadline.at(),
+            max_bytes=limits.max_bytes,
+            cancel=cancel,
+        )
         if resp.status_code == 404 and not pk.search:
             return pages  # the instance does not exist: nothing to add
-        resp.raise_for_status()
-        page = resp.json()
-        pages.append(page)
-        url = _next_link(page) if pk.search else None
+        if resp.status_code >= 400:
+            raise _StatusError(resp.status_code)
+        pages.append(json.loads(resp.content))
+        url = _next_link(pages[-1]) if pk.search else None
+        if url is not None and not same_origin(url, req.fhir_server):
+            log.warning(
+                "prefetch %s: next link on another origin not followed (patient=%s)",
+                pk.key,
+                req.patient_id,
+            )
+            url = None
     return pages
+
+
+class _StatusError(httpx.HTTPError):
+    """The FHIR server answered with an HTTP error status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 def _next_link(bundle: Any) -> str | None:
@@ -177,29 +269,48 @@ def _next_link(bundle: Any) -> str | None:
 
 
 def _describe_http_error(exc: Exception) -> str:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, _StatusError):
+        return f"HTTP {exc.status}"
     return type(exc).__name__
 
 
-def _absorb(out: GatheredData, pk: PrefetchKey, value: Any, req: HookRequest) -> None:
-    """Parse one prefetch value (a resource or a Bundle) into the record."""
-    if not isinstance(value, dict):
-        out.record.warnings.append(f"prefetch {pk.key}: not a FHIR resource, ignored")
-        return
-    if value.get("resourceType") == "Bundle":
-        entries = value.get("entry") or []
-        if not isinstance(entries, list):
-            out.record.warnings.append(f"prefetch {pk.key}: Bundle.entry is not a list")
-            return
-        for i, entry in enumerate(entries):
-            res = entry.get("resource") if isinstance(entry, dict) else None
+def _absorb(
+    out: GatheredData,
+    pk: PrefetchKey,
+    values: list[Any],
+    req: HookRequest,
+    deadline: Deadline,
+    limits: FetchLimits,
+) -> None:
+    """Parse prefetch values or fetched pages (resources or Bundles) into the record,
+    at most ``limits.max_resources_per_key`` resources, until the deadline."""
+    budget = limits.max_resources_per_key
+    for value in values:
+        if not isinstance(value, dict):
+            out.record.warnings.append(f"prefetch {pk.key}: not a FHIR resource, ignored")
+            continue
+        if value.get("resourceType") != "Bundle":
+            items: list[Any] = [value]
+        else:
+            entries = value.get("entry") or []
+            if not isinstance(entries, list):
+                out.record.warnings.append(f"prefetch {pk.key}: Bundle.entry is not a list")
+                continue
+            items = [e.get("resource") if isinstance(e, dict) else None for e in entries]
+        for i, res in enumerate(items):
+            if budget <= 0:
+                out.record.warnings.append(
+                    f"prefetch {pk.key}: more than {limits.max_resources_per_key} resources, "
+                    "the rest ignored"
+                )
+                return
+            if deadline.expired():
+                raise _GaveUp
             if not isinstance(res, dict):
                 out.record.warnings.append(f"prefetch {pk.key}: entry {i} has no resource")
                 continue
+            budget -= 1
             _absorb_resource(out, pk, res, req)
-        return
-    _absorb_resource(out, pk, value, req)
 
 
 def _absorb_resource(

@@ -14,9 +14,10 @@ from typing import Any
 
 from cds.hooks.errors import BadHookRequest
 from cds.hooks.services import ServiceDefinition
+from connectors.fhir.outbound import OriginPolicy
 
-#: FHIR logical id: 1-64 of [A-Za-z0-9.-] (R4 "id" datatype).
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+#: FHIR logical id: 1-64 of [A-Za-z0-9.-] (R4 "id" datatype); used with ``fullmatch``.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 #: Marks a prefetch key the client did not send (as opposed to one sent as null).
 ABSENT = object()
@@ -103,10 +104,10 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> HookRequest:
     for name in service.required_context:
         _str_field(context, name, "context.", required=True)
     patient_id = str(context["patientId"])
-    if not _FHIR_ID.match(patient_id):
+    if not _FHIR_ID.fullmatch(patient_id):
         raise BadHookRequest("context.patientId is not a valid FHIR id")
     encounter_id = _str_field(context, "encounterId", "context.", required=False)
-    if encounter_id is not None and not _FHIR_ID.match(encounter_id):
+    if encounter_id is not None and not _FHIR_ID.fullmatch(encounter_id):
         raise BadHookRequest("context.encounterId is not a valid FHIR id")
     user_id = _str_field(context, "userId", "context.", required=False)
 
@@ -155,3 +156,20 @@ def _parse_authorization(value: Any) -> FhirAuthorization | None:
         subject=str(value.get("subject") or ""),
         patient=value.get("patient") if isinstance(value.get("patient"), str) else None,
     )
+
+
+def refuse_fhir_access(req: HookRequest, policy: OriginPolicy) -> str | None:
+    """Apply the origin ``policy`` to ``req.fhir_server``.
+
+    When the policy refuses it, the request goes on as if the EHR had given no FHIR
+    access (``fhir_server`` and ``fhir_authorization`` are cleared: the token is never
+    sent) and the reason is returned for the log; None when the server may be used or
+    none was named.
+    """
+    if req.fhir_server is None:
+        return None
+    reason = policy.refusal(req.fhir_server)
+    if reason is not None:
+        req.fhir_server = None
+        req.fhir_authorization = None
+    return reason

@@ -21,6 +21,9 @@ bp = Blueprint("admin", __name__, url_prefix="/inbox/admin")
 public = Blueprint("public", __name__)
 
 RUNS_PER_PAGE = 50
+#: Highest runs page read, and the longest feedback window in days (larger: ignored).
+MAX_PAGE = 100_000
+MAX_DAYS = 36_500
 
 
 def duration_s(run: BatchRun) -> float | None:
@@ -44,8 +47,9 @@ def fmt_duration(seconds: float | None) -> str:
 @bp.get("/runs")
 @admin_required
 def runs() -> Any:
+    raw_page = request.args.get("page", "1")
     try:
-        page = max(1, int(request.args.get("page", "1")))
+        page = min(MAX_PAGE, max(1, int(raw_page))) if len(raw_page) <= 12 else 1
     except ValueError:
         page = 1
     session = db()
@@ -193,7 +197,7 @@ def feedback() -> Any:
     session = db()
     since_days = request.args.get("days", "")
     conds: list[Any] = []
-    if since_days.isdigit() and int(since_days) > 0:
+    if since_days.isdigit() and len(since_days) <= 6 and 0 < int(since_days) <= MAX_DAYS:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=int(since_days))
         conds.append(CardFeedback.received_at >= since)
     accepted = case((CardFeedback.outcome == "accepted", 1), else_=0)

@@ -16,7 +16,8 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -99,36 +100,76 @@ class LoginThrottle:
     def _key(username: str) -> str:
         return hashlib.sha256(username.strip().casefold()[:100].encode()).hexdigest()
 
-    def locked_for(self, username: str, now: float | None = None) -> float:
-        """Seconds until ``username`` may try again (0 when it may try now)."""
-        now = time.time() if now is None else now
-        with self._sessions() as session:
-            recent = session.scalars(
+    @contextmanager
+    def _session(self, session: Session | None) -> Iterator[Session]:
+        if session is not None:
+            yield session
+            return
+        with self._sessions() as own:
+            yield own
+
+    def _recent(self, session: Session, key: str, now: float) -> list[float]:
+        return list(
+            session.scalars(
                 select(LoginFailure.at)
-                .where(
-                    LoginFailure.name_key == self._key(username),
-                    LoginFailure.at > now - self.window_s,
-                )
+                .where(LoginFailure.name_key == key, LoginFailure.at > now - self.window_s)
                 .order_by(LoginFailure.at.desc())
-                .limit(self.max_failures)
-            ).all()
+            )
+        )
+
+    def _wait(self, recent: list[float], now: float) -> float:
         if len(recent) < self.max_failures:
             return 0.0
-        return max(0.0, self.window_s - (now - recent[-1]))
+        return max(0.0, self.window_s - (now - recent[self.max_failures - 1]))
 
-    def failure(self, username: str, now: float | None = None) -> None:
+    def locked_for(
+        self, username: str, now: float | None = None, session: Session | None = None
+    ) -> float:
+        """Seconds until ``username`` may try again (0 when it may try now)."""
         now = time.time() if now is None else now
-        with self._sessions() as session:
-            session.add(LoginFailure(name_key=self._key(username), at=now))
-            # failures older than the window count for nobody: drop them as we go
-            session.execute(delete(LoginFailure).where(LoginFailure.at < now - self.window_s))
-            session.commit()
+        with self._session(session) as s:
+            return self._wait(self._recent(s, self._key(username), now), now)
 
-    def success(self, username: str) -> None:
-        with self._sessions() as session:
-            key = self._key(username)
-            session.execute(delete(LoginFailure).where(LoginFailure.name_key == key))
-            session.commit()
+    def attempt(
+        self, username: str, now: float | None = None, session: Session | None = None
+    ) -> float:
+        """Count a log-in attempt *before* its password is checked.
+
+        The attempt is stored as a failure and committed first, then the failures in the
+        window are counted: of any number of concurrent attempts (threads or processes),
+        at most ``max_failures`` see a count within the limit and get their password
+        checked.  Returns 0 when the password may be checked (call :meth:`success` if it
+        is right; the stored row then counts as the failure it is if it is wrong), else
+        the seconds to wait (the attempt is then not counted).
+        """
+        now = time.time() if now is None else now
+        key = self._key(username)
+        with self._session(session) as s:
+            row = LoginFailure(name_key=key, at=now)
+            s.add(row)
+            s.execute(delete(LoginFailure).where(LoginFailure.at < now - self.window_s))
+            s.commit()
+            recent = self._recent(s, key, now)
+            if len(recent) <= self.max_failures:
+                return 0.0
+            s.delete(row)
+            s.commit()
+            return self._wait([t for t in recent if t != now] or recent, now)
+
+    def failure(
+        self, username: str, now: float | None = None, session: Session | None = None
+    ) -> None:
+        now = time.time() if now is None else now
+        with self._session(session) as s:
+            s.add(LoginFailure(name_key=self._key(username), at=now))
+            # failures older than the window count for nobody: drop them as we go
+            s.execute(delete(LoginFailure).where(LoginFailure.at < now - self.window_s))
+            s.commit()
+
+    def success(self, username: str, session: Session | None = None) -> None:
+        with self._session(session) as s:
+            s.execute(delete(LoginFailure).where(LoginFailure.name_key == self._key(username)))
+            s.commit()
 
 
 def throttle() -> LoginThrottle:
@@ -229,23 +270,23 @@ def login() -> Any:
         return render_template("inbox/login.html", next=nxt, error=None)
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
-    wait = throttle().locked_for(username)
+    s = db()  # one session for the whole log-in: a burst cannot exhaust the pool
+    wait = throttle().attempt(username, session=s)
     if wait > 0:
         log.warning("log-in refused: too many failures for one user name")
         minutes = int(wait // 60) + 1
         error = f"Too many failed attempts for this user name. Try again in {minutes} min."
         return render_template("inbox/login.html", next=nxt, error=error, username=username), 429
-    user = db().scalar(select(User).where(User.username == username, User.active.is_(True)))
+    user = s.scalar(select(User).where(User.username == username, User.active.is_(True)))
     if user is None:
         verify_password(_DUMMY_HASH, password)  # same time whether the name exists or not
         ok = False
     else:
         ok = bool(password) and verify_password(user.password_hash, password)
-    if not ok or user is None:
-        throttle().failure(username)
+    if not ok or user is None:  # the attempt stored above is the failure
         error = "Unknown user name or wrong password."
         return render_template("inbox/login.html", next=nxt, error=error, username=username), 401
-    throttle().success(username)
+    throttle().success(username, session=s)
     user.last_login = dt.datetime.now(dt.UTC)
     db().commit()
     start_session(uid=user.id)

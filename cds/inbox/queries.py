@@ -75,21 +75,32 @@ class AlertQuery:
         return {k: v for k, v in out.items() if v}
 
 
+#: Filter dates outside these years are refused (no alert is older or newer).
+_YEARS = (1900, 9998)
+#: Highest page number read (beyond it no page holds rows; keeps OFFSET in range).
+MAX_PAGE = 100_000
+
+
 def _date(raw: str, name: str, problems: list[str]) -> dt.date | None:
     if not raw:
         return None
     try:
-        return dt.date.fromisoformat(raw)
+        day = dt.date.fromisoformat(raw)
     except ValueError:
         problems.append(f"{name}: not a date (YYYY-MM-DD), ignored")
         return None
+    if not _YEARS[0] <= day.year <= _YEARS[1]:
+        problems.append(f"{name}: year outside {_YEARS[0]}-{_YEARS[1]}, ignored")
+        return None
+    return day
 
 
 def _int(raw: str, default: int) -> int:
     try:
-        return int(raw)
+        value = int(raw) if len(raw) <= 12 else default
     except ValueError:
         return default
+    return value
 
 
 def parse_query(args: Mapping[str, str]) -> AlertQuery:
@@ -117,7 +128,7 @@ def parse_query(args: Mapping[str, str]) -> AlertQuery:
         patient=args.get("patient", "").strip()[:128],
         sort=choice("sort", SORT_CHOICES, "created"),
         direction=choice("dir", ("asc", "desc"), "desc"),
-        page=max(1, _int(args.get("page", "1"), 1)),
+        page=min(MAX_PAGE, max(1, _int(args.get("page", "1"), 1))),
         per_page=per_page,
         problems=tuple(problems),
     )

@@ -46,7 +46,7 @@ PENDING_KEY = "smart_pending"
 PENDING_TTL_S = 600
 MAX_PENDING = 4
 HTTP_TIMEOUT_S = 10.0
-FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # used with fullmatch
 ID_TOKEN_ALGS = ["RS256", "RS384", "ES256", "ES384"]
 
 
@@ -108,7 +108,7 @@ def launch() -> Any:
             patient = request.args.get("patient", "")
             target = (
                 url_for("inbox.patient", fhir_id=patient)
-                if FHIR_ID.match(patient)
+                if FHIR_ID.fullmatch(patient)
                 else url_for("inbox.index")
             )
             return redirect(url_for("auth.login", next=target))
@@ -246,7 +246,7 @@ def callback() -> Any:
         pending = _take_pending(state)
         token = _exchange(pending, code)
         patient = token.get("patient")
-        if not isinstance(patient, str) or not FHIR_ID.match(patient):
+        if not isinstance(patient, str) or not FHIR_ID.fullmatch(patient):
             raise SmartLaunchError("token: the launch context has no valid 'patient'", 502)
         actor = _actor(pending, token)
     except SmartLaunchError as exc:

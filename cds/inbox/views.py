@@ -17,6 +17,7 @@ from flask import (
 )
 from sqlalchemy import select
 
+from cds._guards import path_id
 from cds.db.models import (
     ALERT_REASONS,
     Alert,
@@ -78,10 +79,10 @@ def bulk_acknowledge() -> Any:
         abort(400, description=f"alert_id: at most {MAX_BULK} alerts at once")
     ids = []
     for raw in raw_ids:
-        try:
-            ids.append(int(raw))
-        except ValueError:
-            abort(400, description="alert_id: not an integer")
+        value = path_id(raw)
+        if value is None:
+            abort(400, description="alert_id: not an alert id")
+        ids.append(value)
     back = safe_next(request.form.get("next"), url_for("inbox.index"))
     if not ids:
         flash("Select at least one alert to acknowledge.", "error")
@@ -292,9 +293,8 @@ def assign(alert_id: int) -> Any:
         if assignee is None:
             abort(400, description="assignee: an EHR-launched session has no inbox account")
     else:
-        try:
-            assignee = int(raw)
-        except ValueError:
+        assignee = path_id(raw)
+        if assignee is None:
             abort(400, description="assignee: not a user id")
 
     def apply(s: Any, a: Alert, p: Principal) -> None:

@@ -47,7 +47,7 @@ CAUSE_COLUMNS = {"cv_death_cause": "Cause of Cardiovascular Death", "macce_cause
 FIBROSIS_COLUMN = "Myocardial Fibrosis Area"
 MED_COLUMN = "medical_indicator"
 _MISSING = {"", "nan", "NaN", "NA", "null"}
-_ID_RE = re.compile(r"^[A-Za-z0-9.\-]{1,40}$")
+_ID_RE = re.compile(r"[A-Za-z0-9.\-]{1,40}")  # used with fullmatch
 _EMPTY_DOSE = {"", "0", "1", "0.0", "1.0"}
 #: History columns graded 0..max rather than 0/1 (present when above 0).
 GRADED_COLUMNS = {"Edema Status": 3}
@@ -145,7 +145,7 @@ def _drug_coding(text: str) -> dict[str, str] | None:
 def _patient_resources(p: _RowParser, ref: date) -> tuple[list[Resource], list[Any]] | None:
     """All resources of one row and its label row, or None when the row has an error."""
     rid = p.raw("ID")
-    if not _ID_RE.match(rid):
+    if not _ID_RE.fullmatch(rid):
         p.err("ID", "missing or not an identifier (letters, digits, '.', '-')")
     pid = f"seed-{rid}"
     sex = p.number_or_none("Gender")

@@ -23,12 +23,16 @@ import binascii
 import codecs
 import html
 import io
+import json
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 import httpx
 from fhir.resources.R4B.attachment import Attachment
+
+from connectors.fhir.outbound import ResponseTooLarge, bounded_get, same_origin
 
 #: Content types read as text (prefix match after lower-casing).
 TEXT_TYPES = ("text/plain", "text/markdown", "text/html", "application/xhtml+xml", "text/")
@@ -182,7 +186,7 @@ def same_origin_url(base_url: str, url: str) -> str | None:
     any other server (the token is never sent elsewhere)."""
     base = httpx.URL(base_url.rstrip("/") + "/")
     target = base.join(url)
-    if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+    if not same_origin(str(target), str(base)):
         return None
     if not target.path.startswith(base.path):
         return None
@@ -207,19 +211,25 @@ def fetch_attachment(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        resp = client.get(target, headers=headers, timeout=max(0.01, timeout_s))
+        resp = bounded_get(
+            client,
+            target,
+            headers=headers,
+            deadline=time.monotonic() + max(0.01, timeout_s),
+            max_bytes=MAX_FETCH_BYTES,
+        )
+    except ResponseTooLarge:
+        raise AttachmentUnreadable("attachment larger than 10 MiB") from None
     except httpx.TimeoutException:
         raise AttachmentUnreadable("not fetched within the time budget") from None
     except httpx.HTTPError as exc:
         raise AttachmentUnreadable(f"not fetched ({type(exc).__name__})") from None
     if resp.status_code >= 400:
         raise AttachmentUnreadable(f"fetch answered HTTP {resp.status_code}")
-    if len(resp.content) > MAX_FETCH_BYTES:
-        raise AttachmentUnreadable("attachment larger than 10 MiB")
     ctype = resp.headers.get("Content-Type", "")
     if ctype.split(";")[0].strip().lower() in ("application/fhir+json", "application/json"):
         try:
-            body = resp.json()
+            body = json.loads(resp.content)
         except ValueError:
             raise AttachmentUnreadable("Binary is not JSON") from None
         if isinstance(body, dict) and body.get("resourceType") == "Binary":

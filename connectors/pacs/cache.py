@@ -41,7 +41,7 @@ def check_uid(uid: str, what: str = "UID") -> str:
         DicomInvalid: naming ``what`` and the value.
     """
     uid = uid.strip().rstrip("\x00")
-    if not uid or len(uid) > 64 or not _UID_RE.match(uid):
+    if not uid or len(uid) > 64 or not _UID_RE.fullmatch(uid):
         raise DicomInvalid(f"{what} {uid!r} is not a valid DICOM UID")
     return uid
 

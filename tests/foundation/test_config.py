@@ -31,6 +31,7 @@ def test_example_file_loads() -> None:
         TrustedIssuer(
             iss="https://ehr.example.org",
             jwks_url="https://ehr.example.org/.well-known/jwks.json",
+            fhir_servers=("https://ehr.example.org",),
         ),
     )
 
@@ -136,7 +137,7 @@ def test_cli_config_check_ok_and_masks_secrets() -> None:
         str(EXAMPLE),
         "config",
         "check",
-        env_extra={"MPRTM_SERVER__SECRET_KEY": "s3cr3t-value"},
+        env_extra={"MPRTM_SERVER__SECRET_KEY": "s3cr3t-value-of-at-least-32-bytes!"},
     )
     assert r.returncode == 0, r.stderr
     assert "configuration OK" in r.stdout
@@ -152,3 +153,43 @@ def test_cli_config_check_bad_file_exits_2(tmp_path: Path) -> None:
     p2 = _write(tmp_path, "[pacs]\nprot = 1\n")
     r2 = _cli("--config", str(p2), "config", "check")
     assert r2.returncode == 2 and "pacs.prot" in r2.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[database]\nurl = 'postgresql+psycopg://u:pw@db/x'\n", "database.url"),
+        ("[batch]\nbroker_url = 'redis://:pw@127.0.0.1:6379/0'\n", "batch.broker_url"),
+        ("[pacs]\ndicomweb_url = 'https://u:pw@pacs.example/dicom-web'\n", "pacs.dicomweb_url"),
+        (
+            "[[cds_hooks.trusted_issuers]]\niss = 'https://e.example'\n"
+            "jwks_url = 'https://u:pw@e.example/jwks.json'\n",
+            "cds_hooks.trusted_issuers[0].jwks_url",
+        ),
+    ],
+)
+def test_credentials_in_url_keys_are_refused_in_the_file(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    p = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"key '{key}' carries user:password")):
+        load_settings(p, environ={})
+
+
+def test_a_short_secret_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        load_settings(environ={"MPRTM_SERVER__SECRET_KEY": "short"})
+    ok = load_settings(environ={"MPRTM_SERVER__SECRET_KEY": "k" * 32})
+    assert ok.server.secret_key == "k" * 32
+
+
+def test_every_url_is_masked(tmp_path: Path) -> None:
+    p = _write(
+        tmp_path,
+        "[[cds_hooks.trusted_issuers]]\niss = 'https://e.example'\n"
+        "jwks_url = 'https://e.example/jwks.json?api_key=abc123'\n",
+    )
+    env = {"MPRTM_PACS__DICOMWEB_URL": "https://u:pacs-pw@pacs.example/dicom-web"}
+    shown = str(masked_dict(load_settings(p, environ=env)))
+    assert "pacs-pw" not in shown and "abc123" not in shown
+    assert "https://u:********@pacs.example/dicom-web" in shown

@@ -98,7 +98,9 @@ def db_url(template_db: Path, tmp_path: Path) -> str:
 
 @pytest.fixture
 def make_settings(db_url: str, jwks_file: Path, jwks_server: str) -> Callable[..., Settings]:
-    def build(**hooks: Any) -> Settings:
+    def build(*, fhir_servers: tuple[str, ...] = (), **hooks: Any) -> Settings:
+        """Settings of the app under test; ``fhir_servers``: origins the first issuer may
+        name as ``fhirServer`` (local test servers: http and loopback allowed for them)."""
         cds_hooks: dict[str, Any] = {
             "base_url": BASE_URL,
             "require_jwt": True,
@@ -106,7 +108,7 @@ def make_settings(db_url: str, jwks_file: Path, jwks_server: str) -> Callable[..
             "time_budget_ms": 5000,  # generous: CI machines are busy; budget tests set theirs
             "cors_origins": ["*"],
             "trusted_issuers": [
-                {"iss": ISS, "jwks_file": str(jwks_file)},
+                {"iss": ISS, "jwks_file": str(jwks_file), "fhir_servers": list(fhir_servers)},
                 {
                     "iss": ISS_JKU,
                     "jwks_url": "",
@@ -115,6 +117,9 @@ def make_settings(db_url: str, jwks_file: Path, jwks_server: str) -> Callable[..
                 },
             ],
         }
+        if fhir_servers:
+            cds_hooks["allow_http_fhir_server"] = True
+            cds_hooks["internal_fhir_servers"] = list(fhir_servers)
         cds_hooks.update(hooks)
         return Settings().replace(
             database__url=db_url,

@@ -53,6 +53,16 @@ def loaded(fhir_engine: FhirEngine) -> FhirEngine:
 
 
 @pytest.fixture
+def app(make_settings: Any, scorer: RuleScorer, loaded: FhirEngine) -> Iterator[Flask]:
+    """The app with the test FHIR engine allowed as the issuer's fhirServer."""
+    application = create_app(make_settings(fhir_servers=(loaded.base_url,)))
+    set_scorer(application, scorer)
+    yield application
+    application.extensions["mprtm.hooks"].engine.close()
+    application.extensions["mprtm.engine"].dispose()
+
+
+@pytest.fixture
 def engine(loaded: FhirEngine) -> Iterator[FhirEngine]:
     loaded.reset()
     loaded.configure_auth(require=True, tokens=[TOKEN])
@@ -145,8 +155,8 @@ def test_all_null_means_no_data_info_card(
 
 
 @pytest.fixture
-def budget_200ms(make_settings: Any) -> Iterator[Flask]:
-    app = create_app(make_settings(time_budget_ms=200))
+def budget_200ms(make_settings: Any, loaded: FhirEngine) -> Iterator[Flask]:
+    app = create_app(make_settings(fhir_servers=(loaded.base_url,), time_budget_ms=200))
     set_scorer(app, RuleScorer())
     yield app
     app.extensions["mprtm.hooks"].engine.close()

@@ -135,11 +135,12 @@ def test_unknown_issuer(client: FlaskClient, token: TokenFactory) -> None:
 
 
 def test_jku_not_allow_listed(client: FlaskClient, token: TokenFactory, jwks_server: str) -> None:
-    # The issuer is trusted, but this jku is not in its allow-list: refused, never fetched.
-    tok = token(service_url(PV), jku=f"{jwks_server}/other-jwks.json")
-    _assert_401(_call(client, tok), "jku")
+    # An issuer with neither file nor URL: a jku outside its allow-list is refused.
     tok = token(service_url(PV), iss=ISS_JKU, jku="https://attacker.example/jwks.json")
     _assert_401(_call(client, tok), "not allow-listed")
+    # An issuer with a jwks_file: its file is used whatever the jku says.
+    tok = token(service_url(PV), jku=f"{jwks_server}/other-jwks.json")
+    assert _call(client, tok).status_code == 200
 
 
 def test_allow_listed_jku_is_fetched_and_used(
