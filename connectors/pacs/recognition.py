@@ -7,9 +7,11 @@ SeriesDescription/ProtocolName.
 
 The attributes decide first.  ImageType LOCALIZER, a parametric map (T1 MAP, T2 MAP, ...),
 PERFUSION or a velocity map, a Siemens velocity-encoded sequence name, or a scanning
-sequence of spin echoes without gradient echo (STIR, TSE, HASTE) rule a series out whatever its
-name.  Inversion recovery (ScanningSequence IR, an InversionTime, an IR ImageType such as
-Philips ``M_IR``/``R_IR``) with a gradient-echo readout, more so after contrast, is the
+sequence of spin echoes without gradient echo (STIR, TSE, HASTE) rule a series out
+whatever its name; so does a steady-state gradient echo without magnetization preparation
+or inversion (ScanningSequence GR, SequenceVariant SS without MP: a cine).  Inversion
+recovery (ScanningSequence IR, an InversionTime, an IR ImageType such as Philips
+``M_IR``/``R_IR``) with a gradient-echo readout, more so after contrast, is the
 LGE signature.  What the attributes cannot tell apart (an LGE series, a TI scout, a MOLLI
 series and a cine are all gradient echo; a TI scout and MOLLI also invert), the names
 decide: vendor and site vocabulary for each kind, in a fixed order of precedence.  Names
@@ -152,6 +154,14 @@ def _attribute_kind(ref: SeriesRef, image_type: list[str]) -> tuple[str, str] | 
     scanning = set(_tokens(ref.scanning_sequence))
     if "SE" in scanning and "GR" not in scanning:
         return "t2_weighted", f"spin-echo readout (ScanningSequence {ref.scanning_sequence})"
+    variant = set(_tokens(ref.sequence_variant))
+    if (
+        scanning == {"GR"}
+        and "SS" in variant
+        and "MP" not in variant
+        and not _inversion_recovery(ref, image_type)
+    ):
+        return "cine", "steady-state gradient echo without preparation (SequenceVariant SS)"
     return None
 
 
