@@ -112,7 +112,8 @@ class PacsSettings:
     dicomweb_timeout_s: float = 60.0
     retrieve: Literal["move", "get"] = "get"
     lge_patterns: tuple[str, ...] = ("LGE", "late gad", "PSIR", "delayed enh", "MDE")
-    exclude_patterns: tuple[str, ...] = ("localizer", "scout", "survey", "cine", "SSFP", "T1 map")
+    exclude_patterns: tuple[str, ...] = ("localizer", "scout", "survey", "cine", "T1 map")
+    lge_prefer_phase_sensitive: bool = True
     lge_max_age_days: int = 0
     patient_id_system: str = ""
 

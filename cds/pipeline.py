@@ -70,6 +70,7 @@ def find_lge_series(
                 exclude=settings.pacs.exclude_patterns,
                 as_of=as_of,
                 max_age_days=settings.pacs.lge_max_age_days,
+                prefer_phase_sensitive=settings.pacs.lge_prefer_phase_sensitive,
             )
     return None
 

@@ -20,6 +20,18 @@ class SeriesRef:
     protocol_name: str
     study_date: str  # YYYYMMDD or ""
     n_instances: int
+    # Acquisition attributes as the query returned them (series-level return keys; any of
+    # them may be empty on a PACS that does not answer them).  Multi-valued attributes are
+    # joined with backslashes, as DICOM writes them.
+    series_number: int | None = None
+    manufacturer: str = ""
+    sequence_name: str = ""  # (0018,0024), e.g. Siemens "*tfi2d1_12"
+    scanning_sequence: str = ""  # (0018,0020), e.g. GR\IR
+    sequence_variant: str = ""  # (0018,0021), e.g. SK\SP\MP
+    image_type: str = ""  # (0008,0008), e.g. ORIGINAL\PRIMARY\M\ND
+    inversion_time_ms: float | None = None  # (0018,0082)
+    contrast_agent: str = ""  # ContrastBolusAgent (0018,0010)
+    contrast_route: str = ""  # ContrastBolusRoute (0018,1040)
 
 
 class ImagingSource(Protocol):

@@ -34,7 +34,13 @@ from connectors.pacs._multipart import boundary_of, iter_parts
 from connectors.pacs._retry import RetryPolicy
 from connectors.pacs.base import SeriesRef
 from connectors.pacs.cache import SeriesCache, StagedSeries, check_uid
-from connectors.pacs.query import StudyRef, check_patient_id, date_range
+from connectors.pacs.query import (
+    RECOGNITION_TAGS,
+    StudyRef,
+    check_patient_id,
+    dataset_recognition_fields,
+    date_range,
+)
 
 log = logging.getLogger("connectors.pacs.dicomweb")
 
@@ -48,7 +54,14 @@ MULTIPART_DICOM_EXPLICIT = (
 
 # Tags asked for with includefield (QIDO-RS returns only a default set otherwise).
 _STUDY_FIELDS = ("00080020", "00080061", "00100020", "0020000D")
-_SERIES_FIELDS = ("0008103E", "00181030", "00200011", "00201209", "00080060", "0020000E")
+_SERIES_FIELDS = (
+    "0008103E",
+    "00181030",
+    "00201209",
+    "00080060",
+    "0020000E",
+    *RECOGNITION_TAGS.values(),
+)
 
 
 class _Retryable(Exception):  # noqa: N818 - control flow inside this module
@@ -285,6 +298,7 @@ class DicomWebSource:
                         protocol_name=_text(row, "ProtocolName"),
                         study_date=st.study_date,
                         n_instances=n,
+                        **dataset_recognition_fields(row),
                     )
                 )
         return found

@@ -37,7 +37,13 @@ from connectors.pacs._contexts import (
 from connectors.pacs._scp import STATUS_SUCCESS, STATUS_UNSOLICITED, StorageScp
 from connectors.pacs.base import SeriesRef
 from connectors.pacs.cache import SeriesCache, StagedSeries, check_uid
-from connectors.pacs.query import StudyRef, check_patient_id, date_range
+from connectors.pacs.query import (
+    RECOGNITION_TAGS,
+    StudyRef,
+    check_patient_id,
+    dataset_recognition_fields,
+    date_range,
+)
 
 log = logging.getLogger("connectors.pacs.dimse")
 
@@ -181,10 +187,11 @@ class DimseSource:
                 series_q.StudyInstanceUID = st.study_instance_uid
                 series_q.SeriesInstanceUID = ""
                 series_q.Modality = modality
-                series_q.SeriesNumber = ""
                 series_q.SeriesDescription = ""
                 series_q.ProtocolName = ""
                 series_q.NumberOfSeriesRelatedInstances = ""
+                for keyword in RECOGNITION_TAGS:  # optional keys: may come back empty
+                    setattr(series_q, keyword, "")
                 for row in iter_find(assoc, series_q, FIND_MODEL, what):
                     if _text(row, "Modality") not in ("", modality):
                         continue
@@ -200,6 +207,7 @@ class DimseSource:
                             protocol_name=_text(row, "ProtocolName"),
                             study_date=st.study_date,
                             n_instances=_int(row, "NumberOfSeriesRelatedInstances"),
+                            **dataset_recognition_fields(row),
                         )
                     )
             return found

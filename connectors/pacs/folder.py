@@ -24,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 
 from connectors.errors import DicomInvalid
 from connectors.pacs.base import SeriesRef
+from connectors.pacs.query import RECOGNITION_TAGS, dataset_text, recognition_fields
 
 log = logging.getLogger("mprtm.connectors.dicomfolder")
 
@@ -37,8 +38,10 @@ _HEADER_TAGS = [
     "SeriesDescription",
     "ProtocolName",
     "StudyDate",
+    *RECOGNITION_TAGS,
 ]
-_CACHE_VERSION = 1
+_N_BASE = 8  # PatientID .. StudyDate; the recognition attributes follow
+_CACHE_VERSION = 2
 _SKIP_SUFFIXES = (".json", ".txt", ".csv", ".npz", ".npy", ".md", ".xml", ".png", ".jpg")
 
 
@@ -51,6 +54,7 @@ class _Series:
     description: str
     protocol: str
     study_date: str
+    attrs: dict[str, str] = field(default_factory=dict)  # recognition attributes (text)
     files: list[Path] = field(default_factory=list)
 
     def ref(self) -> SeriesRef:
@@ -63,6 +67,7 @@ class _Series:
             protocol_name=self.protocol,
             study_date=self.study_date,
             n_instances=len(self.files),
+            **recognition_fields(self.attrs),
         )
 
 
@@ -127,7 +132,7 @@ class DicomFolderSource:
         except DicomInvalid as exc:
             reason = str(exc).rsplit("(", 1)[-1].rstrip(")")
             return f"{self._rel(path)}: not a readable DICOM file ({reason}); skipped"
-        fields = [str(ds.get(t, "") or "") for t in _HEADER_TAGS]
+        fields = [dataset_text(ds, t) for t in _HEADER_TAGS]
         if not fields[1] or not fields[2] or not fields[3]:
             return f"{self._rel(path)}: no Study/Series/SOP Instance UID; skipped"
         return fields
@@ -188,10 +193,11 @@ class DicomFolderSource:
             if isinstance(fields, str):
                 self._warn(fields)
                 continue
-            pid, study, uid, _sop, modality, desc, protocol, date = fields
+            pid, study, uid, _sop, modality, desc, protocol, date = fields[:_N_BASE]
             s = series.get(uid)
             if s is None:
-                s = _Series(pid, study, uid, modality, desc, protocol, date)
+                attrs = dict(zip(_HEADER_TAGS[_N_BASE:], fields[_N_BASE:], strict=False))
+                s = _Series(pid, study, uid, modality, desc, protocol, date, attrs)
                 series[uid] = s
                 by_patient.setdefault(pid, []).append(uid)
             s.files.append(path)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pydicom import Dataset
 
 from connectors.errors import DicomInvalid
 
@@ -58,3 +62,64 @@ def date_range(date_from: dt.date | str | None, date_to: dt.date | str | None) -
     if lo and hi and lo > hi:
         raise DicomInvalid(f"date range {lo}-{hi} ends before it starts")
     return f"{lo}-{hi}"
+
+
+#: Attributes asked for at series level (C-FIND return keys, QIDO-RS ``includefield``) and
+#: read from a folder's headers for series recognition (``connectors/pacs/recognition.py``),
+#: with their tags.  Many PACS answer only their indexed series attributes: what comes back
+#: empty is simply unknown.
+RECOGNITION_TAGS: dict[str, str] = {
+    "SeriesNumber": "00200011",
+    "Manufacturer": "00080070",
+    "SequenceName": "00180024",
+    "ScanningSequence": "00180020",
+    "SequenceVariant": "00180021",
+    "ImageType": "00080008",
+    "InversionTime": "00180082",
+    "ContrastBolusAgent": "00180010",
+    "ContrastBolusRoute": "00181040",
+}
+
+
+def dataset_text(ds: Dataset, keyword: str) -> str:
+    """``keyword`` of ``ds`` as text: multiple values joined by backslashes, "" if absent."""
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text.split("\\")[0])
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN is unknown
+
+
+def recognition_fields(values: Mapping[str, str]) -> dict[str, Any]:
+    """The recognition attributes of a :class:`SeriesRef` from their text values.
+
+    Args:
+        values: keyword -> text (as :func:`dataset_text` gives it); absent keys are empty.
+    """
+    number = _number(values.get("SeriesNumber", "") or "")
+    inversion = _number(values.get("InversionTime", "") or "")
+    return {
+        "series_number": int(number) if number is not None else None,
+        "manufacturer": values.get("Manufacturer", "") or "",
+        "sequence_name": values.get("SequenceName", "") or "",
+        "scanning_sequence": values.get("ScanningSequence", "") or "",
+        "sequence_variant": values.get("SequenceVariant", "") or "",
+        "image_type": values.get("ImageType", "") or "",
+        "inversion_time_ms": inversion,
+        "contrast_agent": values.get("ContrastBolusAgent", "") or "",
+        "contrast_route": values.get("ContrastBolusRoute", "") or "",
+    }
+
+
+def dataset_recognition_fields(ds: Dataset) -> dict[str, Any]:
+    """:func:`recognition_fields` of a C-FIND identifier or QIDO-RS result."""
+    return recognition_fields({k: dataset_text(ds, k) for k in RECOGNITION_TAGS})

@@ -1,11 +1,11 @@
 """Which series is the LGE series, and in which order its slices go.
 
-Selection is by configurable patterns (``pacs.lge_patterns`` / ``pacs.exclude_patterns``):
-a series qualifies when its SeriesDescription or ProtocolName contains one include pattern
-and neither contains an exclude pattern (case-insensitive substrings), so localizers,
-scouts and cine series never qualify.  Among qualifying series the most recent study
-(StudyDate, not after the as-of date) wins; within that study the series with the most
-instances, then the highest SeriesInstanceUID (deterministic).
+Selection classifies every series the query returned (:mod:`connectors.pacs.recognition`:
+DICOM attributes first, names as the tie-breaker, site patterns ``pacs.lge_patterns`` /
+``pacs.exclude_patterns`` as overrides).  Among the LGE series the most recent study
+(StudyDate, not after the as-of date) wins; a magnitude reconstruction is dropped for its
+phase-sensitive twin (configurable); then the strongest evidence, the most instances and
+the highest SeriesInstanceUID (deterministic).
 
 Slices are ordered by their position along the slice normal: the dot product of
 ImagePositionPatient with the cross product of the row and column direction cosines of
@@ -28,19 +28,12 @@ from connectors.errors import DicomInvalid
 from connectors.pacs._frames import FrameAttrs, iter_frames
 from connectors.pacs.base import SeriesRef
 from connectors.pacs.pixels import expand_frames
-
-
-def _matches(text: str, patterns: Sequence[str]) -> bool:
-    low = text.lower()
-    return any(p.lower() in low for p in patterns if p)
+from connectors.pacs.recognition import LGE, LGE_PSIR, SeriesClass, classify_series, normalise_name
 
 
 def is_lge(ref: SeriesRef, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """True when the description/protocol names LGE and nothing excluded."""
-    texts = (ref.series_description or "", ref.protocol_name or "")
-    if any(_matches(t, exclude) for t in texts):
-        return False
-    return any(_matches(t, include) for t in texts)
+    """True when :func:`recognition.classify_series` finds an LGE series."""
+    return classify_series(ref, include=include, exclude=exclude).is_lge
 
 
 def _study_day(ref: SeriesRef) -> dt.date | None:
@@ -50,6 +43,34 @@ def _study_day(ref: SeriesRef) -> dt.date | None:
         return None
 
 
+def _twin_key(ref: SeriesRef) -> str:
+    """The name of a reconstruction with the PSIR/MAG/PHASE words taken out."""
+    words = normalise_name(ref.series_description).split()
+    kept = [w for w in words if w not in _RECON_WORDS]
+    return " ".join(kept)
+
+
+_RECON_WORDS = frozenset({"PSIR", "MAG", "MAGN", "MAGNITUDE", "PHASE", "P", "M", "R", "REAL"})
+
+
+def are_twins(a: SeriesRef, b: SeriesRef) -> bool:
+    """True when ``a`` and ``b`` look like two reconstructions of one acquisition.
+
+    Same study, and the same instance count, and one of: the same (non-empty)
+    ProtocolName, the same SeriesDescription once the PSIR/MAG/PHASE words are taken out,
+    or SeriesNumbers at most two apart.
+    """
+    if a.study_instance_uid != b.study_instance_uid or a.n_instances != b.n_instances:
+        return False
+    if a.protocol_name and a.protocol_name == b.protocol_name:
+        return True
+    if _twin_key(a) and _twin_key(a) == _twin_key(b):
+        return True
+    if a.series_number is not None and b.series_number is not None:
+        return abs(a.series_number - b.series_number) <= 2
+    return False
+
+
 def select_lge_series(
     refs: Sequence[SeriesRef],
     *,
@@ -57,20 +78,30 @@ def select_lge_series(
     exclude: Sequence[str],
     as_of: dt.date | None = None,
     max_age_days: int = 0,
+    prefer_phase_sensitive: bool = True,
 ) -> SeriesRef | None:
     """The LGE series to use, or None.
 
+    Each series is classified by :func:`recognition.classify_series`.  Among the LGE
+    series the most recent study (StudyDate, not after ``as_of``) wins; a reconstruction
+    whose twin (:func:`are_twins`) of the preferred kind is also found is dropped; then the
+    strongest evidence, the most instances, the preferred reconstruction and the highest
+    SeriesInstanceUID decide.
+
     Args:
         refs: the patient's series.
-        include: patterns that mark a series as LGE.
-        exclude: patterns that disqualify a series (localizer, cine, ...).
+        include: site patterns that make a series LGE unless its attributes rule it out.
+        exclude: site patterns that rule a series out (localizer, cine, ...).
         as_of: studies after this day are ignored (None: no limit).
         max_age_days: when > 0, studies older than this many days before ``as_of`` are
             ignored.
+        prefer_phase_sensitive: between a phase-sensitive (PSIR) reconstruction and its
+            magnitude twin, take the PSIR (False: the magnitude).
     """
-    candidates = []
+    candidates: list[tuple[SeriesRef, SeriesClass]] = []
     for ref in refs:
-        if not is_lge(ref, include, exclude):
+        cls = classify_series(ref, include=include, exclude=exclude)
+        if not cls.is_lge:
             continue
         day = _study_day(ref)
         if as_of is not None and day is not None:
@@ -78,13 +109,27 @@ def select_lge_series(
                 continue
             if max_age_days > 0 and (as_of - day).days > max_age_days:
                 continue
-        candidates.append(ref)
+        candidates.append((ref, cls))
     if not candidates:
         return None
-    return max(
-        candidates,
-        key=lambda r: (_study_day(r) or dt.date.min, r.n_instances, r.series_instance_uid),
+    preferred = LGE_PSIR if prefer_phase_sensitive else LGE
+    kept = [
+        (ref, cls)
+        for ref, cls in candidates
+        if cls.kind == preferred
+        or not any(c.kind == preferred and are_twins(ref, r) for r, c in candidates)
+    ]
+    best = max(
+        kept,
+        key=lambda rc: (
+            _study_day(rc[0]) or dt.date.min,
+            rc[1].evidence,
+            rc[0].n_instances,
+            rc[1].kind == preferred,
+            rc[0].series_instance_uid,
+        ),
     )
+    return best[0]
 
 
 def slice_position(ds: Dataset, normal: np.ndarray) -> float | None:
