@@ -45,6 +45,7 @@ from cds.hooks.request import ABSENT, HookRequest
 from cds.hooks.scoring import CachedImage, OnDemandScorer
 from cds.hooks.services import ServiceDefinition
 from cds.hooks.view import RiskView, view_from_prediction, view_from_score
+from connectors.pacs.recognition import classify_description
 
 log = logging.getLogger("mprtm.hooks")
 
@@ -102,8 +103,8 @@ class HooksEngine:
             max_bytes=settings.cds_hooks.fetch_max_bytes,
             max_resources_per_key=settings.cds_hooks.max_resources_per_key,
         )
-        self._lge = [p.lower() for p in settings.pacs.lge_patterns]
-        self._not_lge = [p.lower() for p in settings.pacs.exclude_patterns]
+        self._lge = settings.pacs.lge_patterns
+        self._not_lge = settings.pacs.exclude_patterns
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -312,12 +313,17 @@ class HooksEngine:
             return store.cached_lge_image(session, patient_id, key)
 
     def _record_lge_date(self, data: GatheredData) -> dt.date | None:
-        """Newest prefetched ImagingStudy holding an LGE series (by description)."""
+        """Newest prefetched ImagingStudy holding an LGE series, by the PACS classifier on
+        what ImagingStudy gives: each series' description and modality (and the study's
+        description)."""
         best: dt.date | None = None
         for study in data.record.imaging_studies:
-            descriptions = [s.description or "" for s in (study.series or [])]
-            descriptions.append(study.description or "")
-            if not any(self._is_lge(d) for d in descriptions):
+            named = [
+                (s.description or "", (s.modality.code if s.modality else None) or "")
+                for s in study.series or []
+            ]
+            named.append((study.description or "", ""))
+            if not any(self._is_lge(d, m) for d, m in named if d):
                 continue
             started = study.started
             day = started.date() if isinstance(started, dt.datetime) else None
@@ -325,9 +331,11 @@ class HooksEngine:
                 best = day
         return best
 
-    def _is_lge(self, description: str) -> bool:
-        d = description.lower()
-        return any(p in d for p in self._lge) and not any(p in d for p in self._not_lge)
+    def _is_lge(self, description: str, modality: str) -> bool:
+        kind = classify_description(
+            description, modality=modality, include=self._lge, exclude=self._not_lge
+        )
+        return kind.is_lge
 
 
 def _key_notes(data: GatheredData) -> list[str]:

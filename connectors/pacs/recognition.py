@@ -8,8 +8,9 @@ SeriesDescription/ProtocolName.
 The attributes decide first.  ImageType LOCALIZER, a parametric map (T1 MAP, T2 MAP, ...),
 PERFUSION or a velocity map, a Siemens velocity-encoded sequence name, or a scanning
 sequence of spin echoes without gradient echo (STIR, TSE, HASTE) rule a series out
-whatever its name; so does a steady-state gradient echo without magnetization preparation
-or inversion (ScanningSequence GR, SequenceVariant SS without MP: a cine).  Inversion
+whatever its name; so do an echo-planar readout without inversion (ScanningSequence EP:
+diffusion or fMRI) and a steady-state gradient echo without magnetization preparation or
+inversion (ScanningSequence GR, SequenceVariant SS without MP: a cine).  Inversion
 recovery (ScanningSequence IR, an InversionTime, an IR ImageType such as Philips
 ``M_IR``/``R_IR``) with a gradient-echo readout, more so after contrast, is the
 LGE signature.  What the attributes cannot tell apart (an LGE series, a TI scout, a MOLLI
@@ -59,6 +60,8 @@ KINDS = (
 _NAME_RULES: tuple[tuple[str, str], ...] = (
     ("ti_scout", r"\bTI ?SCOUT|\bLOOK ?LOCKER\b|\bTI ?FIND|\bCINE ?IR\b"),
     ("localizer", r"\bLOCALI[SZ]ER|\bLOC\b|\bSURVEY\b|\bSCOUT\b|\bTRI ?PILOT\b|\b3 ?PLANE\b"),
+    # inversion-prepared 3D T1 of the brain: the LGE attribute signature (GR/RM + IR + MP)
+    ("other", r"\b(ME)?MP ?2?RAGE\b"),
     ("t1_map", r"\b(SH)?MOLLI|\bSASHA\b|\bT1 ?MAP|\bNATIVE T1\b|\bECV\b"),
     ("t2_map", r"\bT2 ?(STAR |\* ?)?MAP|\bT2 ?(STAR\b|\*)"),
     ("perfusion", r"\bPERF|\bFIRST ?PASS\b"),
@@ -152,6 +155,8 @@ def _attribute_kind(ref: SeriesRef, image_type: list[str]) -> tuple[str, str] | 
     if _SEQ_VELOCITY.search(ref.sequence_name):
         return "flow", f"velocity-encoded SequenceName {ref.sequence_name}"
     scanning = set(_tokens(ref.scanning_sequence))
+    if "EP" in scanning and not _inversion_recovery(ref, image_type):
+        return "other", f"echo-planar readout (ScanningSequence {ref.scanning_sequence})"
     if "SE" in scanning and "GR" not in scanning:
         return "t2_weighted", f"spin-echo readout (ScanningSequence {ref.scanning_sequence})"
     variant = set(_tokens(ref.sequence_variant))
@@ -215,3 +220,28 @@ def classify_series(
     parts = [p for p in (ir, "LGE name" if by_name else "", "contrast given" if contrast else "")]
     kind = LGE_PSIR if _phase_sensitive(ref, image_type) else LGE
     return SeriesClass(kind, evidence, ", ".join(p for p in parts if p))
+
+
+def classify_description(
+    description: str,
+    *,
+    modality: str = "",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> SeriesClass:
+    """The kind of a series known only by its description and modality.
+
+    This is what a FHIR ImagingStudy series carries (``series.description`` and
+    ``series.modality``): the same rules as :func:`classify_series` with every acquisition
+    attribute unknown, so the names decide.  A modality other than MR is never LGE.
+
+    Args:
+        description: the series (or study) description; empty is unknown.
+        modality: the DICOM modality code; empty is unknown.
+        include: site patterns that make a series LGE (``pacs.lge_patterns``).
+        exclude: site patterns that always rule a series out (``pacs.exclude_patterns``).
+    """
+    if modality and modality.upper() != "MR":
+        return SeriesClass("other", 0, f"modality {modality}")
+    ref = SeriesRef("", "", "", modality or "MR", description, "", "", 0)
+    return classify_series(ref, include=include, exclude=exclude)

@@ -12,7 +12,7 @@ import pytest
 import connectors.pacs
 from cds.config import PacsSettings
 from connectors.pacs.base import SeriesRef
-from connectors.pacs.recognition import KINDS, classify_series
+from connectors.pacs.recognition import KINDS, classify_description, classify_series
 from connectors.pacs.series import are_twins, select_lge_series
 
 TABLE = Path(connectors.pacs.__file__).parent / "data" / "lge_conventions.csv"
@@ -50,7 +50,7 @@ def _ref(row: dict[str, str], uid: str = "1.2.3") -> SeriesRef:
 
 def test_convention_table_is_well_formed() -> None:
     rows = _rows()
-    assert len(rows) >= 19
+    assert len(rows) >= 30
     for row in rows:
         assert row["vendor"] in VENDORS, row
         assert row["expected"] in KINDS, row
@@ -166,3 +166,20 @@ def test_psir_twin_is_chosen() -> None:
     )
     assert are_twins(_named("LGE SA MAG", n_instances=5), _named("LGE SA PSIR", n_instances=5))
     assert not are_twins(mag, replace(psir, study_instance_uid="1.9"))
+
+
+@pytest.mark.parametrize(
+    ("description", "modality", "kind"),
+    [
+        ("MOCO_PSIR_SSFP_SAX", "MR", "lge_psir"),
+        ("Viability SA", "", "lge"),
+        ("Viability SA", "CT", "other"),
+        ("3D Ax T1 MP-RAGE_R22", "MR", "other"),
+        ("cine SAX", "MR", "excluded"),
+    ],
+)
+def test_description_alone_as_imaging_study_gives_it(description: str, modality: str, kind: str):
+    got = classify_description(
+        description, modality=modality, include=CFG.lge_patterns, exclude=CFG.exclude_patterns
+    )
+    assert got.kind == kind, got.reason
