@@ -403,10 +403,13 @@ def load_settings(
 
 
 def _has_userinfo(value: str) -> bool:
+    """True when a URL carries a password (``user:password@host``); a user name alone
+    (``postgresql://mprtm@db/mprtm`` with peer or certificate authentication) is no
+    secret."""
     if "://" not in value:
         return False
     netloc = value.split("://", 1)[1].split("/", 1)[0]
-    return "@" in netloc
+    return "@" in netloc and ":" in netloc.rsplit("@", 1)[0]
 
 
 def as_dict(settings: Any) -> dict[str, Any]:

@@ -176,6 +176,11 @@ def test_credentials_in_url_keys_are_refused_in_the_file(
         load_settings(p, environ={})
 
 
+def test_a_user_name_without_password_is_no_secret(tmp_path: Path) -> None:
+    p = _write(tmp_path, "[database]\nurl = 'postgresql+psycopg://mprtm@db.example/mprtm'\n")
+    assert load_settings(p, environ={}).database.url.endswith("mprtm@db.example/mprtm")
+
+
 def test_a_short_secret_key_is_refused() -> None:
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         load_settings(environ={"MPRTM_SERVER__SECRET_KEY": "short"})

@@ -178,7 +178,9 @@ def test_modality_contributions_add_up_and_match_the_coalitions(trained) -> None
         assert c["reference"] == pytest.approx(float(v0[j]), abs=1e-5)
         expect = 0.5 * ((float(vn[j]) - float(v0[j])) + (p - float(vi[j])))
         assert c["numeric"] == pytest.approx(expect, abs=1e-5)
-    plain = Predictor.from_checkpoint(res.path, threads=1, attribution=False)
+    plain = Predictor.from_checkpoint(
+        res.path, threads=1, attribution=False, quality_rules=OPEN_GATE
+    )
     again = plain.predict([full])[0]
     assert again.contributions == {}
     assert again.probabilities == pytest.approx(out[full.patient_id].probabilities, abs=1e-5)

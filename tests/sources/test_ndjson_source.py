@@ -183,7 +183,7 @@ def test_binary_attachment_gz_files_and_html(tmp_path):
         fh.write(raw)
     rec = NdjsonFolderSource(folder).patient_record("p1")
     assert rec.document_texts["DocumentReference/d1"] == "Dyspnoea & oedema"
-    assert any("DocumentReference/d1" in w and "application/pdf" in w for w in rec.warnings)
+    assert any("DocumentReference/d1" in w and "PDF not readable" in w for w in rec.warnings)
 
 
 def test_referenced_medication_is_resolved(tmp_path):
