@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -39,7 +39,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return html.escape(str(x))
 
 
-def _table(rows: list[Mapping[str, Any]], cols: list[str]) -> str:
+def _table(rows: Sequence[Mapping[str, Any]], cols: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for r in rows:
@@ -119,27 +119,75 @@ def render(report: Mapping[str, Any], figures: Mapping[str, str]) -> str:
         "Red rows: flag-rate ratio outside 0.8-1.25 or calibration-in-the-large beyond "
         f"{report['limits']['citl']}.</p>",
         "<h2>Discrimination and calibration</h2>",
-        _table(ov, ["outcome", "n", "prevalence", "mean_predicted", "auroc", "auroc_ci", "auprc",
-                    "calibration_intercept", "calibration_slope", "ece", "brier",
-                    "checkpoint_auroc", "checkpoint_ece"]),  # fmt: skip
+        _table(
+            ov,
+            [
+                "outcome",
+                "n",
+                "prevalence",
+                "mean_predicted",
+                "auroc",
+                "auroc_ci",
+                "auprc",
+                "calibration_intercept",
+                "calibration_slope",
+                "ece",
+                "brier",
+                "checkpoint_auroc",
+                "checkpoint_ece",
+            ],
+        ),  # fmt: skip
         f"<img alt='ROC and calibration' src='{figures['roc_calibration']}'>",
         f"<img alt='decision curve' src='{figures['decision_curve']}'>",
         "<h2>Thresholds</h2>",
-        _table(report["thresholds"], ["outcome", "kind", "cutoff", "flag_rate", "alerts_per_100",
-               "sensitivity", "specificity", "ppv", "npv", "nne"]),  # fmt: skip
+        _table(
+            report["thresholds"],
+            [
+                "outcome",
+                "kind",
+                "cutoff",
+                "flag_rate",
+                "alerts_per_100",
+                "sensitivity",
+                "specificity",
+                "ppv",
+                "npv",
+                "nne",
+            ],
+        ),  # fmt: skip
         "<h2>Subgroups (flag at the high-tier threshold)</h2>",
         f"<img alt='forest plot' src='{figures['forest']}'>",
-        _table(report["subgroups"], ["outcome", "variable", "level", "n", "prevalence", "auroc",
-               "auroc_ci", "calibration_intercept", "ece", "flag_rate", "flag_rate_ratio",
-               "flagged", "calibration_flagged"]),  # fmt: skip
+        _table(
+            report["subgroups"],
+            [
+                "outcome",
+                "variable",
+                "level",
+                "n",
+                "prevalence",
+                "auroc",
+                "auroc_ci",
+                "calibration_intercept",
+                "ece",
+                "flag_rate",
+                "flag_rate_ratio",
+                "flagged",
+                "calibration_flagged",
+            ],
+        ),  # fmt: skip
         "<h2>Model against MAGGIC (paired bootstrap)</h2>",
-        _table(mag, ["outcome", "n", "auroc_model", "auroc_maggic", "difference_ci",
-                     "ece_maggic"]),  # fmt: skip
+        _table(
+            mag, ["outcome", "n", "auroc_model", "auroc_maggic", "difference_ci", "ece_maggic"]
+        ),  # fmt: skip
         "<h2>Does the model see patients like ours?</h2>",
-        _table([{"modality": m, **v} for m, v in report.get("modalities", {}).items()],
-               ["modality", "missing_site", "missing_train"]),  # fmt: skip
-        _table(report["shift"], ["feature", "smd", "mean_site", "mean_train", "missing_site",
-                                 "missing_train"]),  # fmt: skip
+        _table(
+            [{"modality": m, **v} for m, v in report.get("modalities", {}).items()],
+            ["modality", "missing_site", "missing_train"],
+        ),  # fmt: skip
+        _table(
+            report["shift"],
+            ["feature", "smd", "mean_site", "mean_train", "missing_site", "missing_train"],
+        ),  # fmt: skip
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -44,8 +44,8 @@ from model.metrics import binary_metrics
 from model.mprtm import IMAGE, MPRTM, TEXT, MPRTMEnsemble, build_model
 from model.numeric_branch import FeatureSchema
 from model.text_branch import TextEmbeddingCache, TextEncoder
-from model.validation import training_reference
 from model.types import MODALITIES, OUTCOMES, LabelledExample
+from model.validation import training_reference
 
 log = logging.getLogger("mprtm.train")
 #: State-dict prefixes of the text transforms fitted before stage 2 (shared with baselines).

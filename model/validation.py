@@ -170,8 +170,7 @@ def subgroup_rows(
                     "ece": ece(yy, pp),
                     "flag_rate": rate,
                     "flag_rate_ratio": ratio,
-                    "flagged": ratio is not None
-                    and not (RATIO_BAND[0] <= ratio <= RATIO_BAND[1]),
+                    "flagged": ratio is not None and not (RATIO_BAND[0] <= ratio <= RATIO_BAND[1]),
                     "calibration_flagged": abs(a) > CITL_LIMIT,
                 }
             )

@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--data-cut", type=_date, default=None, metavar="YYYY-MM-DD",
                    help="ignore anything dated after this day (the export date)")  # fmt: skip
     p.add_argument("--truth", type=Path, default=None, metavar="FILE",
-                   help="reference labels (e.g. truth/labels.csv): agreement in the report")  # fmt: skip
+                   help="reference labels, e.g. truth/labels.csv")  # fmt: skip
     p.set_defaults(handler=_handler)
 
 

@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="NEW_CKPT")
     add_site_label_arguments(p)
     p.add_argument("--fit-fraction", type=float, default=0.5, metavar="F",
-                   help="share of patients the recalibration is fitted on (default 0.5)")  # fmt: skip
+                   help="share of patients fitted on (default 0.5)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (0: torch)")
     add_load_workers_argument(p)

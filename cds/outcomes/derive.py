@@ -260,4 +260,3 @@ def write(
         json.dumps(rep, indent=2) + "\n", encoding="utf-8"
     )
     return rep
-

@@ -160,7 +160,7 @@ def _principal_codings(enc: Json, conditions: dict[str, Json]) -> list[Json]:
     """Codings of the encounter's principal diagnosis: ``diagnosis`` with the lowest rank
     (its Condition's code), else ``reasonCode``, else Conditions pointing at it."""
     diags = [d for d in enc.get("diagnosis") or [] if isinstance(d, dict)]
-    diags.sort(key=lambda d: d.get("rank") if isinstance(d.get("rank"), int) else 99)
+    diags.sort(key=lambda d: d["rank"] if isinstance(d.get("rank"), int) else 99)
     for d in diags:
         cid = _ref_id(d.get("condition"), "Condition")
         if cid and cid in conditions:

@@ -227,12 +227,16 @@ class FollowUpWriter:
             stop_day = min(day + los, death_day)
             if rng.random() < TRANSFER_SHARE and stop_day < alive_until:
                 enc["hospitalization"] = {
-                    "dischargeDisposition": _cc(DISPOSITION, "other-hcf", "Other healthcare facility")
+                    "dischargeDisposition": _cc(
+                        DISPOSITION, "other-hcf", "Other healthcare facility"
+                    )
                 }
                 tdx = TRANSFER_DX if k in ("h_other", "h_stroke") and rng.random() < 0.5 else dx
                 nxt = encounter(stop_day, int(rng.integers(2, 6)), tdx)
                 nxt["hospitalization"] = {
-                    "admitSource": _cc(ADMIT_SOURCE, "hosp-trans", "Transferred from other hospital")
+                    "admitSource": _cc(
+                        ADMIT_SOURCE, "hosp-trans", "Transferred from other hospital"
+                    )
                 }
         # planned admissions
         if rng.random() < PLANNED_SHARE and alive_until > 15:
@@ -299,9 +303,7 @@ class FollowUpWriter:
         res = self._condition(pid, cid, enc_id, day, dx)
         snomed = ("22298006", "Myocardial infarction") if "infarction" in kind else (
             "230690007", "Cerebrovascular accident")  # fmt: skip
-        res["code"]["coding"].insert(
-            0, {"system": SNOMED, "code": snomed[0], "display": snomed[1]}
-        )
+        res["code"]["coding"].insert(0, {"system": SNOMED, "code": snomed[0], "display": snomed[1]})
         res["category"][0] = _cc(
             "http://terminology.hl7.org/CodeSystem/condition-category",
             "problem-list-item",

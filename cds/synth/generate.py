@@ -32,8 +32,8 @@ from tqdm import tqdm
 from cds.errors import UsageError
 from cds.synth import outcomes
 from cds.synth.cohort import HF_TYPES, NOTE_SIGNALS, Cohort, generate_cohort
-from cds.synth.followup import DATA_CUT_DAYS, FollowUp, FollowUpWriter, follow_up_rows
 from cds.synth.fhir import PatientWriter, Resource, StudyInfo, group
+from cds.synth.followup import DATA_CUT_DAYS, FollowUp, FollowUpWriter, follow_up_rows
 from cds.synth.medications import CATALOGUE, Prescription, dose_text, history
 from cds.synth.notes import NoteContext, discharge_summary, followup_note
 from cds.synth.shifts import Shifts
