@@ -79,10 +79,12 @@ def _read_csv(path: Path) -> dict[str, dict[str, str]]:
         return {row["patient_id"]: row for row in csv.DictReader(fh)}
 
 
-def _labels(row: dict[str, str], path: Path) -> dict[str, int | str]:
+def _labels(row: dict[str, str], path: Path, censored_ok: bool = False) -> dict[str, int | str]:
     out: dict[str, int | str] = {}
     for name in OUTCOMES:
         raw = (row.get(name) or "").strip()
+        if raw == "" and censored_ok:
+            continue  # censored (mprtm outcomes): no label for this outcome
         if raw not in ("0", "1"):
             raise UsageError(f"{path}: patient {row['patient_id']}: {name} must be 0 or 1")
         out[name] = int(raw)
@@ -156,15 +158,23 @@ class _LoadContext:
     image_size: int
     settings: Settings
 
+    labels_path: Path | None = None
+
     @classmethod
     def open(
-        cls, root: Path, image_size: int, with_images: bool, settings: Settings
+        cls,
+        root: Path,
+        image_size: int,
+        with_images: bool,
+        settings: Settings,
+        labels_file: Path | None = None,
     ) -> _LoadContext:
-        labels_path = root / "truth" / "labels.csv"
+        labels_path = labels_file or root / "truth" / "labels.csv"
         if not (root / "fhir").is_dir():
             raise UsageError(f"{root}: no fhir/ folder")
         if not labels_path.is_file():
-            raise UsageError(f"{root}: no truth/labels.csv")
+            raise UsageError(f"{root}: no truth/labels.csv" if labels_file is None
+                             else f"--labels {labels_path}: no such file")  # fmt: skip
         labels = _read_csv(labels_path)
         risk = _read_csv(root / "truth" / "risk.csv")
         try:
@@ -176,7 +186,9 @@ class _LoadContext:
             imaging = DicomFolderSource(
                 root / "dicom", index_cache=folder_index_cache(settings, root / "dicom")
             )
-        return cls(root, labels, risk, fhir, imaging, dt.date.min, image_size, settings)
+        return cls(
+            root, labels, risk, fhir, imaging, dt.date.min, image_size, settings, labels_file
+        )
 
     def close(self) -> None:
         self.fhir.close()
@@ -209,7 +221,11 @@ class _LoadContext:
         r = self.risk.get(pid)
         return LabelledExample(
             model_input=mapped.model_input,
-            labels=_labels(row, self.root / "truth" / "labels.csv"),
+            labels=_labels(
+                row,
+                self.labels_path or self.root / "truth" / "labels.csv",
+                censored_ok=self.labels_path is not None,
+            ),
             true_risk={o: float(r[o]) for o in OUTCOMES if r.get(o)} if r else None,
             masks=masks,
             fibrosis_burden=_float_or_none(row.get("fibrosis_burden")),
@@ -234,12 +250,13 @@ def _init_worker(
     settings: Settings,
     as_of: dt.date,
     log_level: int,
+    labels_file: Path | None = None,
 ) -> None:
     global _WORKER
     from cds.logs import configure_logging
 
     configure_logging(logging.getLevelName(log_level))
-    _WORKER = _LoadContext.open(root, image_size, with_images, settings)
+    _WORKER = _LoadContext.open(root, image_size, with_images, settings, labels_file)
     _WORKER.as_of = as_of
 
 
@@ -257,6 +274,7 @@ def load_dataset(
     settings: Settings | None = None,
     progress: bool = True,
     workers: int = 1,
+    labels_file: str | Path | None = None,
 ) -> list[LabelledExample]:
     """Every labelled patient of ``data_dir`` (see the module docstring).
 
@@ -275,6 +293,10 @@ def load_dataset(
             (started with ``spawn``, each opening the folder itself after this process
             has built the DICOM header index once).  The examples come back in the same
             order as with one process.
+        labels_file: a labels file in place of ``truth/labels.csv`` (as ``mprtm
+            outcomes`` writes it: an empty cell is a censored outcome, left unlabelled);
+            only its patients are loaded.  Inputs are still built as of ``as_of``, so a
+            folder that also holds the follow-up year leaks nothing into them.
 
     Raises:
         UsageError: ``fhir/`` or ``truth/labels.csv`` is missing, or a label is not 0/1.
@@ -283,13 +305,16 @@ def load_dataset(
     settings = settings or Settings()
     if workers < 1:
         raise UsageError(f"workers must be >= 1, got {workers}")
-    ctx = _LoadContext.open(root, image_size, with_images, settings)
+    lf = Path(labels_file) if labels_file is not None else None
+    ctx = _LoadContext.open(root, image_size, with_images, settings, lf)
     labels = ctx.labels
     out: list[LabelledExample] = []
     try:
         ctx.as_of = as_of or infer_as_of(root, ctx.fhir)
         as_of = ctx.as_of
         ids = ctx.fhir.cohort_patient_ids("all")
+        if lf is not None:
+            ids = [i for i in ids if i in labels]
         bar = tqdm(total=len(ids), desc="load", unit="patient", disable=not progress)
         if workers > 1 and len(ids) >= workers * _PER_WORKER_MIN:
             if ctx.imaging is not None:
@@ -298,7 +323,7 @@ def load_dataset(
             from concurrent.futures import ProcessPoolExecutor
 
             chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
-            init = (root, image_size, with_images, settings, as_of, log.getEffectiveLevel())
+            init = (root, image_size, with_images, settings, as_of, log.getEffectiveLevel(), lf)
             with ProcessPoolExecutor(
                 workers,
                 mp_context=multiprocessing.get_context("spawn"),

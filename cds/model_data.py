@@ -7,6 +7,8 @@ cause classes of the cause head from the labels.
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,20 +62,55 @@ def load_model_examples(
     settings: Settings,
     progress: bool = True,
     workers: int = 1,
+    labels_file: Path | None = None,
+    as_of: dt.date | None = None,
 ) -> list[LabelledExample]:
     """Every labelled patient of ``data_dir`` as model examples (slices ``image_size`` px),
-    read by ``workers`` loader processes."""
+    read by ``workers`` loader processes; labels from ``labels_file`` when given (else
+    ``truth/labels.csv``), inputs as of ``as_of`` (see :func:`cds.dataset.load_dataset`)."""
     root = Path(data_dir)
     if not root.is_dir():
         raise UsageError(f"--data {root}: no such folder")
     examples = to_model_examples(
         load_dataset(
-            root, image_size=image_size, settings=settings, progress=progress, workers=workers
+            root,
+            image_size=image_size,
+            settings=settings,
+            progress=progress,
+            workers=workers,
+            labels_file=labels_file,
+            as_of=as_of,
         )
     )
     if not examples:
         raise UsageError(f"--data {root}: no labelled patient could be loaded")
     return examples
+
+
+def add_site_label_arguments(parser: Any) -> None:
+    """``--labels FILE --as-of DATE`` of train / evaluate / validate / recalibrate."""
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="labels file (e.g. from mprtm outcomes) instead of DIR/truth/labels.csv",
+    )
+    parser.add_argument(
+        "--as-of",
+        type=_date,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="index date: every input is built from data dated on or before it (default: "
+        "truth/meta.json, else the day after the last encounter)",
+    )
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def is_synthetic(data_dir: str | Path) -> bool:

@@ -345,3 +345,15 @@ def _extras(
     }
     extras["n_test"] = len(test)
     return extras
+
+
+def score_examples(
+    pred: Predictor, examples: Sequence[LabelledExample], progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict[str, torch.Tensor]]:
+    """Calibrated probabilities (N, 5), raw logits (N, 5) and the assembled tensors of
+    ``examples`` (``mprtm validate`` and ``mprtm recalibrate``)."""
+    data, _ = _features(pred, examples, progress)
+    logits = predict_logits(pred.network, data, None)["logits"]
+    with torch.inference_mode():
+        p = pred.network.calibrated_probabilities(logits).numpy().astype(np.float64)
+    return p, logits.numpy().astype(np.float64), data

@@ -45,6 +45,7 @@ from model.mprtm import IMAGE, MPRTM, TEXT, MPRTMEnsemble, build_model
 from model.numeric_branch import FeatureSchema
 from model.text_branch import TextEmbeddingCache, TextEncoder
 from model.types import MODALITIES, OUTCOMES, LabelledExample
+from model.validation import training_reference
 
 log = logging.getLogger("mprtm.train")
 #: State-dict prefixes of the text transforms fitted before stage 2 (shared with baselines).
@@ -284,6 +285,9 @@ def train_mprtm(
         o: tier_thresholds(val_probs[~np.isnan(val_probs[:, j]), j]) for j, o in enumerate(OUTCOMES)
     }
     metrics: dict[str, Any] = {"val": {"fusion": _val_metrics(val_probs, y_val)}}
+    metrics["training_reference"] = training_reference(
+        [e.input.numeric for e in train], tensors["train"]["present"].cpu().numpy(), MODALITIES
+    )
     tr = tensors["train"]
     pick = select_background(tr["present"], cfg.attribution_background, seed).to(dev)
     if len(pick) == 0:

@@ -21,7 +21,12 @@ from typing import Any
 
 from cds.config import Settings
 from cds.errors import UsageError, ValidationDataError
-from cds.model_data import add_load_workers_argument, load_model_examples, load_workers
+from cds.model_data import (
+    add_load_workers_argument,
+    add_site_label_arguments,
+    load_model_examples,
+    load_workers,
+)
 
 log = logging.getLogger("mprtm.evaluate")
 
@@ -48,6 +53,7 @@ def register(sub: Any) -> None:
         help="only the myocardium Dice on the real-anatomy slices (quick; no --data)",
     )
     add_load_workers_argument(p)
+    add_site_label_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_handler)
 
@@ -91,7 +97,11 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
     from model.evaluate import evaluate_checkpoint
 
     workers = load_workers(args.load_workers, args.threads)
-    examples = load_model_examples(args.data, cfg.input_size, settings, not args.quiet, workers)
+    if args.labels is not None and args.as_of is None:
+        raise UsageError("--labels needs --as-of (the index date the labels count from)")
+    examples = load_model_examples(
+        args.data, cfg.input_size, settings, not args.quiet, workers, args.labels, args.as_of
+    )
     try:
         metrics = evaluate_checkpoint(
             args.checkpoint,

@@ -54,6 +54,20 @@ def register(sub: Any) -> None:
         metavar="YYYY-MM-DD",
         help="the 'as of' date: visits lie before it, outcomes follow it (default 2026-11-01)",
     )
+    p.add_argument(
+        "--follow-up",
+        action="store_true",
+        help="also write the year after the reference date as an EHR holds it (deaths, "
+        "admissions, MACCE, contacts, loss to follow-up)",
+    )
+    p.add_argument(
+        "--shift",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="case-mix shift, repeatable: age=+10, hfpef=0.6, lge=0.2, assay.nt_probnp=1.3, "
+        "risk.female=1.8 (docs/synthetic-cohort.md)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_handler)
 
@@ -61,9 +75,11 @@ def register(sub: Any) -> None:
 def _handler(args: argparse.Namespace, settings: Settings) -> int:
     from cds.synth.generate import generate
     from cds.synth.outcomes import MODALITIES
+    from cds.synth.shifts import parse_shifts
 
     if args.slices < 1 or args.slices > 64:
         raise UsageError("--slices must be between 1 and 64")
+    shifts = parse_shifts(args.shift)
     t0 = time.perf_counter()
     res = generate(
         args.patients,
@@ -74,6 +90,8 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
         n_slices=args.slices,
         reference_date=args.reference_date,
         progress=not args.quiet,
+        follow_up=args.follow_up,
+        shifts=shifts,
     )
     dt = time.perf_counter() - t0
     _say(f"wrote {args.patients} patients to {args.out} in {dt:.1f} s")

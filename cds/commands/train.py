@@ -16,6 +16,7 @@ from cds.config import Settings
 from cds.errors import UsageError
 from cds.model_data import (
     add_load_workers_argument,
+    add_site_label_arguments,
     cause_classes,
     is_synthetic,
     load_model_examples,
@@ -60,6 +61,7 @@ def register(sub: Any) -> None:
         help="override a model config field, e.g. --set seg_epochs=10 --set enc_dims=32,64,128",
     )
     add_load_workers_argument(p)
+    add_site_label_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_handler)
 
@@ -134,7 +136,11 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise UsageError(f"bad model config: {exc}") from exc
     workers = load_workers(args.load_workers, args.threads)
-    examples = load_model_examples(args.data, cfg.input_size, settings, not args.quiet, workers)
+    if args.labels is not None and args.as_of is None:
+        raise UsageError("--labels needs --as-of (the index date the labels count from)")
+    examples = load_model_examples(
+        args.data, cfg.input_size, settings, not args.quiet, workers, args.labels, args.as_of
+    )
     cfg.causes = cause_classes(examples)
     try:
         res = train_mprtm(

@@ -20,6 +20,7 @@ import numpy as np
 
 from cds.clinical_tables import feature_specs
 from cds.synth import _ids
+from cds.synth.shifts import Shifts
 
 HF_TYPES: tuple[str, ...] = ("hfref", "hfmref", "hfpef")
 #: Signals that only the notes carry (never coded, never measured).
@@ -103,8 +104,12 @@ def creatinine_from_egfr(egfr: np.ndarray, age: np.ndarray, male: np.ndarray) ->
     return scr_k * kappa * 88.42
 
 
-def generate_cohort(n: int, seed: int, reference_date: date) -> Cohort:
-    """Draw the latent state of ``n`` patients from ``seed`` (deterministic)."""
+def generate_cohort(
+    n: int, seed: int, reference_date: date, shifts: Shifts | None = None
+) -> Cohort:
+    """Draw the latent state of ``n`` patients from ``seed`` (deterministic); ``shifts``
+    change the case mix (:mod:`cds.synth.shifts`) without changing the random draws."""
+    sh = shifts or Shifts()
     rng = np.random.default_rng([seed, 0xC0407])
     c = Cohort(n=n, seed=seed, reference_date=reference_date)
     c.patient_ids = [_ids.patient_id(seed, i) for i in range(n)]
@@ -112,6 +117,8 @@ def generate_cohort(n: int, seed: int, reference_date: date) -> Cohort:
 
     # Demographics: hospitalised HF registries, mean age ~70, ~60 % men.
     c.age = np.clip(rng.normal(70.0, 12.0, n), 25.0, 97.0).round(1)
+    if sh.age:
+        c.age = np.clip(c.age + sh.age, 18.0, 104.0).round(1)
     c.male = rng.random(n) < 0.60
     c.height_cm = np.where(c.male, rng.normal(173, 7, n), rng.normal(160, 6.5, n))
     c.ischaemic = rng.random(n) < _sig(-0.45 + 0.03 * (c.age - 70) + 0.6 * c.male)
@@ -120,6 +127,9 @@ def generate_cohort(n: int, seed: int, reference_date: date) -> Cohort:
     u = rng.random(n)
     p_ref = np.where(c.ischaemic, 0.62, 0.42)
     p_mr = np.full(n, 0.20)
+    if sh.hfpef is not None:  # keep HFrEF : HFmrEF, give HFpEF the asked share
+        rest = (1.0 - sh.hfpef) / (p_ref + p_mr)
+        p_ref, p_mr = p_ref * rest, p_mr * rest
     c.hf_type = np.where(u < p_ref, 0, np.where(u < p_ref + p_mr, 1, 2))
     lvef = np.select(
         [c.hf_type == 0, c.hf_type == 1],
@@ -308,7 +318,7 @@ def generate_cohort(n: int, seed: int, reference_date: date) -> Cohort:
     b_isch = _lognormal(rng, 0.13 * np.exp(-0.012 * (lvef - 35)), 0.5, n)
     b_non = _lognormal(rng, 0.045, 0.6, n)
     c.burden = np.where(lge_present, np.clip(np.where(c.ischaemic, b_isch, b_non), 0.01, 0.45), 0.0)
-    c.has_study = r(0.85)
+    c.has_study = r(0.85 if sh.lge is None else sh.lge)
     c.extra_series = np.where(c.has_study & r(0.2), 1 + (rng.random(n) < 0.5), 0)
 
     c.signals = {k: r(p) for k, p in NOTE_SIGNAL_PREVALENCE.items()}

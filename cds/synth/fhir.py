@@ -95,11 +95,13 @@ class PatientWriter:
     Args:
         c: the cohort state.
         vis: the visits and measured values.
-        meds: per-patient prescription histories.
+        assay: feature -> factor on the reported values of the site's laboratory.
     """
 
-    def __init__(self, c: Cohort, vis: Visits) -> None:
+    def __init__(self, c: Cohort, vis: Visits, assay: dict[str, float] | None = None) -> None:
         self.c = c
+        #: feature -> factor of the site's assay on every reported value (case-mix shift)
+        self.assay = dict(assay or {})
         self.vis = vis
         self.ref = c.reference_date
         self.conditions = {s.name: s for s in condition_specs()}
@@ -253,7 +255,7 @@ class PatientWriter:
         for k, f in zip(ks.tolist(), fs.tolist(), strict=True):
             spec = vis.specs[f]
             code, unit, factor = spec.conversions[int(vis.alt[i, f])]
-            value = float(vis.value[i, k, f]) / factor
+            value = float(vis.value[i, k, f]) / factor * self.assay.get(spec.name, 1.0)
             value = round(value, decimals(spec, value, unit))
             if spec.name == "nyha_class" and not vis.implausible[i, k, f]:
                 value = int(value)

@@ -10,6 +10,8 @@ Layout of ``out``::
     truth/modality_signal.json        AUROC of the true risk and per modality
     truth/implausible_values.csv      observations given deliberately implausible values
     truth/meta.json                   reference_date, seed, patients, images, image_size
+                                      (+ follow_up, data_cut, shifts when used)
+    truth/follow_up.csv               with --follow-up: status, last day, death (followup.py)
 
 The same seed gives byte-identical files.
 """
@@ -20,7 +22,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,8 +33,10 @@ from cds.errors import UsageError
 from cds.synth import outcomes
 from cds.synth.cohort import HF_TYPES, NOTE_SIGNALS, Cohort, generate_cohort
 from cds.synth.fhir import PatientWriter, Resource, StudyInfo, group
+from cds.synth.followup import DATA_CUT_DAYS, FollowUp, FollowUpWriter, follow_up_rows
 from cds.synth.medications import CATALOGUE, Prescription, dose_text, history
 from cds.synth.notes import NoteContext, discharge_summary, followup_note
+from cds.synth.shifts import Shifts
 from cds.synth.visits import Visits, build_visits
 
 RESOURCE_TYPES = (
@@ -43,6 +47,7 @@ RESOURCE_TYPES = (
     "MedicationRequest",
     "DocumentReference",
     "ImagingStudy",
+    "Procedure",
     "Group",
 )
 LABEL_COLUMNS = (
@@ -116,16 +121,25 @@ def generate(
     n_slices: int = 10,
     reference_date: date = date(2026, 11, 1),
     progress: bool = True,
+    follow_up: bool = False,
+    shifts: Shifts | None = None,
 ) -> SynthResult:
-    """Generate ``n`` patients from ``seed`` into ``out`` (see the module docstring)."""
+    """Generate ``n`` patients from ``seed`` into ``out`` (see the module docstring).
+
+    ``follow_up`` also writes the year after the reference date as an EHR holds it
+    (:mod:`cds.synth.followup`); ``shifts`` change the case mix (:mod:`cds.synth.shifts`).
+    """
     if n < 1:
         raise UsageError("--patients must be at least 1")
     if image_size < 32 or image_size > 1024:
         raise UsageError("--image-size must be between 32 and 1024")
     _check_out(out)
-    c = generate_cohort(n, seed, reference_date)
+    sh = shifts or Shifts()
+    c = generate_cohort(n, seed, reference_date, sh)
     vis = build_visits(c, seed)
     comp = outcomes.components(c)
+    if sh.risk_female != 1.0:
+        outcomes.scale_hazards(comp, ~c.male, sh.risk_female)
     hz = comp.hazards()
     risk = outcomes.probabilities(hz)
     labels = outcomes.sample(hz, seed)
@@ -133,7 +147,11 @@ def generate(
 
     (out / "fhir").mkdir(parents=True, exist_ok=True)
     (out / "truth").mkdir(parents=True, exist_ok=True)
-    writer = PatientWriter(c, vis)
+    writer = PatientWriter(
+        c, vis, {"nt_probnp": sh.assay_nt_probnp} if sh.assay_nt_probnp != 1.0 else None
+    )
+    fu_writer = FollowUpWriter(c, labels, seed) if follow_up else None
+    fu_rows: list[tuple[str, FollowUp]] = []
     files: dict[str, IO[str]] = {}
     counts = dict.fromkeys(RESOURCE_TYPES, 0)
     implausible: list[tuple[str, str, str, float, str]] = []
@@ -156,7 +174,13 @@ def generate(
         for i in tqdm(range(n), desc="synth", unit="patient", disable=not progress):
             rng = np.random.default_rng([seed, i, 0x4E07E5])
             rx = _prescriptions(c, vis, i, rng)
-            emit([writer.patient(i)])
+            fu = fu_writer.patient(i) if fu_writer is not None else None
+            patient = writer.patient(i)
+            if fu is not None:
+                if fu.deceased:
+                    patient["deceasedDateTime"] = fu.deceased
+                fu_rows.append((c.patient_ids[i], fu))
+            emit([patient])
             emit(writer.encounters(i))
             emit(writer.conditions_for(i, rng))
             obs, bad = writer.observations(i)
@@ -172,12 +196,14 @@ def generate(
                     result.n_dicom += sum(len(s.sop_uids) for s in study.series)
                     emit([writer.imaging_study(i, study)])
             burden_out.append(b)
+            if fu is not None:
+                emit(fu.resources)
         emit([group(c)])
     finally:
         for fh in files.values():
             fh.close()
     result.counts = {k: v for k, v in counts.items() if v}
-    meta = {
+    meta: dict[str, Any] = {
         "generator": "mprtm synth",
         "reference_date": reference_date.isoformat(),
         "seed": seed,
@@ -186,8 +212,19 @@ def generate(
         "image_size": image_size if images else None,
         "slices": n_slices if images else None,
     }
+    if follow_up:
+        meta["follow_up"] = True
+        meta["data_cut"] = (reference_date + timedelta(days=DATA_CUT_DAYS)).isoformat()
+    if sh.any:
+        meta["shifts"] = sh.as_dict()
     (out / "truth" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     _write_truth(out / "truth", c, labels, risk, burden_out, implausible, result.signal)
+    if fu_rows:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["patient_id", "status", "last_day", "deceased"])
+        w.writerows(follow_up_rows(fu_rows))
+        (out / "truth" / "follow_up.csv").write_text(buf.getvalue(), encoding="utf-8")
     return result
 
 

@@ -19,7 +19,7 @@ a closed form (:func:`probabilities`), and the sampled labels follow it exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import rankdata
@@ -180,6 +180,14 @@ def components(c: Cohort) -> Components:
     return Components(lp)
 
 
+def scale_hazards(comp: Components, who: np.ndarray, factor: float) -> None:
+    """Multiply every process hazard of the patients ``who`` by ``factor`` (in place; the
+    term goes to the clinical part, the only one a site's case mix can change)."""
+    term = np.log(factor) * np.asarray(who, float)
+    for k in PROCESSES:
+        comp.lp["clinical"][k] = comp.lp["clinical"][k] + term
+
+
 def _first_of(h: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
     return np.asarray(sum(h[k] for k in keys), float)
 
@@ -214,6 +222,8 @@ class Labels:
     macce: np.ndarray
     macce_cause: list[str]
     death_days: np.ndarray  # -1 when alive at one year
+    #: process -> event time in years (the first event of each process, may exceed 1)
+    times: dict[str, np.ndarray] = field(default_factory=dict)
 
     def outcome(self, name: str) -> np.ndarray:
         return np.asarray(getattr(self, name), dtype=bool)
@@ -251,6 +261,7 @@ def sample(h: dict[str, np.ndarray], seed: int) -> Labels:
         macce=macce,
         macce_cause=[MACCE_CAUSE[MACCE[a]] if f else "" for a, f in zip(m_arg, macce, strict=True)],
         death_days=np.where(death, np.ceil(td * 365), -1).astype(int),
+        times=t,
     )
 
 
