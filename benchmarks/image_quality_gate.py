@@ -9,14 +9,18 @@ Then the verdicts on series that must be refused: uniform and smoothed noise, py
 bundled MR test images (a small spin-echo image and an abdominal gradient-echo image), the
 real cine slices of the shipped Sunnybrook subset (one series per patient) and
 every non-LGE series of the cohort (cine, localizer), read as the pipeline reads them.
-Nothing here is timed.
+Last, the cost of the gate: the image network's time per series with and without the
+mirrored second pass (``image_flip_check``), and of the signals alone, as ratios measured in
+this run.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -147,7 +151,41 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "usable" if f.usable else f"refused: {f.quality_reason}"
         print(f"  {name:40s} quality {f.quality:.2f}  {verdict}")
     print(f"refused {n_refused} of {len(refuse)}")
+    _timing(pred, [(e.input.image, e.input.image_spacing_mm) for e in examples[:40]])
     return 0
+
+
+def _timing(pred: Predictor, series: list[tuple[np.ndarray, float | None]]) -> None:
+    """Seconds per series of encode_image: the gate as configured, without the mirrored
+    pass, and with no signal at all (the bare network plus pooling)."""
+    from model.image_quality import ImageQuality
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for vol, spacing in series:
+            pred.encode_image(vol, spacing)
+        return (time.perf_counter() - t0) / len(series)
+
+    import model.predictor as predictor_module
+
+    rules = pred.quality_rules
+    run()  # warm-up
+    with_flip = run()
+    pred.quality_rules = dataclasses.replace(rules, flip=False)
+    no_flip = run()
+    real_assess = predictor_module.assess
+    predictor_module.assess = lambda *a, **k: ImageQuality(1.0, True)  # type: ignore[assignment]
+    try:
+        bare = run()
+    finally:
+        predictor_module.assess = real_assess
+        pred.quality_rules = rules
+    print(
+        f"\nencode_image per series ({len(series)} series): gate with flip "
+        f"{1000 * with_flip:.1f} ms, without flip {1000 * no_flip:.1f} ms, no gate "
+        f"{1000 * bare:.1f} ms; ratios with flip / no gate {with_flip / bare:.2f}, "
+        f"without flip / no gate {no_flip / bare:.2f}"
+    )
 
 
 if __name__ == "__main__":
