@@ -7,7 +7,8 @@ field and more noise), gives the first ``--train-series`` of them with their tru
 as DICOM SEG (written with highdicom), runs ``mprtm train-segmentation`` from
 ``--checkpoint`` and measures Dice of myocardium and enhancement on the remaining styled
 series (never seen in fine-tuning) for the base and the fine-tuned checkpoint, through
-``Predictor.encode_image`` on the batch's series path (what ``mprtm segment`` reports).
+the batch's series path and ``Predictor.encode_image`` on every slice (the masks ``mprtm
+segment`` writes).
 Dice is pooled over series (sum of overlaps over sum of areas); the 95% interval of the
 difference comes from a paired bootstrap over the test series.  The original-style test
 series are scored too (what the fine-tuning costs on the old style).
@@ -29,6 +30,7 @@ import pydicom
 from cds.cli import main as mprtm
 from cds.pipeline import load_series
 from cds.segio import write_seg
+from cds.segment import segment_all_slices
 from cds.site_masks import mr_series
 from connectors.pacs.folder import DicomFolderSource
 from connectors.pacs.pixels import resample_mask
@@ -105,9 +107,7 @@ def overlaps(predictor: Predictor, folder: Path, cohort: Path) -> np.ndarray:
         datasets = [pydicom.dcmread(f) for f in sorted(series.glob("*.dcm"))]
         loaded = load_series(datasets, size)
         truth = resample_mask(_truth(cohort, series.name, loaded.ordered), size)
-        f = predictor.encode_image(loaded.volume.image, loaded.volume.pixel_spacing_mm)
-        pred = f.segmentation
-        assert pred is not None
+        pred = segment_all_slices(predictor, loaded.volume.image, loaded.volume.pixel_spacing_mm)
         row = []
         for cls in (lambda a: a >= 1, lambda a: a == 2):
             p, t = cls(pred), cls(truth)

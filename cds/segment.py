@@ -48,7 +48,7 @@ from model.predictor import Predictor
 RESULT = "result.json"
 
 
-def _all_slices(predictor: Predictor, image: np.ndarray, spacing: float | None) -> np.ndarray:
+def segment_all_slices(predictor: Predictor, image: np.ndarray, spacing: float | None) -> np.ndarray:
     """Labels (S, size, size) of every slice, ``max_slices`` slices per pass."""
     step = predictor.config.max_slices
     parts = []
@@ -89,7 +89,7 @@ def segment_series(predictor: Predictor, datasets: Sequence[Dataset], out: Path)
     volume = loaded.volume
     feats = predictor.encode_image(volume.image, volume.pixel_spacing_mm)
     status = features_status(feats, uid)
-    labels = _all_slices(predictor, volume.image, volume.pixel_spacing_mm)
+    labels = segment_all_slices(predictor, volume.image, volume.pixel_spacing_mm)
     n = volume.image.shape[0]
     first = loaded.ordered[0]
     native = restore_mask(labels, int(first.Rows), int(first.Columns))
