@@ -60,7 +60,9 @@ def _restyle(ds: pydicom.Dataset, style: str, rng: np.random.Generator) -> None:
     ds.PixelData = vendor_style(ds.pixel_array, rng).tobytes()
 
 
-def build_site(cohort: Path, work: Path, n_train: int, style: str, seed: int) -> dict[str, list[str]]:
+def build_site(
+    cohort: Path, work: Path, n_train: int, style: str, seed: int
+) -> dict[str, list[str]]:
     """Styled copies of the cohort's LGE series under ``work/site`` (the first ``n_train``,
     with SEG masks in ``work/masks``) and ``work/test`` (the rest); unstyled test copies in
     ``work/test_orig``.  Returns the series UIDs of each part."""
@@ -100,7 +102,8 @@ def _truth(cohort: Path, uid: str, ordered: list[pydicom.Dataset]) -> np.ndarray
 
 def overlaps(predictor: Predictor, folder: Path, cohort: Path) -> np.ndarray:
     """Per series (rows): myocardium overlap, myocardium areas, enhancement overlap,
-    enhancement areas (pred + truth), on the model grid."""
+    enhancement areas (pred + truth), on the model grid; and 1 when the quality gate
+    (default thresholds) finds the series usable."""
     size = predictor.config.input_size
     rows = []
     for series in sorted(p for p in folder.iterdir() if p.is_dir()):
@@ -108,11 +111,12 @@ def overlaps(predictor: Predictor, folder: Path, cohort: Path) -> np.ndarray:
         loaded = load_series(datasets, size)
         truth = resample_mask(_truth(cohort, series.name, loaded.ordered), size)
         pred = segment_all_slices(predictor, loaded.volume.image, loaded.volume.pixel_spacing_mm)
+        usable = predictor.encode_image(loaded.volume.image, loaded.volume.pixel_spacing_mm).usable
         row = []
         for cls in (lambda a: a >= 1, lambda a: a == 2):
             p, t = cls(pred), cls(truth)
             row += [float((p & t).sum()), float(p.sum() + t.sum())]
-        rows.append(row)
+        rows.append([*row, float(usable)])
     return np.asarray(rows)
 
 
@@ -163,12 +167,17 @@ def main() -> None:
         for test in ("test", "test_orig"):
             scores[(name, test)] = overlaps(pred, args.work / test, args.cohort)
     print(f"fine-tuning took {seconds:.0f} s; pooled Dice on held-out series (n per row):")
-    print(f"{'test series':<22}{'model':<11}{'myocardium':>11}{'enhancement':>13}")
+    print(f"{'test series':<22}{'model':<11}{'myocardium':>11}{'enhancement':>13}{'usable':>9}")
     for test, label in (("test", f"{args.style} style"), ("test_orig", "original style")):
         for name in ("base", "finetuned"):
             myo, enh = pooled(scores[(name, test)])
-            result[f"{test}_{name}"] = {"dice_myocardium": myo, "dice_enhancement": enh}
-            print(f"{label:<22}{name:<11}{myo:>11.3f}{enh:>13.3f}")
+            usable = float(scores[(name, test)][:, 4].mean())
+            result[f"{test}_{name}"] = {
+                "dice_myocardium": myo,
+                "dice_enhancement": enh,
+                "usable_fraction": usable,
+            }
+            print(f"{label:<22}{name:<11}{myo:>11.3f}{enh:>13.3f}{usable:>9.0%}")
         ci = paired_ci(scores[("base", test)], scores[("finetuned", test)], args.boot, args.seed)
         d = np.subtract(pooled(scores[("finetuned", test)]), pooled(scores[("base", test)]))
         result[f"{test}_difference"] = {

@@ -191,7 +191,7 @@ def read_nifti(path: Path, geometry: SeriesGeometry) -> SeriesMask:
 
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
+        data = np.asarray(img.dataobj)  # type: ignore[attr-defined]
     except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError) as exc:
         raise MaskFileError(f"{path.name}: cannot read the NIfTI file ({exc})") from None
     if data.ndim == 4 and data.shape[3] == 1:
@@ -268,6 +268,7 @@ def write_seg(
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
 
     labels = np.asarray(labels)
     if labels.shape != (len(ordered), int(ordered[0].Rows), int(ordered[0].Columns)):
@@ -285,7 +286,7 @@ def write_seg(
         )
     )
 
-    def segment(number: int, label: str, category: object, prop: object) -> object:
+    def segment(number: int, label: str, category: Code, prop: Code) -> hd.seg.SegmentDescription:
         return hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=label,
@@ -296,7 +297,9 @@ def write_seg(
         )
 
     descriptions = [
-        segment(1, "LV myocardium", codes.SCT.AnatomicalStructure, codes.SCT.LeftVentricleMyocardium),
+        segment(
+            1, "LV myocardium", codes.SCT.AnatomicalStructure, codes.SCT.LeftVentricleMyocardium
+        ),
         segment(2, "Enhancement", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Fibrosis),
     ]
     pixels = np.stack([labels >= MYOCARDIUM, labels == ENHANCEMENT], axis=-1).astype(np.uint8)

@@ -48,7 +48,9 @@ from model.predictor import Predictor
 RESULT = "result.json"
 
 
-def segment_all_slices(predictor: Predictor, image: np.ndarray, spacing: float | None) -> np.ndarray:
+def segment_all_slices(
+    predictor: Predictor, image: np.ndarray, spacing: float | None
+) -> np.ndarray:
     """Labels (S, size, size) of every slice, ``max_slices`` slices per pass."""
     step = predictor.config.max_slices
     parts = []

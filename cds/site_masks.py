@@ -191,4 +191,3 @@ def load_site_data(series_dir: Path, masks_dir: Path, image_size: int) -> SiteDa
         counts["slices_annotated"],
     )
     return SiteData(examples, masks, h.hexdigest(), counts)
-

@@ -8,8 +8,8 @@ depends on the image network's output is handled as follows:
 * the **fibrosis burden** is measured on the new segmentation (that is the point);
 * the **image reference** of the quality gate (the familiarity signal,
   :class:`model.image_quality.ImageReference`) is fitted again on the new network's
-  embeddings of the site's series (training part, scaled by the held-out part): the old
-  reference describes embeddings the new network no longer produces;
+  embeddings of all the site's series, its scale cross-fitted (:func:`_reference`): the
+  old reference describes embeddings the new network no longer produces;
 * the **fusion and heads** (stage 2), the single-modality baselines and the attribution
   background were trained on the previous network's image embeddings and are *not*
   re-fitted (that needs outcome labels): the model card says so, and the image embedding
@@ -56,6 +56,8 @@ log = logging.getLogger("mprtm.train")
 HELD_OUT = 0.2
 #: Fewest series for a held-out part (below it the last epoch's weights are kept).
 MIN_SERIES_FOR_HELD_OUT = 5
+#: Folds of the cross-fitted scale of the image reference.
+REFERENCE_FOLDS = 5
 
 
 @dataclass
@@ -85,7 +87,9 @@ def split_series(ids: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
     return picked[n_val:], picked[:n_val]
 
 
-def _dice(branch: ImageBranch, part: Sequence[LabelledExample], cfg: Any, dev: torch.device) -> dict[str, float]:
+def _dice(
+    branch: ImageBranch, part: Sequence[LabelledExample], cfg: Any, dev: torch.device
+) -> dict[str, float]:
     x, y = collect_slices(part, cfg, 0, np.random.default_rng(0))
     if len(x) == 0:
         return {}
@@ -93,15 +97,28 @@ def _dice(branch: ImageBranch, part: Sequence[LabelledExample], cfg: Any, dev: t
 
 
 def _reference(
-    branch: ImageBranch,
-    train: Sequence[LabelledExample],
-    val: Sequence[LabelledExample],
-    cfg: Any,
-    dev: torch.device,
+    branch: ImageBranch, series: Sequence[LabelledExample], cfg: Any, dev: torch.device, seed: int
 ) -> ImageReference | None:
-    emb_tr, ok_tr = embed_images(branch, train, cfg, dev, progress=False)
-    emb_va, ok_va = embed_images(branch, val, cfg, dev, progress=False)
-    return ImageReference.fit(emb_tr[ok_tr, :-1], emb_va[ok_va, :-1])
+    """The familiarity reference of the new network: fitted on every site series, its scale
+    (the 99.5th percentile of held-out distances) taken from :data:`REFERENCE_FOLDS`-fold
+    cross-fitting, so each distance is of a series the fit did not see.  A few dozen series
+    are too few to hold enough out in one split; in-sample distances would set the scale
+    far too small.  None with fewer than 10 series."""
+    emb, ok = embed_images(branch, series, cfg, dev, progress=False)
+    emb = emb[ok, :-1]
+    if len(emb) < 10:
+        return None
+    folds = np.array_split(np.random.default_rng(seed).permutation(len(emb)), REFERENCE_FOLDS)
+    held_out: list[float] = []
+    for fold in folds:
+        rest = np.setdiff1d(np.arange(len(emb)), fold)
+        ref = ImageReference.fit(emb[rest], emb[rest])
+        if ref is not None:
+            held_out += [ref.distance(e) for e in emb[fold]]
+    full = ImageReference.fit(emb, emb)
+    if full is None or not held_out:
+        return None
+    return dataclasses.replace(full, scale=max(float(np.quantile(held_out, 0.995)), 1e-6))
 
 
 def fine_tune_segmentation(
@@ -163,9 +180,9 @@ def fine_tune_segmentation(
         net.image, train, val, cfg, np.random.default_rng(seed), dev, epochs, progress
     )
     after = _dice(net.image, val, cfg, dev)
-    reference = _reference(net.image, train, val, cfg, dev)
+    reference = _reference(net.image, [*train, *val], cfg, dev, seed)
     if reference is None:
-        log.warning("fewer than 8 training series: the new checkpoint has no image reference")
+        log.warning("fewer than 10 series: the new checkpoint has no image reference")
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "init_checkpoint_sha256": init_sha256,
@@ -224,9 +241,10 @@ def fine_tuning_card(report: dict[str, Any]) -> str:
             f"- Held-out Dice after: {_fmt_dice(report['held_out_dice_after'])}",
             "- The image quality gate's familiarity reference was "
             + (
-                "re-fitted on the new network's embeddings of these series."
+                "re-fitted on the new network's embeddings of these series (scale "
+                "cross-fitted over 5 folds)."
                 if report["image_reference_refit"]
-                else "dropped (fewer than 8 training series): that signal is skipped."
+                else "dropped (fewer than 10 series): that signal is skipped."
             ),
             "",
             "**The fusion, the heads, the single-modality baselines and the attribution "

@@ -40,11 +40,7 @@ def test_fine_tuning_changes_the_image_network_and_records_provenance(
     assert rc == 0
     assert "held-out Dice myocardium" in capsys.readouterr().out
     old, new = load_checkpoint(checkpoint), load_checkpoint(out)
-    changed = [
-        k
-        for k in old.state_dict
-        if not torch.equal(old.state_dict[k], new.state_dict[k])
-    ]
+    changed = [k for k in old.state_dict if not torch.equal(old.state_dict[k], new.state_dict[k])]
     assert changed and all(k.startswith("image.") for k in changed)
     assert any(".weight" in k for k in changed)
     report = new.metrics["site_fine_tuning"]

@@ -60,9 +60,7 @@ def test_segment_a_folder_writes_masks_seg_overlays_and_json(
     assert every.shape[0] == n and feats.segmentation is not None
     np.testing.assert_array_equal(every[result["burden_slices"]], feats.segmentation)
     assert feats.fibrosis_burden == pytest.approx(result["burden"], abs=1e-6)
-    np.testing.assert_array_equal(
-        restore_mask(every, *s.truth.shape[1:]), nifti
-    )
+    np.testing.assert_array_equal(restore_mask(every, *s.truth.shape[1:]), nifti)
 
 
 def test_segment_json_agrees_with_the_batch(
