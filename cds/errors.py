@@ -34,3 +34,8 @@ class TerminologyError(MprtmError):
 class ValidationDataError(MprtmError):
     """A bundled validation data set (e.g. the Sunnybrook subset) is missing or malformed;
     the message names the folder or file."""
+
+
+class MaskFileError(MprtmError):
+    """A segmentation mask file (DICOM SEG or NIfTI) cannot be used: unreadable, for no
+    known series, or not matching its series' geometry; the message names the file."""

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from fhir.resources.R4B.patient import Patient
+from pydicom import Dataset
 
 from cds.clinical_tables import observation_search_codes
 from cds.config import Settings
@@ -26,7 +29,7 @@ from cds.mapping import MappedPatient, map_record
 from connectors.errors import DicomInvalid
 from connectors.fhir.base import FhirSource, PatientRecord
 from connectors.pacs.base import ImagingSource, SeriesRef
-from connectors.pacs.pixels import series_volume
+from connectors.pacs.pixels import SeriesVolume, series_volume
 from connectors.pacs.series import not_lge_reason, order_slices, select_lge_series
 
 log = logging.getLogger("mprtm.pipeline")
@@ -75,6 +78,34 @@ def find_lge_series(
     return None
 
 
+@dataclass(frozen=True)
+class LoadedSeries:
+    """A retrieved series as the model's image input.
+
+    Args:
+        volume: the image, fingerprint, slice UIDs and spacing (:class:`SeriesVolume`).
+        ordered: the datasets in spatial order (one per slice; multi-frame instances
+            split into frames).
+        slice_order: how they were ordered (``position`` or ``instance_number``).
+    """
+
+    volume: SeriesVolume
+    ordered: list[Dataset]
+    slice_order: str
+
+
+def load_series(datasets: Sequence[Dataset], image_size: int) -> LoadedSeries:
+    """Order a retrieved series' slices and convert them to the model's image input
+    (``image_size``: the model's ``config.input_size``).  The batch, ``mprtm segment`` and
+    ``mprtm train-segmentation`` read series through here.
+
+    Raises:
+        DicomInvalid: the slices cannot be ordered or decoded (names the UID).
+    """
+    ordered, how = order_slices(datasets)
+    return LoadedSeries(series_volume(ordered, image_size), ordered, how)
+
+
 def attach_image(
     mapped: MappedPatient,
     record: PatientRecord,
@@ -98,8 +129,8 @@ def attach_image(
                 "no image used"
             )
             return
-        ordered, how = order_slices(datasets)
-        volume = series_volume(ordered, image_size)
+        loaded = load_series(datasets, image_size)
+        volume, how = loaded.volume, loaded.slice_order
     except DicomInvalid as exc:
         mapped.warnings.append(f"LGE series {ref.series_instance_uid}: {exc}; no image used")
         mapped.image_rejected = f"the series could not be read ({exc})"

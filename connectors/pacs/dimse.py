@@ -214,6 +214,40 @@ class DimseSource:
 
         return list(self._run(find_contexts(), op, what=what, require=FIND_MODEL))
 
+    def find_series_by_uid(self, series_uid: str) -> SeriesRef | None:
+        """The series with this SeriesInstanceUID, or None (one SERIES-level C-FIND with
+        the study and patient as return keys: a relational query, which PACS such as
+        Orthanc answer)."""
+        uid = check_uid(series_uid, "SeriesInstanceUID")
+        q = Dataset()
+        q.QueryRetrieveLevel = "SERIES"
+        q.SeriesInstanceUID = uid
+        for keyword in ("PatientID", "StudyInstanceUID", "StudyDate", "Modality"):
+            setattr(q, keyword, "")
+        for keyword in ("SeriesDescription", "ProtocolName", "NumberOfSeriesRelatedInstances"):
+            setattr(q, keyword, "")
+        what = f"series C-FIND for series {uid}"
+        rows = self._run(
+            find_contexts(),
+            lambda a: list(iter_find(a, q, FIND_MODEL, what)),
+            what=what,
+            require=FIND_MODEL,
+        )
+        for row in rows:
+            if _text(row, "SeriesInstanceUID") != uid:
+                continue
+            return SeriesRef(
+                patient_id=_text(row, "PatientID"),
+                study_instance_uid=check_uid(_text(row, "StudyInstanceUID"), "StudyInstanceUID"),
+                series_instance_uid=uid,
+                modality=_text(row, "Modality"),
+                series_description=_text(row, "SeriesDescription"),
+                protocol_name=_text(row, "ProtocolName"),
+                study_date=_text(row, "StudyDate"),
+                n_instances=_int(row, "NumberOfSeriesRelatedInstances"),
+            )
+        return None
+
     @staticmethod
     def _study_query(pid: str, modality: str, dates: str) -> Dataset:
         q = Dataset()

@@ -192,6 +192,26 @@ def resample_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.stack([resample_slice(m, size, nearest=True) for m in mask]).astype(np.uint8)
 
 
+def restore_mask(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """The inverse of :func:`resample_mask`: (S, size, size) labels on the model grid ->
+    (S, rows, cols) on the slices' own grid, by nearest neighbour.
+
+    Each native pixel takes the label of the grid pixel whose area covers its centre in the
+    padded square (the geometry of :func:`resample_slice`), so a mask resampled with
+    :func:`resample_mask` and restored is the original up to the grid's resolution.
+    """
+    if mask.ndim != 3 or mask.shape[1] != mask.shape[2]:
+        raise ValueError(f"mask must be (S, size, size), got shape {mask.shape}")
+    if rows <= 0 or cols <= 0:
+        raise ValueError(f"rows and cols must be positive, got {rows} x {cols}")
+    size, n = mask.shape[1], max(rows, cols)
+    top, left = (n - rows) // 2, (n - cols) // 2
+    grid = np.clip(np.floor((np.arange(n) + 0.5) * size / n).astype(int), 0, size - 1)
+    return np.ascontiguousarray(
+        mask[:, grid[top : top + rows]][:, :, grid[left : left + cols]], dtype=np.uint8
+    )
+
+
 def normalise(volume: np.ndarray) -> np.ndarray:
     """Robust [0, 1] scaling by the series' 1st and 99th percentiles, clipped."""
     lo, hi = np.percentile(volume, [LOW_PERCENTILE, HIGH_PERCENTILE])
