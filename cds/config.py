@@ -223,6 +223,10 @@ class ServerSettings:
     smart_client_id: str = ""
     smart_issuers: tuple[str, ...] = ()
     smart_scope: str = "launch openid fhirUser"
+    smart_client_auth: Literal["none", "private_key_jwt"] = "none"
+    smart_private_key_file: str = ""
+    smart_key_alg: Literal["RS384", "ES384"] = "RS384"
+    smart_key_id: str = ""
     threads: int = 8
 
 
