@@ -76,6 +76,7 @@ class FhirSettings:
     retry_backoff_s: float = 0.5
     max_retry_wait_s: float = 60.0
     bulk_timeout_s: float = 3600.0
+    bulk_file_origins: tuple[str, ...] = ()
     observation_window_days: int = 365
     max_notes: int = 3
     notes_window_days: int = 365
