@@ -77,6 +77,7 @@ class FhirSettings:
     max_retry_wait_s: float = 60.0
     bulk_timeout_s: float = 3600.0
     bulk_file_origins: tuple[str, ...] = ()
+    canonical_base: str = ""
     observation_window_days: int = 365
     max_notes: int = 3
     notes_window_days: int = 365

@@ -5,6 +5,10 @@ or the document it returns, with the EHR).  Only public halves are published: of
 ``fhir.private_key_file`` when ``fhir.auth = "smart-backend"`` (Backend Services) and of
 ``server.smart_private_key_file`` when ``server.smart_client_auth = "private_key_jwt"`` (the
 inbox as a confidential asymmetric client).  With neither configured the endpoint answers 404.
+
+``GET /fhir/CodeSystem/<name>``: the CodeSystem resources of the codes the service writes
+(``outcome``, ``risk-tier``, ``model``), so that their canonical URLs under the default
+base (``<server.public_url>/fhir``, :mod:`cds.canonical`) resolve.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
 
+from cds.batch.fhir_out import OUTCOME_CODES, TIER_DISPLAY
+from cds.canonical import canonical
 from connectors.errors import FhirAuthError
 from connectors.fhir.jwks import public_jwks
 
@@ -57,6 +63,50 @@ def jwks() -> Any:
     resp = jsonify(doc)
     resp.headers["Cache-Control"] = "public, max-age=3600"
     resp.mimetype = "application/json"
+    return resp
+
+
+_CODESYSTEMS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+    "outcome": (
+        "M-PRTM predicted outcomes",
+        "complete",
+        [(code, display) for code, (display, _) in OUTCOME_CODES.items()],
+    ),
+    "risk-tier": (
+        "M-PRTM risk tiers (site thresholds on the predicted probability; not HL7 likelihoods)",
+        "complete",
+        list(TIER_DISPLAY.items()),
+    ),
+    "model": (
+        "M-PRTM assessments and model names",
+        "fragment",
+        [("hf-1y-prognosis", "Heart-failure 1-year prognosis")],
+    ),
+}
+
+
+@bp.get("/fhir/CodeSystem/<name>")
+def codesystem(name: str) -> Any:
+    entry = _CODESYSTEMS.get(name)
+    if entry is None:
+        return jsonify(
+            resourceType="OperationOutcome",
+            issue=[{"severity": "error", "code": "not-found", "diagnostics": f"CodeSystem/{name}"}],
+        ), 404
+    title, content, concepts = entry
+    url = canonical(current_app.extensions["mprtm.settings"]).base + f"/CodeSystem/{name}"
+    resp = jsonify(
+        resourceType="CodeSystem",
+        id=name,
+        url=url,
+        name="Mprtm" + "".join(p.title() for p in name.split("-")),
+        title=title,
+        status="active",
+        content=content,
+        caseSensitive=True,
+        concept=[{"code": c, "display": d} for c, d in concepts],
+    )
+    resp.mimetype = "application/fhir+json"
     return resp
 
 
