@@ -48,7 +48,8 @@ class AuditSummary:
                 f"AUDIT {word}: {len(self.skipped)} of {total} packages could not be checked "
                 f"against the '{service}' advisory service",
                 f"  e.g. {self.skipped[0][0]}: {self.skipped[0][1]}",
-                "  packages: " + ", ".join(p for p, _ in self.skipped[:40])
+                "  packages: "
+                + ", ".join(p for p, _ in self.skipped[:40])
                 + (" ..." if len(self.skipped) > 40 else ""),
                 BANNER,
             ]
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     summary, _ = run_pip_audit(args.lock, args.service, args.timeout)
     for line in summary.lines(args.service):
-        print(line)
+        sys.stdout.write(line + "\n")
     return summary.exit_status
 
 

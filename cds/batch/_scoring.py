@@ -31,9 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds.batch.alerts import apply_findings, evaluate_rules
-from cds.canonical import canonical
 from cds.batch.fhir_out import build_device, build_risk_assessment, ra_identifier_value
 from cds.batch.writeback import NdjsonWriter, NullWriter, Writer
+from cds.canonical import canonical
 from cds.clinical_tables import observation_search_codes
 from cds.config import Settings
 from cds.db import session_scope

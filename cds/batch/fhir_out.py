@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-
 from typing import Any
 
 from fhir.resources.R4B.device import Device

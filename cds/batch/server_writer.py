@@ -1,8 +1,8 @@
 """Write-back to the FHIR server: conditional update by identifier (idempotent).
 
-``PUT RiskAssessment?identifier=<canonical base>/identifier/riskassessment|<value>`` creates the resource the
-first time and updates the same one on a re-run; the model's Device is written the same
-way once per process.
+``PUT RiskAssessment?identifier=<canonical base>/identifier/riskassessment|<value>``
+creates the resource the first time and updates the same one on a re-run; the model's
+Device is written the same way once per process.
 """
 
 from __future__ import annotations

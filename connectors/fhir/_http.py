@@ -105,7 +105,9 @@ def _issue_codes(resp: httpx.Response) -> tuple[str, ...]:
         return ()
     if not isinstance(body, Mapping) or body.get("resourceType") != "OperationOutcome":
         return ()
-    issues = body.get("issue") if isinstance(body.get("issue"), list) else []
+    issues = body.get("issue")
+    if not isinstance(issues, list):
+        return ()
     return tuple(str(i.get("code", "")) for i in issues if isinstance(i, Mapping))
 
 

@@ -68,7 +68,9 @@ def test_risk_probability_follows_the_hl7_definitions(p: float, code: str) -> No
 
 
 def test_a_31_percent_death_risk_is_not_hl7_high_but_keeps_the_product_tier() -> None:
-    ra = _ra({"death": 0.31, "rehospitalization": 0.62}, {"death": "high", "rehospitalization": "high"})
+    ra = _ra(
+        {"death": 0.31, "rehospitalization": 0.62}, {"death": "high", "rehospitalization": "high"}
+    )
     death, rehosp = ra.prediction
     (likelihood,) = death.qualitativeRisk.coding
     assert (likelihood.system, likelihood.code) == (RISK_PROBABILITY, "moderate")
@@ -85,7 +87,9 @@ def test_every_system_is_a_url_under_the_configured_canonical_base(
     systems = canonical(settings.replace(fhir__canonical_base=BASE + "/"))
     assert systems.base == BASE
     ra = _ra({"death": 0.2}, {"death": "moderate"}, systems)
-    device = build_device("mprtm", "mprtm-abc", "http://x/model-card", synthetic=True, canonical=systems)
+    device = build_device(
+        "mprtm", "mprtm-abc", "http://x/model-card", synthetic=True, canonical=systems
+    )
     text = ra.model_dump_json() + device.model_dump_json()
     assert "urn:" not in text
     ours = {ra.identifier[0].system, ra.method.coding[0].system, ra.code.coding[0].system}
@@ -121,7 +125,9 @@ def test_r4_check_names_the_offending_element() -> None:
     ra = _ra({"death": 0.2}, {"death": "moderate"})
     check_r4(ra)
     bad = RiskAssessment.model_construct(**{**dict(ra), "status": None})
-    with pytest.raises(ValueError, match=r"(?s)RiskAssessment is not valid FHIR R4.*\"status\"") as e:
+    with pytest.raises(
+        ValueError, match=r"(?s)RiskAssessment is not valid FHIR R4.*\"status\""
+    ) as e:
         check_r4(bad)
     assert "object at 0x" not in str(e.value)
 

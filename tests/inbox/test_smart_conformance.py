@@ -87,9 +87,7 @@ def test_id_token_issuer_is_the_openid_issuer_not_the_fhir_base(
     assert resp.status_code == 502 and b"id_token rejected (InvalidIssuerError)" in resp.data
 
 
-def test_openid_asked_but_no_id_token_is_refused(
-    public_app: Flask, smart: SmartTestServer
-) -> None:
+def test_openid_asked_but_no_id_token_is_refused(public_app: Flask, smart: SmartTestServer) -> None:
     smart.send_id_token = False
     client = public_app.test_client()
     resp, _ = launch(client, smart)
@@ -126,7 +124,8 @@ def test_discovery_without_openid_issuer_is_refused_when_openid_is_asked(
         settings = public_app.extensions["mprtm.settings"]
         app = create_app(settings.replace(server__smart_issuers=[smart.fhir_base]), TESTING=True)
         resp = app.test_client().get(
-            "/inbox/launch", query_string={"launch": smart.new_launch("p-high"), "iss": url + "/fhir"}
+            "/inbox/launch",
+            query_string={"launch": smart.new_launch("p-high"), "iss": url + "/fhir"},
         )
         app.extensions["mprtm.engine"].dispose()
     assert resp.status_code == 502 and b"&#39;issuer&#39; missing" in resp.data
@@ -184,9 +183,7 @@ def test_private_key_jwt_without_a_usable_key(
 ) -> None:
     bad = tmp_path / "not-a-key.pem"
     bad.write_text("nope")
-    app = _app(
-        db_url, smart, smart_client_auth="private_key_jwt", smart_private_key_file=str(bad)
-    )
+    app = _app(db_url, smart, smart_client_auth="private_key_jwt", smart_private_key_file=str(bad))
     resp, _ = launch(app.test_client(), smart)
     assert resp.status_code == 503 and b"smart_private_key_file" in resp.data
     assert smart.token_requests == []
@@ -194,9 +191,7 @@ def test_private_key_jwt_without_a_usable_key(
 
 
 # ------------------------------------------------------------------ launch context (16)
-def test_fhir_context_and_app_context_are_read(
-    public_app: Flask, smart: SmartTestServer
-) -> None:
+def test_fhir_context_and_app_context_are_read(public_app: Flask, smart: SmartTestServer) -> None:
     card = "5b1e1a7e-0b7a-4a55-9d2f-3c1f0c7d9e11"
     app_context = json.dumps({"patientId": "p-high", "cardUuid": card, "predictionId": 1})
     launch_id = smart.new_launch(

@@ -36,7 +36,9 @@ def test_expected_hash_is_checked_before_the_weights_are_read(
 ) -> None:
     folder = tmp_path / "enc"
     shutil.copytree(tiny_bert, folder)
-    weights = next(p for p in folder.iterdir() if p.name in ("model.safetensors", "pytorch_model.bin"))
+    weights = next(
+        p for p in folder.iterdir() if p.name in ("model.safetensors", "pytorch_model.bin")
+    )
     weights.write_bytes(b"not weights at all")  # loading would fail with another message
     with pytest.raises(TextEncoderError, match="refusing to load them"):
         TextEncoder(str(folder), expected_sha256=weights_sha256(tiny_bert))
