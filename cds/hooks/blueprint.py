@@ -20,6 +20,7 @@ from cds.config import Settings
 from cds.hooks.engine import HooksEngine
 from cds.hooks.errors import BadHookRequest, HooksError, UnknownService
 from cds.hooks.feedback import parse_feedback
+from cds.hooks.openapi import bp as openapi_bp
 from cds.hooks.request import parse_hook_request, refuse_fhir_access
 from cds.hooks.scoring import OnDemandScorer
 from cds.hooks.security import JwtVerifier, ReplayCache
@@ -233,6 +234,7 @@ def init_app(app: Flask, settings: Settings, scorer: OnDemandScorer | None = Non
         settings=settings, engine=engine, verifier=verifier, fhir_policies=fhir_policies(settings)
     )
     app.register_blueprint(bp)
+    app.register_blueprint(openapi_bp)  # GET /cds-services/openapi.json
 
 
 def set_scorer(app: Flask, scorer: OnDemandScorer | None) -> None:
