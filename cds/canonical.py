@@ -38,6 +38,18 @@ class Canonical:
         return f"{self.base}/StructureDefinition/risk-tier"
 
     @property
+    def card_topic(self) -> str:
+        return f"{self.base}/CodeSystem/card-topic"
+
+    @property
+    def override_reason(self) -> str:
+        return f"{self.base}/CodeSystem/card-override-reason"
+
+    @property
+    def suggested_order(self) -> str:
+        return f"{self.base}/CodeSystem/suggested-order"
+
+    @property
     def ra_identifier(self) -> str:
         return f"{self.base}/identifier/riskassessment"
 

@@ -20,6 +20,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 
 from cds.batch.fhir_out import OUTCOME_CODES, TIER_DISPLAY
 from cds.canonical import canonical
+from cds.hooks.cards import OVERRIDE_REASONS, SUGGESTED_ORDERS
 from connectors.errors import FhirAuthError
 from connectors.fhir.jwks import public_jwks
 
@@ -81,6 +82,21 @@ _CODESYSTEMS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "M-PRTM assessments and model names",
         "fragment",
         [("hf-1y-prognosis", "Heart-failure 1-year prognosis")],
+    ),
+    "card-topic": (
+        "M-PRTM CDS Hooks card topics",
+        "complete",
+        [("hf-1y-risk", "Heart-failure risk")],
+    ),
+    "card-override-reason": (
+        "M-PRTM CDS Hooks card override reasons",
+        "complete",
+        list(OVERRIDE_REASONS),
+    ),
+    "suggested-order": (
+        "M-PRTM suggested orders",
+        "complete",
+        list(SUGGESTED_ORDERS.items()),
     ),
 }
 

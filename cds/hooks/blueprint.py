@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from cds.canonical import canonical
 from cds.config import Settings
 from cds.hooks.engine import HooksEngine
 from cds.hooks.errors import BadHookRequest, HooksError, UnknownService
@@ -165,7 +166,7 @@ def feedback(service_id: str) -> Any:
     engine = _state().engine
     engine.writer.flush()  # cards issued a moment ago are in the database
     with engine.sessions() as session:
-        rows = parse_feedback(body, service_id, session)
+        rows = parse_feedback(body, service_id, session, canonical(engine.settings).override_reason)
     n = store_feedback(engine.sessions, rows)
     log.info("feedback service=%s items=%d", service_id, n)
     return jsonify({"stored": n})

@@ -32,7 +32,8 @@ def written_section() -> str:
 ## What the service writes back
 
 Each nightly run writes one `RiskAssessment` per patient and one `Device` per model version
-(docs/deployment.md).  The service's own code systems, extension and identifier systems
+(docs/deployment.md); CDS Hooks cards carry codes of the service's own too
+(docs/cds-hooks.md).  The service's own code systems, extension and identifier systems
 are URLs under one canonical base, `fhir.canonical_base` (empty: `<server.public_url>/fhir`,
 where `GET /fhir/CodeSystem/<name>` serves the CodeSystem resources).  Set it once:
 resources written under one base are not found again by identifier under another.
@@ -45,6 +46,9 @@ resources written under one base are not found again by identifier under another
 | `prediction.outcome` (with SNOMED CT where a concept exists) | `{c.outcome}` |
 | product risk tier, extension `{c.risk_tier_extension}` on each prediction | `{c.risk_tier}` |
 | `prediction.qualitativeRisk` | `{RISK_PROBABILITY}` |
+| CDS Hooks card `source.topic` | `{c.card_topic}` |
+| CDS Hooks card `overrideReasons` | `{c.override_reason}` |
+| suggested `ServiceRequest.code` | `{c.suggested_order}` |
 
 | outcome code | display | SNOMED CT |
 |---|---|---|
