@@ -4,16 +4,39 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Every package of the environment, pinned with sha256 hashes (`make lock` refreshes it).
+LOCK := requirements.lock
+# Folder holding the CPU build of torch (torch==2.13.0+cpu); see docs/deployment.md.
+TORCH_WHEELS ?= /opt/wheels
+LOCK_ARGS := pyproject.toml requirements-build.in --extra dev --extra scale \
+	--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--find-links $(TORCH_WHEELS) --emit-find-links --override requirements-override.txt \
+	--no-header -o $(LOCK)
 
-.PHONY: venv demo test test-fast lint typecheck clean
+.PHONY: venv demo test test-fast lint typecheck audit lock lock-upgrade clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Installs exactly the lock file (pip refuses any file whose hash is not in it), then the
+# project itself without resolving anything more.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[dev,scale]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
+
+# Refresh requirements.lock after a change of pyproject.toml (keeps the other pins).
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile $(LOCK_ARGS)
+
+# Move every pin to the newest release the ranges of pyproject.toml allow.
+lock-upgrade: $(STAMP)
+	$(VENV)/bin/uv pip compile --upgrade $(LOCK_ARGS)
+
+# Known vulnerabilities of the locked packages (tools/audit.sh; skipped loudly offline).
+audit: $(STAMP)
+	bash tools/audit.sh $(LOCK)
 
 demo: $(STAMP)
 	$(PY) -m cds.demo

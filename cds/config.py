@@ -76,6 +76,8 @@ class FhirSettings:
     retry_backoff_s: float = 0.5
     max_retry_wait_s: float = 60.0
     bulk_timeout_s: float = 3600.0
+    bulk_file_origins: tuple[str, ...] = ()
+    canonical_base: str = ""
     observation_window_days: int = 365
     max_notes: int = 3
     notes_window_days: int = 365
@@ -224,6 +226,10 @@ class ServerSettings:
     smart_client_id: str = ""
     smart_issuers: tuple[str, ...] = ()
     smart_scope: str = "launch openid fhirUser"
+    smart_client_auth: Literal["none", "private_key_jwt"] = "none"
+    smart_private_key_file: str = ""
+    smart_key_alg: Literal["RS384", "ES384"] = "RS384"
+    smart_key_id: str = ""
     threads: int = 8
 
 

@@ -14,10 +14,19 @@ class ConnectorError(Exception):
 class FhirError(ConnectorError):
     """A FHIR interaction failed."""
 
-    def __init__(self, message: str, *, status: int | None = None, url: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        url: str = "",
+        issue_codes: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.url = url
+        #: ``issue.code`` values of the OperationOutcome the server answered with, if any.
+        self.issue_codes = issue_codes
 
 
 class ResourceNotFound(FhirError):
@@ -80,10 +89,19 @@ class DicomWebError(PacsError):
     """A DICOMweb (QIDO-RS/WADO-RS) request failed: an HTTP error status, a malformed
     answer, or timeouts/5xx after every retry."""
 
-    def __init__(self, message: str, *, status: int | None = None, url: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        url: str = "",
+        issue_codes: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.url = url
+        #: ``issue.code`` values of the OperationOutcome the server answered with, if any.
+        self.issue_codes = issue_codes
 
 
 class StorageScpError(PacsError):

@@ -18,7 +18,7 @@ from model.errors import IncompatibleCheckpointError, ModelInputError
 from model.image_branch import crop_box, prepare_volume
 from model.image_quality import ImageReference, QualityRules, assess
 from model.mprtm import Network, build_network
-from model.text_branch import TextEncoder
+from model.text_branch import TextEncoder, default_text_encoder_path, weights_sha256
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, PatientPrediction
 
 log = logging.getLogger("mprtm.model")
@@ -42,13 +42,21 @@ def load_text_encoder(ckpt: Checkpoint, path: str | None = None) -> TextEncoder:
     folder = path or recorded.get("path") or cfg.text_encoder
     if not folder or not Path(folder).is_dir():
         folder = cfg.text_encoder  # "" -> bundled MiniLM
-    enc = TextEncoder(folder, cfg.text_trainable_layers, cfg.text_window, cfg.text_max_segments)
-    if recorded.get("sha256") and enc.sha256 != recorded["sha256"]:
+    want = str(recorded.get("sha256") or "")
+    if want and weights_sha256(folder or default_text_encoder_path()) != want:
+        # checked before the encoder reads its weights
         raise IncompatibleCheckpointError(
-            f"text encoder at {enc.path} has weights sha256 {enc.sha256[:12]}, but the "
-            f"checkpoint was trained with {recorded.get('name')} sha256 "
-            f"{str(recorded['sha256'])[:12]}; pass the matching folder (text_encoder_path)"
+            f"text encoder at {folder or 'the bundled MiniLM'} has other weights than the "
+            f"checkpoint was trained with ({recorded.get('name')} sha256 {want[:12]}); "
+            "pass the matching folder (text_encoder_path)"
         )
+    enc = TextEncoder(
+        folder,
+        cfg.text_trainable_layers,
+        cfg.text_window,
+        cfg.text_max_segments,
+        expected_sha256=want,
+    )
     if enc.hidden_size != cfg.text_dim:
         raise IncompatibleCheckpointError(
             f"text encoder hidden size {enc.hidden_size} != checkpoint's {cfg.text_dim}"

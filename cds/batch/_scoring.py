@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cds.batch.alerts import apply_findings, evaluate_rules
 from cds.batch.fhir_out import build_device, build_risk_assessment, ra_identifier_value
 from cds.batch.writeback import NdjsonWriter, NullWriter, Writer
+from cds.canonical import canonical
 from cds.clinical_tables import observation_search_codes
 from cds.config import Settings
 from cds.db import session_scope
@@ -113,6 +114,7 @@ class Scorer:
                 self.model_version,
                 card_url,
                 synthetic=self.synthetic_training_data,
+                canonical=canonical(settings),
             )
         )
         self._loinc = observation_search_codes()
@@ -351,6 +353,7 @@ class Scorer:
             fibrosis_burden=pred.fibrosis_burden,
             basis=list(m.basis),
             contributions=contributions,
+            canonical=canonical(self.settings),
         )
         ra_id = self.writer.write(ra)
         t1 = time.perf_counter()

@@ -1,8 +1,8 @@
 """Write-back to the FHIR server: conditional update by identifier (idempotent).
 
-``PUT RiskAssessment?identifier=urn:mprtm:riskassessment|<value>`` creates the resource the
-first time and updates the same one on a re-run; the model's Device is written the same
-way once per process.
+``PUT RiskAssessment?identifier=<canonical base>/identifier/riskassessment|<value>``
+creates the resource the first time and updates the same one on a re-run; the model's
+Device is written the same way once per process.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
-from cds.batch.fhir_out import DEVICE_IDENTIFIER_SYSTEM, RA_IDENTIFIER_SYSTEM
 from cds.batch.writeback import WritebackError, _identifier
 from cds.config import Settings
 from connectors.errors import FhirError
@@ -33,19 +32,19 @@ class ServerWriter:
         return cls(source.client, owner=source)
 
     def ensure_device(self, device: Device) -> str:
-        ident = _identifier(device, DEVICE_IDENTIFIER_SYSTEM)
+        system, ident = _identifier(device)
         if ident not in self._devices:
             try:
-                res = self.client.conditional_update(device, DEVICE_IDENTIFIER_SYSTEM, ident)
+                res = self.client.conditional_update(device, system, ident)
             except FhirError as exc:
                 raise WritebackError(f"Device {ident}: {exc}") from exc
             self._devices[ident] = f"Device/{res.id}"
         return self._devices[ident]
 
     def write(self, ra: RiskAssessment) -> str:
-        ident = _identifier(ra, RA_IDENTIFIER_SYSTEM)
+        system, ident = _identifier(ra)
         try:
-            res = self.client.conditional_update(ra, RA_IDENTIFIER_SYSTEM, ident)
+            res = self.client.conditional_update(ra, system, ident)
         except FhirError as exc:
             raise WritebackError(f"RiskAssessment {ident}: {exc}") from exc
         return str(res.id)

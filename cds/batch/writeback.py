@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
-from cds.batch.fhir_out import DEVICE_IDENTIFIER_SYSTEM, RA_IDENTIFIER_SYSTEM
 from cds.errors import MprtmError
 
 
@@ -44,11 +43,12 @@ class Writer(Protocol):
         ...
 
 
-def _identifier(resource: Any, system: str) -> str:
+def _identifier(resource: Any) -> tuple[str, str]:
+    """(system, value) of the business identifier the service gave ``resource``."""
     for ident in resource.identifier or []:
-        if ident.system == system and ident.value:
-            return str(ident.value)
-    raise WritebackError(f"{resource.__resource_type__} has no identifier of system {system}")
+        if ident.system and ident.value:
+            return str(ident.system), str(ident.value)
+    raise WritebackError(f"{resource.__resource_type__} has no identifier with a system")
 
 
 def _stable_id(identifier: str) -> str:
@@ -65,8 +65,8 @@ class NdjsonWriter:
         self._lock = threading.Lock()
 
     def ensure_device(self, device: Device) -> str:
-        ident = _identifier(device, DEVICE_IDENTIFIER_SYSTEM)
-        device.id = _stable_id(f"{DEVICE_IDENTIFIER_SYSTEM}|{ident}")
+        system, ident = _identifier(device)
+        device.id = _stable_id(f"{system}|{ident}")
         with self._lock:
             existing = _read_lines(self.device_path)
             if not any(r.get("id") == device.id for r in existing):
@@ -75,8 +75,8 @@ class NdjsonWriter:
         return f"Device/{device.id}"
 
     def write(self, ra: RiskAssessment) -> str:
-        ident = _identifier(ra, RA_IDENTIFIER_SYSTEM)
-        ra.id = _stable_id(f"{RA_IDENTIFIER_SYSTEM}|{ident}")
+        system, ident = _identifier(ra)
+        ra.id = _stable_id(f"{system}|{ident}")
         line = ra.model_dump_json(exclude_none=True)
         with self._lock, self.path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -127,11 +127,12 @@ class NullWriter:
     """``writeback = "none"``: predictions are kept in the database only."""
 
     def ensure_device(self, device: Device) -> str:
-        ident = _identifier(device, DEVICE_IDENTIFIER_SYSTEM)
-        return f"Device/{_stable_id(f'{DEVICE_IDENTIFIER_SYSTEM}|{ident}')}"
+        system, ident = _identifier(device)
+        return f"Device/{_stable_id(f'{system}|{ident}')}"
 
     def write(self, ra: RiskAssessment) -> str:
-        return _stable_id(f"{RA_IDENTIFIER_SYSTEM}|{_identifier(ra, RA_IDENTIFIER_SYSTEM)}")
+        system, ident = _identifier(ra)
+        return _stable_id(f"{system}|{ident}")
 
     def finish(self) -> None:
         return None

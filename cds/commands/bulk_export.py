@@ -68,6 +68,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         source.http,
         timeout_s=settings.fhir.bulk_timeout_s,
         progress=False if args.no_progress else None,
+        file_origins=settings.fhir.bulk_file_origins,
     )
     try:
         result = exporter.export(args.out, group_id=args.group, types=types, since=since)
@@ -81,6 +82,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         f"{len(result.files)} files in {args.out} ({result.seconds:.1f}s, "
         f"transactionTime {result.transaction_time or '?'})"
     )
+    if result.deleted:
+        print(f"{len(result.deleted)} resources reported deleted (listed in {args.out}/deleted/)")
     for w in result.warnings:
         print(f"warning: {w}")
     for e in result.errors[:MAX_LISTED]:

@@ -16,10 +16,12 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from cds.canonical import canonical
 from cds.config import Settings
 from cds.hooks.engine import HooksEngine
 from cds.hooks.errors import BadHookRequest, HooksError, UnknownService
 from cds.hooks.feedback import parse_feedback
+from cds.hooks.openapi import bp as openapi_bp
 from cds.hooks.request import parse_hook_request, refuse_fhir_access
 from cds.hooks.scoring import OnDemandScorer
 from cds.hooks.security import JwtVerifier, ReplayCache
@@ -164,7 +166,7 @@ def feedback(service_id: str) -> Any:
     engine = _state().engine
     engine.writer.flush()  # cards issued a moment ago are in the database
     with engine.sessions() as session:
-        rows = parse_feedback(body, service_id, session)
+        rows = parse_feedback(body, service_id, session, canonical(engine.settings).override_reason)
     n = store_feedback(engine.sessions, rows)
     log.info("feedback service=%s items=%d", service_id, n)
     return jsonify({"stored": n})
@@ -233,6 +235,7 @@ def init_app(app: Flask, settings: Settings, scorer: OnDemandScorer | None = Non
         settings=settings, engine=engine, verifier=verifier, fhir_policies=fhir_policies(settings)
     )
     app.register_blueprint(bp)
+    app.register_blueprint(openapi_bp)  # GET /cds-services/openapi.json
 
 
 def set_scorer(app: Flask, scorer: OnDemandScorer | None) -> None:

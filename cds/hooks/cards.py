@@ -13,9 +13,10 @@ import datetime as dt
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from cds.canonical import Canonical
 from cds.explain import HEADLINE_OUTCOME, contribution_sentence
 from cds.hooks.view import RiskView
 from cds.image_gate import unusable_text
@@ -35,10 +36,12 @@ MODALITY_LABELS = {
     "text": "medications & notes",
     "image": "LGE MRI",
 }
-#: Code systems minted by this service (stable URNs; sites map them to their catalogues).
-TOPIC_SYSTEM = "urn:mprtm:codesystem:card-topic"
-OVERRIDE_SYSTEM = "urn:mprtm:codesystem:card-override-reason"
-ORDER_SYSTEM = "urn:mprtm:codesystem:suggested-order"
+#: Codes of the service's own code systems (URLs under ``fhir.canonical_base``,
+#: :mod:`cds.canonical`; served at ``/fhir/CodeSystem/<name>``).
+SUGGESTED_ORDERS: dict[str, str] = {
+    "hf-clinic-follow-up": "Heart failure clinic follow-up",
+    "cardiac-mri-lge": "Cardiac MRI with late gadolinium enhancement",
+}
 OVERRIDE_REASONS: tuple[tuple[str, str], ...] = (
     ("already-arranged", "Follow-up already arranged"),
     ("clinical-judgement", "Risk estimate not consistent with clinical picture"),
@@ -63,6 +66,7 @@ class CardContext:
         headline_outcome: outcome named in the summary (``alerts.outcome``).
         now: the time of the call (UTC).
         last_lge_date: the newest LGE study known (cache or prefetched ImagingStudy).
+        systems: URLs of the service's own code systems (``fhir.canonical_base``).
     """
 
     service_id: str
@@ -73,6 +77,7 @@ class CardContext:
     headline_outcome: str
     now: dt.datetime
     last_lge_date: dt.date | None = None
+    systems: Canonical = field(default_factory=Canonical)
 
     @property
     def model_card_url(self) -> str:
@@ -90,7 +95,11 @@ def _source(ctx: CardContext) -> dict[str, Any]:
     return {
         "label": "M-PRTM heart-failure risk model",
         "url": ctx.model_card_url,
-        "topic": {"system": TOPIC_SYSTEM, "code": "hf-1y-risk", "display": "Heart-failure risk"},
+        "topic": {
+            "system": ctx.systems.card_topic,
+            "code": "hf-1y-risk",
+            "display": "Heart-failure risk",
+        },
     }
 
 
@@ -112,8 +121,10 @@ def _links(ctx: CardContext, card_uuid: str, prediction_id: int | None) -> list[
     ]
 
 
-def override_reasons() -> list[dict[str, str]]:
-    return [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+def override_reasons(systems: Canonical) -> list[dict[str, str]]:
+    return [
+        {"system": systems.override_reason, "code": c, "display": d} for c, d in OVERRIDE_REASONS
+    ]
 
 
 def _pct(p: float) -> str:
@@ -162,7 +173,7 @@ def risk_card(view: RiskView, ctx: CardContext) -> dict[str, Any] | None:
         "detail": detail_markdown(view, ctx),
         "source": _source(ctx),
         "links": _links(ctx, card_uuid, view.prediction_id),
-        "overrideReasons": override_reasons(),
+        "overrideReasons": override_reasons(ctx.systems),
     }
     suggestions = _suggestions(view, ctx, outcome)
     if suggestions:
@@ -285,7 +296,9 @@ def _service_request(
         "status": "draft",
         "intent": "proposal",
         "priority": priority,
-        "code": {"coding": [{"system": ORDER_SYSTEM, "code": code, "display": display}]},
+        "code": {
+            "coding": [{"system": ctx.systems.suggested_order, "code": code, "display": display}]
+        },
         "subject": {"reference": f"Patient/{ctx.patient_id}"},
         "authoredOn": ctx.now.isoformat(timespec="seconds"),
         "reasonCode": [{"text": reason}],
@@ -313,7 +326,7 @@ def _suggestions(view: RiskView, ctx: CardContext, outcome: str) -> list[dict[st
         resource = _service_request(
             ctx,
             "hf-clinic-follow-up",
-            "Heart failure clinic follow-up",
+            SUGGESTED_ORDERS["hf-clinic-follow-up"],
             reason,
             FOLLOW_UP_DAYS,
             "urgent",
@@ -338,7 +351,7 @@ def _suggestions(view: RiskView, ctx: CardContext, outcome: str) -> list[dict[st
         resource = _service_request(
             ctx,
             "cardiac-mri-lge",
-            "Cardiac MRI with late gadolinium enhancement",
+            SUGGESTED_ORDERS["cardiac-mri-lge"],
             f"No LGE cardiac MRI in the last 12 months ({when}); fibrosis burden unknown",
             None,
             "routine",

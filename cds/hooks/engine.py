@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cds.canonical import canonical
 from cds.config import Settings
 from cds.db.models import ModelVersion, Prediction
 from cds.hooks import store
@@ -128,6 +129,7 @@ class HooksEngine:
             headline_outcome=self.settings.alerts.outcome,
             now=now,
             last_lge_date=last_lge,
+            systems=canonical(self.settings),
         )
         age_h = (now - store.as_utc(latest.created_at)).total_seconds() / 3600 if latest else None
         if latest is not None and age_h is not None and age_h <= hooks.fresh_hours:

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cds.hooks.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
+from cds.hooks.cards import OVERRIDE_REASONS
 from cds.hooks.errors import BadHookRequest, UnknownCard
 from cds.hooks.store import as_utc, issued_cards
 
@@ -54,7 +54,9 @@ def _accepted(item: dict[str, Any], where: str) -> list[str]:
     return ids
 
 
-def _override(item: dict[str, Any], where: str) -> tuple[str | None, str | None, str | None]:
+def _override(
+    item: dict[str, Any], where: str, own_system: str
+) -> tuple[str | None, str | None, str | None]:
     value = item.get("overrideReason")
     if value is None:
         return None, None, None
@@ -81,13 +83,19 @@ def _override(item: dict[str, Any], where: str) -> tuple[str | None, str | None,
             f"{where}.overrideReason.reason.display is longer than {MAX_DISPLAY} characters"
         )
     if not isinstance(display, str) or not display:
-        display = _DISPLAY.get(code) if system == OVERRIDE_SYSTEM else None
-    stored_code = code if system == OVERRIDE_SYSTEM else f"{system}|{code}"
+        display = _DISPLAY.get(code) if system == own_system else None
+    stored_code = code if system == own_system else f"{system}|{code}"
     return stored_code[:100], (display or None), comment
 
 
-def parse_feedback(body: Any, service_id: str, session: Session) -> list[dict[str, Any]]:
-    """Validated rows for :class:`cds.db.models.CardFeedback`; raises 400/404 errors."""
+def parse_feedback(
+    body: Any, service_id: str, session: Session, override_system: str
+) -> list[dict[str, Any]]:
+    """Validated rows for :class:`cds.db.models.CardFeedback`; raises 400/404 errors.
+
+    ``override_system`` is the system of the service's own override reasons (their code is
+    stored alone; any other system's as ``system|code``).
+    """
     if not isinstance(body, dict) or not isinstance(body.get("feedback"), list):
         raise BadHookRequest("the body must be an object with a 'feedback' array")
     items = body["feedback"]
@@ -107,7 +115,7 @@ def parse_feedback(body: Any, service_id: str, session: Session) -> list[dict[st
         when = _timestamp(item.get("outcomeTimestamp"), where)
         accepted = _accepted(item, where) if outcome == "accepted" else []
         code, display, comment = (
-            _override(item, where)
+            _override(item, where, override_system)
             if outcome == "overridden"
             else (
                 None,

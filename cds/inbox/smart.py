@@ -10,12 +10,16 @@
    ``<server.public_url>/inbox/callback``, the ``launch`` value, ``scope``
    (``server.smart_scope``), ``aud`` = ``iss``, a random ``state`` and a PKCE S256
    ``code_challenge``.  State and verifier are kept in the (signed) session.
-4. ``/inbox/callback`` checks ``state``, exchanges the code (with the ``code_verifier``)
-   at the token endpoint and reads the launch context: ``patient`` is required.  An
-   ``id_token`` is verified against the server's ``jwks_uri`` (audience = our client id,
-   issuer = ``iss``) and its ``fhirUser`` (else ``sub``) names the user in the audit trail.
+4. ``/inbox/callback`` checks ``state``, exchanges the code (with the ``code_verifier``;
+   a confidential client adds its signed client assertion) at the token endpoint and reads
+   the launch context: ``patient`` is required, ``fhirContext`` and ``appContext`` are kept.
+   The ``id_token`` (required when ``openid`` was asked) is verified against the
+   smart-configuration's ``jwks_uri`` (audience = our client id, issuer = its OpenID
+   ``issuer``) and its ``fhirUser`` (else ``sub``) names the user in the audit trail.
+   Details in :mod:`cds.inbox._smart_token`.
 5. The new session is bound to that patient only; the access token is not kept (the
-   inbox reads its own database, not the EHR's FHIR server).  Then the patient page.
+   inbox reads its own database, not the EHR's FHIR server).  Then the patient page (at the
+   card's alert list when the appContext named one of our cards).
 """
 
 from __future__ import annotations
@@ -31,10 +35,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import jwt
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from cds.inbox._db import settings
+from cds.inbox._smart_token import (
+    app_context_card,
+    check_discovery,
+    client_auth,
+    fhir_context,
+    verify_id_token,
+    wants_openid,
+)
 from cds.inbox.auth import start_session
 from cds.inbox.errors import SmartLaunchError
 
@@ -47,7 +58,6 @@ PENDING_TTL_S = 600
 MAX_PENDING = 4
 HTTP_TIMEOUT_S = 10.0
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # used with fullmatch
-ID_TOKEN_ALGS = ["RS256", "RS384", "ES256", "ES384"]
 
 
 def _norm(url: str) -> str:
@@ -121,6 +131,7 @@ def launch() -> Any:
                 f"launch: issuer {iss[:200]} is not in server.smart_issuers", 403
             )
         config = discover(iss)
+        check_discovery(iss, config, server)
     except SmartLaunchError as exc:
         return _fail(exc)
     verifier, challenge = pkce_pair()
@@ -138,6 +149,8 @@ def launch() -> Any:
             "at": time.time(),
             "token_endpoint": config["token_endpoint"],
             "jwks_uri": config.get("jwks_uri") or "",
+            "oidc_issuer": config.get("issuer") or "",
+            "openid": wants_openid(server.smart_scope),
         }
     )
     session[PENDING_KEY] = pending
@@ -179,14 +192,14 @@ def _take_pending(state: str) -> dict[str, Any]:
 
 def _exchange(pending: dict[str, Any], code: str) -> dict[str, Any]:
     server = settings().server
+    url = pending["token_endpoint"]
     form = {
         "grant_type": "authorization_code",
         "code": code,
         "redirect_uri": redirect_uri(),
-        "client_id": server.smart_client_id,
         "code_verifier": pending["verifier"],
+        **client_auth(server, url),
     }
-    url = pending["token_endpoint"]
     try:
         with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
             resp = client.post(url, data=form, headers={"Accept": "application/json"})
@@ -210,29 +223,6 @@ def _exchange(pending: dict[str, Any], code: str) -> dict[str, Any]:
     return data
 
 
-def _actor(pending: dict[str, Any], token: dict[str, Any]) -> str:
-    id_token = token.get("id_token")
-    if not isinstance(id_token, str) or not id_token:
-        return "ehr-user"
-    if not pending.get("jwks_uri"):
-        raise SmartLaunchError("token: an id_token came but the issuer publishes no jwks_uri", 502)
-    try:
-        key = jwt.PyJWKClient(
-            pending["jwks_uri"], timeout=int(HTTP_TIMEOUT_S)
-        ).get_signing_key_from_jwt(id_token)
-        claims = jwt.decode(
-            id_token,
-            key.key,
-            algorithms=ID_TOKEN_ALGS,
-            audience=settings().server.smart_client_id,
-            issuer=pending["iss"],
-            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-        )
-    except jwt.PyJWTError as exc:
-        raise SmartLaunchError(f"token: id_token rejected ({type(exc).__name__})", 502) from None
-    return str(claims.get("fhirUser") or claims["sub"])[:90]
-
-
 @bp.get("/callback")
 def callback() -> Any:
     try:
@@ -248,12 +238,29 @@ def callback() -> Any:
         patient = token.get("patient")
         if not isinstance(patient, str) or not FHIR_ID.fullmatch(patient):
             raise SmartLaunchError("token: the launch context has no valid 'patient'", 502)
-        actor = _actor(pending, token)
+        actor = verify_id_token(pending, token, settings().server.smart_client_id)
     except SmartLaunchError as exc:
         return _fail(exc)
-    start_session(smart={"patient": patient, "actor": actor, "iss": pending["iss"]})
-    log.info("SMART launch complete for patient %s from %s", patient, pending["iss"])
-    return redirect(url_for("inbox.patient", fhir_id=patient))
+    context = fhir_context(token)
+    card = app_context_card(token, patient)
+    start_session(
+        smart={
+            "patient": patient,
+            "actor": actor or "ehr-user",
+            "iss": pending["iss"],
+            "context": " ".join(context),
+            "card": card or "",
+        }
+    )
+    log.info(
+        "SMART launch complete for patient %s from %s (context: %s; card: %s)",
+        patient,
+        pending["iss"],
+        ", ".join(context) or "none",
+        card or "none",
+    )
+    target = url_for("inbox.patient", fhir_id=patient)
+    return redirect(target + ("#alerts-h" if card else ""))
 
 
 def _fail(exc: SmartLaunchError) -> Any:

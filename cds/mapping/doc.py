@@ -15,6 +15,7 @@ from cds.clinical_tables import (
     nyha_answers,
     unit_synonyms,
 )
+from cds.mapping._written_doc import written_section
 from cds.mapping.conditions import ACTIVE, ICD10_SYSTEMS
 from cds.mapping.observations import ACCEPTED_STATUS
 from cds.terminology import shipped_valuesets
@@ -252,4 +253,5 @@ def render() -> str:
         "\nRxNorm sources (VSAC OID|version): " + _sources(sets, "med_beta_blocker") + "\n"
     )
     parts.append("\n" + _REST)
+    parts.append("\n" + written_section())
     return "".join(parts)

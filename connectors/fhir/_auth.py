@@ -13,21 +13,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
-import jwt
-
 from connectors.errors import FhirAuthError, FhirError, ResourceNotFound
-from connectors.fhir.jwks import PrivateKey, load_private_key, public_jwk
+from connectors.fhir.jwks import (
+    ASSERTION_TYPE,
+    PrivateKey,
+    load_private_key,
+    public_jwk,
+    sign_client_assertion,
+)
 
 if TYPE_CHECKING:
     from connectors.fhir._http import FhirHttp
 
 log = logging.getLogger("connectors.fhir.auth")
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_LIFETIME_S = 300
+__all__ = ["ASSERTION_TYPE", "BearerAuth", "SmartBackendAuth"]
 
 
 class BearerAuth:
@@ -134,17 +136,8 @@ class SmartBackendAuth:
 
     def client_assertion(self) -> str:
         """A freshly signed client assertion JWT (unique jti, exp in five minutes)."""
-        now = int(time.time())
-        claims = {
-            "iss": self.client_id,
-            "sub": self.client_id,
-            "aud": self.token_url,
-            "exp": now + ASSERTION_LIFETIME_S,
-            "iat": now,
-            "jti": uuid.uuid4().hex,
-        }
-        return jwt.encode(
-            claims, self._key, algorithm=self.alg, headers={"kid": self.key_id, "typ": "JWT"}
+        return sign_client_assertion(
+            self._key, self.alg, self.key_id, client_id=self.client_id, token_url=self.token_url
         )
 
     def _fetch(self) -> None:

@@ -98,6 +98,19 @@ def _response_outcome(resp: httpx.Response) -> str:
     return outcome_text(body)
 
 
+def _issue_codes(resp: httpx.Response) -> tuple[str, ...]:
+    try:
+        body = resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return ()
+    if not isinstance(body, Mapping) or body.get("resourceType") != "OperationOutcome":
+        return ()
+    issues = body.get("issue")
+    if not isinstance(issues, list):
+        return ()
+    return tuple(str(i.get("code", "")) for i in issues if isinstance(i, Mapping))
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
     if not value:
@@ -191,13 +204,19 @@ class FhirHttp:
         stream: bool = False,
         content: bytes | None = None,
         any_origin: bool = False,
+        trusted_origin: bool = False,
+        retry_statuses: frozenset[int] = RETRY_STATUSES,
     ) -> httpx.Response:
         """Send one request (with retries) and return a 2xx/3xx response; raise otherwise.
 
         ``what`` names the resource or search in error messages (e.g. ``Patient/123``).
         With ``stream`` the body is not read (the caller must close the response).
+        ``any_origin`` allows a URL outside the FHIR server; credentials go there only with
+        ``trusted_origin`` (the caller checked that origin against its configuration).
+        ``retry_statuses`` are the statuses retried (transport failures always are): callers
+        that read the OperationOutcome to decide themselves narrow it.
         """
-        if any_origin and use_auth:
+        if any_origin and use_auth and not trusted_origin:
             raise ValueError("credentials are only sent to the FHIR server's own origin")
         url = path_or_url if any_origin else self.url(path_or_url)
         label = what or f"{method} {redact_url(url)}"
@@ -240,7 +259,7 @@ class FhirHttp:
             if stream:
                 resp.read()
                 resp.close()
-            if status in RETRY_STATUSES and attempt < self.max_retries:
+            if status in retry_statuses and attempt < self.max_retries:
                 wait = parse_retry_after(resp.headers.get("Retry-After"))
                 self._sleep(attempt, wait, label, f"HTTP {status}")
                 attempt += 1
@@ -283,16 +302,20 @@ class FhirHttp:
         status = resp.status_code
         diag = _response_outcome(resp)
         msg = f"{label}: HTTP {status}" + (f": {diag}" if diag else "")
-        url = redact_url(str(resp.request.url))
+        kw: dict[str, Any] = {
+            "status": status,
+            "url": redact_url(str(resp.request.url)),
+            "issue_codes": _issue_codes(resp),
+        }
         if status in RETRY_STATUSES:
-            return FhirServerError(f"{msg} (after {tries} tries)", status=status, url=url)
+            return FhirServerError(f"{msg} (after {tries} tries)", **kw)
         if status in (401, 403):
-            return FhirAuthError(msg, status=status, url=url)
+            return FhirAuthError(msg, **kw)
         if status in (404, 410):
-            return ResourceNotFound(msg, status=status, url=url)
+            return ResourceNotFound(msg, **kw)
         if status in (400, 422):
-            return FhirInvalidResource(msg, status=status, url=url)
-        return FhirError(msg, status=status, url=url)
+            return FhirInvalidResource(msg, **kw)
+        return FhirError(msg, **kw)
 
     def get_json(
         self,

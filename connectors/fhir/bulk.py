@@ -6,16 +6,25 @@
    server answers ``202`` with the status URL in ``Content-Location``.
 2. Poll the status URL: ``202`` (with ``X-Progress``) means wait -- for ``Retry-After``
    seconds when the server sends it, else an exponential backoff; ``429`` is waited out
-   the same way; ``200`` carries the JSON manifest; an error status ends the export with
-   the server's OperationOutcome diagnostics.
+   the same way; ``200`` carries the JSON manifest.  An error status whose
+   OperationOutcome has only *transient* issue codes (``transient`` and its children
+   ``lock-error``, ``no-store``, ``exception``, ``timeout``, ``incomplete``, ``throttled``)
+   is waited out too, as the IG allows for polling failures that are not failures of the
+   job; any other error status ends the export at once (no retries) with the server's
+   diagnostics.
 3. Download each output file streamed into ``<folder>/<Type>.<nnn>.ndjson`` (the layout
-   the NDJSON folder source reads), checking the line count against the manifest, and
-   each error file into ``<folder>/errors/``; the error file's OperationOutcome
-   diagnostics are reported in :attr:`BulkResult.errors`.  Then the job is deleted on the
-   server (``DELETE`` status URL), as the IG asks of clients that are done.
+   the NDJSON folder source reads), checking the line count against the manifest, each
+   error file into ``<folder>/errors/`` (its OperationOutcome diagnostics are reported in
+   :attr:`BulkResult.errors`) and each ``deleted`` file (Bundles of ``DELETE`` entries for
+   resources removed since ``_since``) into ``<folder>/deleted/``; the deleted references
+   are in :attr:`BulkResult.deleted`.  Then the job is deleted on the server (``DELETE``
+   status URL), as the IG asks of clients that are done -- after a failed download too.
 
 Output files are fetched with our credentials only when the manifest says
-``requiresAccessToken`` and they are on the FHIR server's own origin.
+``requiresAccessToken`` and they are on the FHIR server's own origin or on an origin the
+configuration names (``file_origins``, exact scheme, host and port); a token-protected file
+elsewhere is refused, never sent our token.  (The smart-configuration has no member that
+names file hosts, so only the configuration can.)
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from tqdm import tqdm
@@ -38,6 +48,10 @@ from connectors.fhir._http import FhirHttp, outcome_text, parse_retry_after, red
 log = logging.getLogger("connectors.fhir.bulk")
 
 NDJSON_FORMAT = "application/fhir+ndjson"
+#: IssueType ``transient`` and its children (FHIR R4 ValueSet issue-type).
+TRANSIENT_CODES = frozenset(
+    {"transient", "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled"}
+)
 
 
 @dataclass
@@ -59,6 +73,8 @@ class BulkResult:
     files: list[BulkFile] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: ``Type/id`` of resources the server reports deleted (manifest ``deleted``).
+    deleted: list[str] = field(default_factory=list)
     polls: int = 0
     seconds: float = 0.0
 
@@ -81,6 +97,9 @@ class BulkExporter:
         timeout_s: give up an export that has not finished after this long.
         min_poll_s / max_poll_s: backoff bounds when the server sends no Retry-After.
         progress: show tqdm progress bars (None: only on a terminal).
+        file_origins: origins (``https://files.example.org``; scheme, host and port compared)
+            besides the FHIR server's that may receive our token for ``requiresAccessToken``
+            output files.
     """
 
     def __init__(
@@ -91,8 +110,10 @@ class BulkExporter:
         min_poll_s: float = 1.0,
         max_poll_s: float = 120.0,
         progress: bool | None = None,
+        file_origins: Sequence[str] = (),
     ) -> None:
         self.http = http
+        self.file_origins = frozenset(_origin(o) for o in file_origins)
         self.timeout_s = timeout_s
         self.min_poll_s = min_poll_s
         self.max_poll_s = max_poll_s
@@ -165,7 +186,7 @@ class BulkExporter:
                     if not isinstance(manifest.get("output"), list):
                         raise BulkExportError("bulk manifest has no output list")
                     return manifest
-                if resp.status_code not in (202, 429):
+                if resp.status_code != 202:
                     raise BulkExportError(
                         f"bulk status: unexpected HTTP {resp.status_code}",
                         status=resp.status_code,
@@ -193,21 +214,22 @@ class BulkExporter:
             bar.close()
 
     def _poll(self, status_url: str) -> httpx.Response:
-        # 429 here means "polled too often": wait it out instead of counting it a failure.
-        while True:
-            try:
-                return self.http.request(
-                    "GET",
-                    status_url,
-                    headers={"Accept": "application/json"},
-                    what="bulk status",
-                )
-            except FhirError as exc:
-                if exc.status == 429:
-                    raise BulkExportError(
-                        f"bulk status kept answering 429: {exc}", status=429
-                    ) from None
-                raise BulkExportError(f"bulk export failed: {exc}", status=exc.status) from None
+        """One status request; a wait (429, transient OperationOutcome) comes back as a
+        synthetic 202 carrying the server's ``Retry-After``; a final error raises."""
+        try:
+            return self.http.request(
+                "GET",
+                status_url,
+                headers={"Accept": "application/json"},
+                what="bulk status",
+                retry_statuses=frozenset({429}),
+            )
+        except FhirError as exc:
+            codes = set(exc.issue_codes)
+            if exc.status == 429 or (codes and codes <= TRANSIENT_CODES):
+                log.info("bulk status: HTTP %s (%s), waiting", exc.status, ",".join(codes))
+                return httpx.Response(202, headers={"X-Progress": f"waiting ({exc.status})"})
+            raise BulkExportError(f"bulk export failed: {exc}", status=exc.status) from None
 
     def download(self, manifest: dict[str, Any], folder: Path, result: BulkResult) -> None:
         """Stream every output and error file of ``manifest`` into ``folder``."""
@@ -230,23 +252,31 @@ class BulkExporter:
             target.parent.mkdir(exist_ok=True)
             self._fetch(str(item.get("url", "")), target, auth)
             result.errors.extend(_error_lines(target))
+        for n, item in enumerate(manifest.get("deleted") or [], 1):
+            target = folder / "deleted" / f"Bundle.{n:03d}.ndjson"
+            target.parent.mkdir(exist_ok=True)
+            self._fetch(str(item.get("url", "")), target, auth)
+            result.deleted.extend(_deleted_refs(target, result.warnings))
         for text in result.errors:
             log.warning("bulk export error reported by the server: %s", text)
 
     def _fetch(self, url: str, target: Path, auth: bool) -> int:
         if not url:
             raise BulkExportError(f"bulk manifest entry for {target.name} has no url")
-        with_token = auth and self.http.same_origin(url)
-        if auth and not with_token:
+        own = self.http.same_origin(url)
+        trusted = not own and _origin(url) in self.file_origins
+        if auth and not (own or trusted):
             raise BulkExportError(
-                f"bulk file {redact_url(url)} needs an access token but is on another server"
+                f"bulk file {redact_url(url)} needs an access token but is on another server "
+                "not named in fhir.bulk_file_origins"
             )
         resp = self.http.request(
             "GET",
             url,
             headers={"Accept": "application/fhir+ndjson"},
-            use_auth=with_token,
-            any_origin=not with_token,
+            use_auth=auth,
+            any_origin=not own,
+            trusted_origin=trusted,
             stream=True,
             what=f"bulk file {target.name}",
         )
@@ -316,9 +346,11 @@ class BulkExporter:
         except BaseException:
             self.delete(status_url)
             raise
-        self.download(manifest, Path(folder), result)
+        try:
+            self.download(manifest, Path(folder), result)
+        finally:
+            self.delete(status_url)
         (Path(folder) / "bulk-manifest.json").write_text(json.dumps(manifest, indent=2))
-        self.delete(status_url)
         result.seconds = time.monotonic() - t0
         log.info(
             "bulk export done in %.1fs: %s; %d error(s)",
@@ -365,3 +397,30 @@ def _error_lines(path: Path) -> list[str]:
             text = ""
         out.append(text or f"{path.name} line {n}: unreadable OperationOutcome")
     return out
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url.strip())
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _deleted_refs(path: Path, warnings: list[str]) -> list[str]:
+    """``Type/id`` of each ``DELETE`` entry of the Bundles in a ``deleted`` file."""
+    refs: list[str] = []
+    for n, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            bundle = json.loads(line)
+        except json.JSONDecodeError:
+            warnings.append(f"{path.name} line {n}: not JSON")
+            continue
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            req = entry.get("request") if isinstance(entry, dict) else None
+            if isinstance(req, dict) and req.get("method") == "DELETE" and req.get("url"):
+                refs.append(str(req["url"]).split("?", 1)[0].strip("/"))
+            else:
+                warnings.append(f"{path.name} line {n}: an entry is not a DELETE request")
+    return refs

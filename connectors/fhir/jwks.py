@@ -1,4 +1,5 @@
-"""Keys of the SMART Backend Services client: load the private key, publish the JWKS.
+"""Keys of our SMART clients (Backend Services, and the inbox as a confidential asymmetric
+client): load the private key, sign client assertions, publish the JWKS.
 
 The EHR's authorization server verifies our client assertions with the public half of
 the configured private key; hospitals register either the JWKS document itself or the
@@ -11,15 +12,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from connectors.errors import FhirAuthError
 
 ALGORITHMS = ("RS384", "ES384")
+#: ``client_assertion_type`` of a private_key_jwt client (RFC 7523).
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_LIFETIME_S = 300
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
@@ -92,3 +99,23 @@ def thumbprint(jwk: dict[str, Any]) -> str:
 def public_jwks(private_key_file: str | Path, alg: str, kid: str = "") -> dict[str, Any]:
     """The JWKS document (``{"keys": [...]}``) to publish for the configured client key."""
     return {"keys": [public_jwk(load_private_key(private_key_file, alg), alg, kid)]}
+
+
+def sign_client_assertion(
+    key: PrivateKey, alg: str, kid: str, *, client_id: str, token_url: str
+) -> str:
+    """A client assertion JWT for SMART asymmetric client authentication (``private_key_jwt``).
+
+    Header ``alg``, ``kid``, ``typ=JWT``; claims ``iss`` = ``sub`` = client id, ``aud`` = the
+    token endpoint URL, ``exp`` five minutes ahead, ``iat`` and a unique ``jti``.
+    """
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_url,
+        "exp": now + ASSERTION_LIFETIME_S,
+        "iat": now,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "typ": "JWT"})

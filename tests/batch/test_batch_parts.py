@@ -61,7 +61,9 @@ def test_risk_assessment_is_valid_r4_and_complete() -> None:
     assert death.outcome.coding[0].system == "http://snomed.info/sct"
     assert death.outcome.coding[0].code == "419620001"
     assert float(death.probabilityDecimal) == pytest.approx(0.31)
-    assert death.qualitativeRisk.coding[0].code == "high"
+    # 31%: "moderate" by HL7 risk-probability; the product's tier "high" in its extension
+    assert death.qualitativeRisk.coding[0].code == "moderate"
+    assert death.extension[0].valueCodeableConcept.coding[0].code == "high"
     assert death.whenPeriod.end.year == 2027
     assert "image 0.20" in again.note[0].text and "12.0%" in again.note[0].text
     assert (

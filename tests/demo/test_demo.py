@@ -97,7 +97,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "nightly" in card["summary"]
     for pred in ra["prediction"]:
         pct = f"{100 * pred['probabilityDecimal']:.1f}%"
-        tier = pred["qualitativeRisk"]["coding"][0]["code"]
+        tier = pred["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
         label_row = [ln for ln in card["detail"].splitlines() if f"| {pct} | {tier} |" in ln]
         assert label_row, f"{pct} {tier} of {pred['outcome']['text']} not in the card"
 

@@ -238,7 +238,7 @@ def test_feedback_accepted_and_overridden_are_stored(
                 "overrideReason": {
                     "reason": {
                         "code": "already-arranged",
-                        "system": "urn:mprtm:codesystem:card-override-reason",
+                        "system": card["overrideReasons"][0]["system"],
                     },
                     "userComment": "Seen in clinic yesterday.",
                 },
@@ -256,6 +256,11 @@ def test_feedback_accepted_and_overridden_are_stored(
     assert rows[0].patient_fhir_id == "p-fb" and rows[0].service_id == PV
     assert rows[1].override_reason_code == "already-arranged"
     assert rows[1].override_reason_display == "Follow-up already arranged"  # from our list
+    # our own code systems are URLs under the canonical base (<public_url>/fhir by default)
+    assert card["overrideReasons"][0]["system"] == (
+        f"{PUBLIC_URL}/fhir/CodeSystem/card-override-reason"
+    )
+    assert card["source"]["topic"]["system"] == f"{PUBLIC_URL}/fhir/CodeSystem/card-topic"
     assert rows[1].override_comment == "Seen in clinic yesterday."
 
 

@@ -18,7 +18,15 @@ of NDJSON files (``<Type>.ndjson``), for testing the client in ``connectors/fhir
   an ``OperationOutcome`` NDJSON error file instead of being exported;
 * ``GET [base]/metadata``: a CapabilityStatement that instantiates the IG's bulk-data one;
 * optional bearer token check (``token``): kick-off, status and files need it and the
-  manifest says ``requiresAccessToken: true``.
+  manifest says ``requiresAccessToken: true``;
+* optional file host (``file_base_url``): the manifest points its files at another server
+  (a second :class:`BulkTestServer` sharing ``jobs``), as servers that keep export files
+  on a separate host do; :attr:`BulkTestServer.auth_seen` records which requests carried
+  an ``Authorization`` header;
+* optional ``deleted`` references: the manifest's ``deleted`` array then names an NDJSON
+  file with one Bundle whose entries are ``DELETE`` requests (Bulk Data IG 2.0);
+* optional ``status_error``: the status URL answers that HTTP status with an
+  OperationOutcome of the given issue code (``times`` times, then as usual).
 
 Group export takes the Group's ``member`` patients (from ``Group.ndjson``); Patient and
 Group exports include the Patient resources and every resource whose ``subject`` or
@@ -125,6 +133,10 @@ class BulkTestServer:
         self.part_size = part_size
         self.jobs: dict[str, Job] = {}
         self.log: list[tuple[str, str, int]] = []  # (method, path, status)
+        self.auth_seen: list[tuple[str, bool]] = []  # (path, Authorization header sent)
+        self.file_base_url = ""
+        self.deleted: list[str] = []
+        self.status_error: tuple[int, str, int] | None = None  # (status, issue code, times)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -227,6 +239,13 @@ class BulkTestServer:
             job.errors.append(
                 {"type": "OperationOutcome", "url": f"bulkfiles/{job.id}/errors.ndjson"}
             )
+        if self.deleted:
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"request": {"method": "DELETE", "url": ref}} for ref in self.deleted],
+            }
+            job.files["deleted.ndjson"] = (json.dumps(bundle) + "\n").encode()
         job.transaction_time = _iso_now()
 
 
@@ -275,6 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
         url = urlsplit(self.path)
         path = url.path.removeprefix("/fhir").strip("/")
+        self.bulk.auth_seen.append((path, "Authorization" in self.headers))
         if not self._authorized():
             return self._outcome(401, "bearer token required")
         if path == "metadata":
@@ -334,6 +354,16 @@ class _Handler(BaseHTTPRequestHandler):
         job = self.bulk.jobs.get(job_id)
         if job is None:
             return self._outcome(404, "no such export job (finished, cancelled or unknown)")
+        if self.bulk.status_error is not None and self.bulk.status_error[2] > 0:
+            status, code, times = self.bulk.status_error
+            self.bulk.status_error = (status, code, times - 1)
+            return self._send(
+                status,
+                {
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "error", "code": code, "diagnostics": f"{code} test"}],
+                },
+            )
         now = time.monotonic()
         if now < job.next_poll_at - 0.05:
             wait = max(1, round(job.next_poll_at - now))
@@ -347,14 +377,17 @@ class _Handler(BaseHTTPRequestHandler):
                 None,
                 {"X-Progress": f"{pct}% done", "Retry-After": f"{self.bulk.retry_after:g}"},
             )
-        base = self.bulk.base_url
-        manifest = {
+        base = self.bulk.file_base_url or self.bulk.base_url
+        manifest: dict[str, Any] = {
             "transactionTime": job.transaction_time,
             "request": job.request_url,
             "requiresAccessToken": bool(self.bulk.token),
             "output": [{**o, "url": f"{base}/{o['url']}"} for o in job.outputs],
             "error": [{**e, "url": f"{base}/{e['url']}"} for e in job.errors],
         }
+        if "deleted.ndjson" in job.files:
+            url = f"{base}/bulkfiles/{job.id}/deleted.ndjson"
+            manifest["deleted"] = [{"type": "Bundle", "url": url}]
         return self._send(200, manifest, ctype="application/json")
 
     def _file(self, path: str) -> None:
