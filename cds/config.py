@@ -116,6 +116,9 @@ class PacsSettings:
     lge_prefer_phase_sensitive: bool = True
     lge_max_age_days: int = 0
     patient_id_system: str = ""
+    writeback: Literal["none", "dimse", "dicomweb"] = "none"
+    writeback_outbox: str = "out/dicom-outbox"
+    writeback_secondary_capture: bool = False
 
 
 @dataclass(frozen=True)

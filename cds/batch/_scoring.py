@@ -40,6 +40,7 @@ from cds.db.models import BatchItem, ImageFeatureCache, Patient, Prediction
 from cds.errors import ConfigError
 from cds.explain import stored_contributions
 from cds.image_gate import cached_image_features, image_status, quality_rules
+from cds.imaging_writeback import ResultsWriter, make_results_writer
 from cds.mapping import MappedPatient
 from model.types import ImageFeatures, ModelInput, PatientPrediction
 
@@ -116,6 +117,8 @@ class Scorer:
             )
         )
         self._loinc = observation_search_codes()
+        #: SEG + SR of newly segmented series to the PACS (``[pacs] writeback``), or None
+        self.results: ResultsWriter | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:
@@ -136,7 +139,7 @@ class Scorer:
             batch_size=settings.model.batch_size,
             quality_rules=quality_rules(settings),
         )
-        return cls(
+        scorer = cls(
             settings,
             predictor=predictor,
             fhir_source=make_fhir_source(settings),
@@ -144,6 +147,10 @@ class Scorer:
             writer=make_writer(settings),
             checkpoint_path=ckpt,
         )
+        scorer.results = make_results_writer(
+            settings, scorer.imaging, model_name=scorer.model_name, model_version=scorer.model_version
+        )
+        return scorer
 
     # -- cohort ------------------------------------------------------------------------
     def cohort_patient_ids(self, cohort: str) -> list[str]:
@@ -154,7 +161,7 @@ class Scorer:
 
     def close(self) -> None:
         """Close the sources and the writer (connections, associations, threads)."""
-        for part in (self.fhir, self.imaging, self.writer):
+        for part in (self.fhir, self.imaging, self.writer, self.results):
             if part is not None:
                 part.close()
 
@@ -188,6 +195,7 @@ class Scorer:
         # image branch, with the cache
         t0 = time.perf_counter()
         image_cache: dict[str, ImageFeatures] = {}
+        new_series: list[tuple[MappedPatient, ImageFeatures]] = []
         with session_scope(sessions) as s:
             todo: dict[str, tuple[str, MappedPatient]] = {}  # fingerprint -> first patient
             for pid, m in list(mapped.items()):
@@ -214,10 +222,16 @@ class Scorer:
                 try:
                     self._store_features(s, pid, m, got)
                     image_cache[fp] = got
+                    new_series.append((m, got))
                 except Exception as exc:  # noqa: BLE001
                     errors[pid] = _reason(exc)
                     mapped.pop(pid)
         t["image"] += time.perf_counter() - t0
+        if self.results is not None:  # SEG + SR to the PACS: cds/imaging_writeback.py
+            t0 = time.perf_counter()
+            for m, got in new_series:
+                self.results.write(m, got)  # never raises; unusable series get nothing
+            t["pacs_write"] += time.perf_counter() - t0
         # predict, batched; isolate a failing patient by falling back to one at a time
         t0 = time.perf_counter()
         preds: dict[str, PatientPrediction] = {}
