@@ -39,12 +39,14 @@ from cds.db import session_scope
 from cds.db.models import BatchItem, ImageFeatureCache, Patient, Prediction
 from cds.errors import ConfigError
 from cds.explain import stored_contributions
+from cds.audit import make_auditor, patient_read_event, resource_write_event
 from cds.image_gate import cached_image_features, image_status, quality_rules
 from cds.imaging_writeback import ResultsWriter, make_results_writer
 from cds.mapping import MappedPatient
 from model.types import ImageFeatures, ModelInput, PatientPrediction
 
 log = logging.getLogger("mprtm.batch")
+AUDIT_ACTOR = "M-PRTM CDS batch"
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class Scorer:
             )
         )
         self._loinc = observation_search_codes()
+        self.audit = make_auditor(settings)  # AuditEvents: FHIR reads, RiskAssessment writes
         #: SEG + SR of newly segmented series to the PACS (``[pacs] writeback``), or None
         self.results: ResultsWriter | None = None
 
@@ -161,7 +164,7 @@ class Scorer:
 
     def close(self) -> None:
         """Close the sources and the writer (connections, associations, threads)."""
-        for part in (self.fhir, self.imaging, self.writer, self.results):
+        for part in (self.fhir, self.imaging, self.writer, self.results, self.audit):
             if part is not None:
                 part.close()
 
@@ -180,6 +183,7 @@ class Scorer:
             try:
                 t0 = time.perf_counter()
                 record = self.fhir.patient_record(pid, loinc_codes=self._loinc, since=since)
+                self.audit.record(patient_read_event(patient_id=pid, reader=AUDIT_ACTOR))
                 t1 = time.perf_counter()
                 mapped[pid] = assemble(
                     record,
@@ -367,6 +371,10 @@ class Scorer:
             contributions=contributions,
         )
         ra_id = self.writer.write(ra)
+        if self.settings.fhir.writeback != "none":
+            self.audit.record(resource_write_event(
+                patient_id=pid, resource_type="RiskAssessment", resource_id=ra_id,
+                identifier=ra.identifier[0].value, writer=AUDIT_ACTOR))  # fmt: skip
         t1 = time.perf_counter()
         t["write"] += t1 - t0
         with session_scope(sessions) as s:
