@@ -87,8 +87,11 @@ def hook_call_event(
     *, service_id: str, patient_id: str | None, iss: str, outcome: str, detail: str = ""
 ) -> dict[str, Any]:
     """One CDS Hooks call: the EHR (``iss``) asked ``service_id`` about a patient."""
-    caller = {"identifier": {"system": ISSUER_SYSTEM, "value": iss}} if iss else {
-        "display": "unauthenticated CDS Hooks client"}  # fmt: skip
+    caller = (
+        {"identifier": {"system": ISSUER_SYSTEM, "value": iss}}
+        if iss
+        else {"display": "unauthenticated CDS Hooks client"}
+    )
     entities = [_patient(patient_id)] if patient_id else []
     entities.append(
         {
@@ -97,47 +100,68 @@ def hook_call_event(
             "name": f"cds-services/{service_id}",
         }
     )
-    return _event("operation", "E", outcome, [_agent(caller, True), _service(SERVICE)],
-                  entities, detail)  # fmt: skip
+    return _event(
+        "operation", "E", outcome, [_agent(caller, True), _service(SERVICE)], entities, detail
+    )
 
 
 def patient_read_event(*, patient_id: str, reader: str, outcome: str = "success") -> dict[str, Any]:
     """A FHIR read of one patient's record (Patient, Observations, Conditions, ...)."""
     return _event(
-        "search-type", "E", outcome,
+        "search-type",
+        "E",
+        outcome,
         [_agent({"display": reader}, True), _service(SERVICE)],
-        [_patient(patient_id),
-         {"type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-          "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
-          "name": "patient record for risk scoring"}],
-    )  # fmt: skip
+        [
+            _patient(patient_id),
+            {
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
+                "name": "patient record for risk scoring",
+            },
+        ],
+    )
 
 
 def resource_write_event(
-    *, patient_id: str, resource_type: str, resource_id: str | None, identifier: str,
-    writer: str, outcome: str = "success",
-) -> dict[str, Any]:  # fmt: skip
+    *,
+    patient_id: str,
+    resource_type: str,
+    resource_id: str | None,
+    identifier: str,
+    writer: str,
+    outcome: str = "success",
+) -> dict[str, Any]:
     """A resource about the patient written (RiskAssessment, by identifier)."""
     what: dict[str, Any] = {"identifier": {"value": identifier}}
     if resource_id:
         what["reference"] = f"{resource_type}/{resource_id}"
     return _event(
-        "update", "U", outcome,
+        "update",
+        "U",
+        outcome,
         [_agent({"display": writer}, True), _service(SERVICE)],
-        [_patient(patient_id),
-         {"what": what,
-          "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-          "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"}}],
-    )  # fmt: skip
+        [
+            _patient(patient_id),
+            {
+                "what": what,
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+            },
+        ],
+    )
 
 
 def page_view_event(*, patient_id: str, user: str, page: str = "patient") -> dict[str, Any]:
     """An inbox page showing one patient's data, viewed by ``user``."""
     return _event(
-        "read", "R", "success",
+        "read",
+        "R",
+        "success",
         [_agent({"identifier": {"system": USER_SYSTEM, "value": user}}, True), _service(SERVICE)],
-        [_patient(patient_id)], f"inbox {page} page",
-    )  # fmt: skip
+        [_patient(patient_id)],
+        f"inbox {page} page",
+    )
 
 
 def inbox_action_event(
@@ -145,7 +169,10 @@ def inbox_action_event(
 ) -> dict[str, Any]:
     """An inbox action (acknowledge, assign, snooze, resolve) on one of the patient's alerts."""
     return _event(
-        "update", "U", outcome,
+        "update",
+        "U",
+        outcome,
         [_agent({"identifier": {"system": USER_SYSTEM, "value": user}}, True), _service(SERVICE)],
-        [_patient(patient_id)], f"alert {alert_id}: {action}",
-    )  # fmt: skip
+        [_patient(patient_id)],
+        f"alert {alert_id}: {action}",
+    )

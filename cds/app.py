@@ -10,9 +10,9 @@ from flask import Flask, jsonify
 from sqlalchemy import text
 
 from cds import __version__, _guards
+from cds.audit import init_app as init_audit
 from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
-from cds.audit import init_app as init_audit
 from cds.hooks import init_app as init_hooks
 from cds.inbox import init_app as init_inbox
 from cds.terminology import activate as activate_terminology

@@ -82,8 +82,10 @@ class AuditCounters:
 
     def as_dict(self) -> dict[str, int]:
         with self.lock:
-            return {k: getattr(self, k) for k in
-                    ("recorded", "written", "spilled", "dropped", "rejected")}  # fmt: skip
+            return {
+                k: getattr(self, k)
+                for k in ("recorded", "written", "spilled", "dropped", "rejected")
+            }
 
 
 class _NdjsonSink:
@@ -106,34 +108,44 @@ class _NdjsonSink:
 class _FhirSink:
     def __init__(self, base_url: str, timeout_s: float) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s),
-                                    headers={"User-Agent": "mprtm-cds"})  # fmt: skip
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s), headers={"User-Agent": "mprtm-cds"}
+        )
 
     def write(self, events: list[dict[str, Any]]) -> int:
         """POST one batch Bundle; answers how many entries the server refused (4xx)."""
         bundle = {
             "resourceType": "Bundle",
             "type": "batch",
-            "entry": [{"resource": e, "request": {"method": "POST", "url": "AuditEvent"}}
-                      for e in events],  # fmt: skip
+            "entry": [
+                {"resource": e, "request": {"method": "POST", "url": "AuditEvent"}} for e in events
+            ],
         }
         try:
-            rsp = self._client.post(self.base_url, json=bundle,
-                                    headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+            rsp = self._client.post(
+                self.base_url, json=bundle, headers={"Content-Type": "application/fhir+json"}
+            )
         except httpx.HTTPError as exc:
             raise AuditSinkError(f"audit repository unreachable ({type(exc).__name__})") from None
         if rsp.status_code >= 500 or rsp.status_code == 429:
             raise AuditSinkError(f"audit repository answered HTTP {rsp.status_code}")
         if rsp.status_code >= 400:
-            log.error("audit repository refused a Bundle of %d events: HTTP %d",
-                      len(events), rsp.status_code)  # fmt: skip
+            log.error(
+                "audit repository refused a Bundle of %d events: HTTP %d",
+                len(events),
+                rsp.status_code,
+            )
             return len(events)
         entries = rsp.json().get("entry", [])
-        refused = [e for e in entries if not str(e.get("response", {}).get("status", "")).startswith("2")]  # noqa: E501
+        refused = [
+            e for e in entries if not str(e.get("response", {}).get("status", "")).startswith("2")
+        ]  # noqa: E501
         if any(str(e.get("response", {}).get("status", ""))[:1] == "5" for e in refused):
             raise AuditSinkError("audit repository failed entries with 5xx")
         for e in refused:
-            log.error("audit repository refused an AuditEvent: %s", e.get("response", {}).get("status"))
+            log.error(
+                "audit repository refused an AuditEvent: %s", e.get("response", {}).get("status")
+            )
         return len(refused)
 
     def close(self) -> None:
@@ -297,8 +309,10 @@ class Auditor:
         for name, value in c.items():
             metric = f"mprtm_audit_events_{name}_total"
             lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
-        lines += ["# TYPE mprtm_audit_queue_depth gauge",
-                  f"mprtm_audit_queue_depth {self._queue.qsize()}"]  # fmt: skip
+        lines += [
+            "# TYPE mprtm_audit_queue_depth gauge",
+            f"mprtm_audit_queue_depth {self._queue.qsize()}",
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -313,14 +327,20 @@ def make_auditor(settings: Settings) -> Auditor:
     if a.sink == "fhir":
         url = a.fhir_url or settings.fhir.base_url
         if not url.startswith(("http://", "https://")):
-            raise ConfigError("audit.fhir_url (or fhir.base_url) must be an http(s) URL "
-                              "when audit.sink = 'fhir'")  # fmt: skip
+            raise ConfigError(
+                "audit.fhir_url (or fhir.base_url) must be an http(s) URL when audit.sink = 'fhir'"
+            )
         sink = _FhirSink(url, a.timeout_s)
     elif a.sink == "ndjson":
         sink = _NdjsonSink(Path(a.ndjson_dir))
     try:
-        return Auditor(sink, spill_dir=a.spill_dir, queue_size=a.queue_size,
-                       batch_size=a.batch_size, flush_interval_s=a.flush_interval_s)  # fmt: skip
+        return Auditor(
+            sink,
+            spill_dir=a.spill_dir,
+            queue_size=a.queue_size,
+            batch_size=a.batch_size,
+            flush_interval_s=a.flush_interval_s,
+        )
     except ValueError as exc:
         raise ConfigError(f"[audit]: {exc}") from None
 
@@ -352,8 +372,9 @@ def export_events(settings: Settings, since: dt.date) -> Iterator[dict[str, Any]
                 rsp.raise_for_status()
                 page = rsp.json()
                 yield from (e["resource"] for e in page.get("entry", []) if "resource" in e)
-                url = next((ln["url"] for ln in page.get("link", [])
-                            if ln.get("relation") == "next"), None)  # fmt: skip
+                url = next(
+                    (ln["url"] for ln in page.get("link", []) if ln.get("relation") == "next"), None
+                )
     spill = Path(a.spill_dir)
     if spill.is_dir():
         for path in sorted(spill.glob("*.ndjson")):

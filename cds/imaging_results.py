@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import highdicom as hd
 import numpy as np
@@ -239,9 +240,7 @@ def build_results(
             omit_empty_frames=False,
         )
         sr_ds = _report(seg_ds, used, masks, burden, model_name, model_version, series_uid)
-        sc = (
-            tuple(_overlays(used, masks, model_version, series_uid)) if secondary_capture else ()
-        )
+        sc = tuple(_overlays(used, masks, model_version, series_uid)) if secondary_capture else ()
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ImagingResultsError(
             f"series {series_uid}: results cannot be built ({type(exc).__name__}: {exc})"
@@ -275,23 +274,29 @@ def _report(
         if area is not None:
             items.append(
                 hd.sr.Measurement(
-                    name=codes.SCT.Area, value=area, unit=codes.UCUM.SquareMillimeter,
+                    name=codes.SCT.Area,
+                    value=area,
+                    unit=codes.UCUM.SquareMillimeter,
                     algorithm_id=algo,
-                )  # fmt: skip
+                )
             )
         if volume is not None:
             items.append(
                 hd.sr.Measurement(
-                    name=codes.SCT.Volume, value=volume, unit=codes.UCUM.CubicMillimeter,
+                    name=codes.SCT.Volume,
+                    value=volume,
+                    unit=codes.UCUM.CubicMillimeter,
                     algorithm_id=algo,
-                )  # fmt: skip
+                )
             )
         if number == 2 and burden is not None:
             items.append(
                 hd.sr.Measurement(
-                    name=BURDEN_CODE, value=round(100.0 * float(burden), 4),
-                    unit=codes.UCUM.Percent, algorithm_id=algo,
-                )  # fmt: skip
+                    name=BURDEN_CODE,
+                    value=round(100.0 * float(burden), 4),
+                    unit=codes.UCUM.Percent,
+                    algorithm_id=algo,
+                )
             )
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
@@ -345,11 +350,12 @@ def _orientation_letter(vector: Sequence[float]) -> str:
 def _overlays(
     used: Sequence[Dataset], masks: np.ndarray, model_version: str, series_uid: str
 ) -> list[Dataset]:
-    out = []
+    out: list[Dataset] = []
     for k, (ds, mask) in enumerate(zip(used, masks, strict=True)):
         rgb = overlay_rgb(slice_pixels(ds), mask)
         iop = [float(v) for v in ds.ImageOrientationPatient]
-        spacing = tuple(float(v) for v in ds.PixelSpacing)
+        # highdicom annotates ints, takes the PixelSpacing decimals as they are
+        spacing = cast("tuple[int, int]", tuple(float(v) for v in ds.PixelSpacing))
         out.append(
             hd.sc.SCImage.from_ref_dataset(
                 ref_dataset=ds,

@@ -104,8 +104,12 @@ class ResultsWriter:
             paths = set(self.outbox.put(results.datasets()))
         except (ImagingResultsError, PacsError, OSError) as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.warning("PACS write-back of series %s (patient %s) failed: %s",
-                        uid, mapped.patient_id, reason)  # fmt: skip
+            log.warning(
+                "PACS write-back of series %s (patient %s) failed: %s",
+                uid,
+                mapped.patient_id,
+                reason,
+            )
             self.counts.failed += 1
             self.counts.errors.append(reason[:300])
             return f"failed: {reason}"

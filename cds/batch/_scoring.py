@@ -30,6 +30,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cds.audit import make_auditor, patient_read_event, resource_write_event
 from cds.batch.alerts import apply_findings, evaluate_rules
 from cds.batch.fhir_out import build_device, build_risk_assessment, ra_identifier_value
 from cds.batch.writeback import NdjsonWriter, NullWriter, Writer
@@ -39,7 +40,6 @@ from cds.db import session_scope
 from cds.db.models import BatchItem, ImageFeatureCache, Patient, Prediction
 from cds.errors import ConfigError
 from cds.explain import stored_contributions
-from cds.audit import make_auditor, patient_read_event, resource_write_event
 from cds.image_gate import cached_image_features, image_status, quality_rules
 from cds.imaging_writeback import ResultsWriter, make_results_writer
 from cds.mapping import MappedPatient
@@ -151,7 +151,10 @@ class Scorer:
             checkpoint_path=ckpt,
         )
         scorer.results = make_results_writer(
-            settings, scorer.imaging, model_name=scorer.model_name, model_version=scorer.model_version
+            settings,
+            scorer.imaging,
+            model_name=scorer.model_name,
+            model_version=scorer.model_version,
         )
         return scorer
 
@@ -372,9 +375,15 @@ class Scorer:
         )
         ra_id = self.writer.write(ra)
         if self.settings.fhir.writeback != "none":
-            self.audit.record(resource_write_event(
-                patient_id=pid, resource_type="RiskAssessment", resource_id=ra_id,
-                identifier=ra.identifier[0].value, writer=AUDIT_ACTOR))  # fmt: skip
+            self.audit.record(
+                resource_write_event(
+                    patient_id=pid,
+                    resource_type="RiskAssessment",
+                    resource_id=ra_id,
+                    identifier=ra_identifier_value(self.model_version, pid, ctx.run_date),
+                    writer=AUDIT_ACTOR,
+                )
+            )
         t1 = time.perf_counter()
         t["write"] += t1 - t0
         with session_scope(sessions) as s:

@@ -39,8 +39,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
             out.write(json.dumps(event) + "\n")
             n += 1
     except httpx.HTTPError as exc:
-        print(f"error: the audit repository cannot be read ({type(exc).__name__})",
-              file=sys.stderr)  # fmt: skip
+        print(f"error: the audit repository cannot be read ({type(exc).__name__})", file=sys.stderr)
         return 1
     finally:
         if out is not sys.stdout:

@@ -151,8 +151,11 @@ def call_service(service_id: str) -> Any:
             refused,
         )
     answer = state.engine.handle(service, req)
-    audit(hook_call_event(service_id=service_id, patient_id=req.patient_id, iss=iss,
-                          outcome="success"))  # fmt: skip
+    audit(
+        hook_call_event(
+            service_id=service_id, patient_id=req.patient_id, iss=iss, outcome="success"
+        )
+    )
     return jsonify(answer)
 
 
@@ -177,8 +180,15 @@ def feedback(service_id: str) -> Any:
 @bp.errorhandler(HooksError)
 def _hooks_error(exc: HooksError) -> Any:
     if request.endpoint == "cds_hooks.call_service":
-        audit(hook_call_event(service_id=str((request.view_args or {}).get("service_id")),
-                              patient_id=None, iss="", outcome="minor", detail=exc.code))  # fmt: skip
+        audit(
+            hook_call_event(
+                service_id=str((request.view_args or {}).get("service_id")),
+                patient_id=None,
+                iss="",
+                outcome="minor",
+                detail=exc.code,
+            )
+        )
     resp = jsonify({"error": exc.code, "message": str(exc)})
     resp.status_code = exc.status
     if exc.status == 401:

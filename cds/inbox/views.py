@@ -266,8 +266,14 @@ def _act(alert_id: int, apply: Any, success: str) -> Any:
     try:
         message = apply(session, alert, principal) or success
         session.commit()
-        audit(inbox_action_event(patient_id=fhir_id, user=principal.name, alert_id=alert_id,
-                                 action=str(request.endpoint).rsplit(".", 1)[-1]))  # fmt: skip
+        audit(
+            inbox_action_event(
+                patient_id=fhir_id,
+                user=principal.name,
+                alert_id=alert_id,
+                action=str(request.endpoint).rsplit(".", 1)[-1],
+            )
+        )
     except ActionError as exc:
         session.rollback()
         flash(str(exc), "error")

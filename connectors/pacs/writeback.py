@@ -126,7 +126,14 @@ class StowSender:
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
                 study = check_uid(str(ds.StudyInstanceUID), "StudyInstanceUID")
                 studies[study].append((path, str(ds.SOPInstanceUID)))
-            except (InvalidDicomError, DicomInvalid, OSError, ValueError, AttributeError, EOFError) as exc:
+            except (
+                InvalidDicomError,
+                DicomInvalid,
+                OSError,
+                ValueError,
+                AttributeError,
+                EOFError,
+            ) as exc:
                 summary.failures.append(
                     StoreFailure(path, f"not a readable DICOM file ({type(exc).__name__})")
                 )
@@ -134,9 +141,7 @@ class StowSender:
             self._send_study(study, items, summary)
         return summary
 
-    def _send_study(
-        self, study: str, items: list[tuple[Path, str]], summary: StoreSummary
-    ) -> None:
+    def _send_study(self, study: str, items: list[tuple[Path, str]], summary: StoreSummary) -> None:
         url = f"{self.base_url}/studies/{study}"
         boundary = secrets.token_hex(16)
         body = bytearray()

@@ -19,9 +19,14 @@ def test_batch_run_is_audited_on_the_fhir_engine(
     tmp_path: Path, cohort_dir: Path, checkpoint: Path, fhir_engine: FhirEngine
 ) -> None:
     fhir_engine.reset(data=True)
-    s = batch_settings(tmp_path, cohort_dir, checkpoint, audit__sink="fhir",
-                       audit__fhir_url=fhir_engine.base_url,
-                       audit__spill_dir=str(tmp_path / "spill"))  # fmt: skip
+    s = batch_settings(
+        tmp_path,
+        cohort_dir,
+        checkpoint,
+        audit__sink="fhir",
+        audit__fhir_url=fhir_engine.base_url,
+        audit__spill_dir=str(tmp_path / "spill"),
+    )
     with BatchRunner(s) as runner:
         summary = runner.run(RunOptions(as_of=AS_OF, progress=False))
     assert summary.n_done == N_PATIENTS

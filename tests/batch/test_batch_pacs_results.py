@@ -41,8 +41,19 @@ from tests.pacs.pacs_env import IGNORE_PYNETDICOM_SOCKET_LEAK
 
 def _start(root: Path, cohort: Path) -> OrthancServer:
     server = OrthancServer(root, modalities={"MPRTM": ("127.0.0.1", free_port())}).start()
-    rc = cli(["load-dicom", str(cohort / "dicom"), "--pacs", f"127.0.0.1:{server.dicom_port}",
-              "--called-aet", server.aet, "--calling-aet", "MPRTM", "--no-progress"])  # fmt: skip
+    rc = cli(
+        [
+            "load-dicom",
+            str(cohort / "dicom"),
+            "--pacs",
+            f"127.0.0.1:{server.dicom_port}",
+            "--called-aet",
+            server.aet,
+            "--calling-aet",
+            "MPRTM",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return server
 
@@ -54,12 +65,19 @@ def orthanc(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     server.stop()
 
 
-def _settings(tmp: Path, orthanc: OrthancServer, cohort: Path, ckpt: Path, **kw: object) -> Settings:
+def _settings(
+    tmp: Path, orthanc: OrthancServer, cohort: Path, ckpt: Path, **kw: object
+) -> Settings:
     values: dict[str, object] = dict(
-        pacs__source="dimse", pacs__host="127.0.0.1", pacs__port=orthanc.dicom_port,
-        pacs__called_aet=orthanc.aet, pacs__calling_aet="MPRTM", pacs__retrieve="get",
-        pacs__writeback="dimse", pacs__writeback_outbox=str(tmp / "outbox"),
-    )  # fmt: skip
+        pacs__source="dimse",
+        pacs__host="127.0.0.1",
+        pacs__port=orthanc.dicom_port,
+        pacs__called_aet=orthanc.aet,
+        pacs__calling_aet="MPRTM",
+        pacs__retrieve="get",
+        pacs__writeback="dimse",
+        pacs__writeback_outbox=str(tmp / "outbox"),
+    )
     values.update(kw)
     return batch_settings(tmp, cohort, ckpt, **values)  # type: ignore[arg-type]
 
@@ -86,8 +104,12 @@ def _c_find(orthanc: OrthancServer, modality: str) -> list[Dataset]:
 
 def _instances(orthanc: OrthancServer, modality: str, out: Path) -> list[Path]:
     """Every instance of ``modality``, downloaded as files."""
-    ids = httpx.post(f"{orthanc.http_url}/tools/find", auth=orthanc.auth, timeout=30,
-                     json={"Level": "Instance", "Query": {"Modality": modality}}).json()  # fmt: skip
+    ids = httpx.post(
+        f"{orthanc.http_url}/tools/find",
+        auth=orthanc.auth,
+        timeout=30,
+        json={"Level": "Instance", "Query": {"Modality": modality}},
+    ).json()
     paths = []
     for k, iid in enumerate(ids):
         r = httpx.get(f"{orthanc.http_url}/instances/{iid}/file", auth=orthanc.auth, timeout=30)
@@ -125,8 +147,11 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 
 
 def _source_series(cohort: Path, series_uid: str) -> list[Dataset]:
-    files = [f for f in (cohort / "dicom").rglob("*.dcm")
-             if str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID) == series_uid]  # fmt: skip
+    files = [
+        f
+        for f in (cohort / "dicom").rglob("*.dcm")
+        if str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID) == series_uid
+    ]
     ordered, _ = order_slices([pydicom.dcmread(f) for f in files])
     return ordered
 
@@ -141,10 +166,12 @@ def test_batch_writes_one_seg_and_one_sr_per_scored_lge_series(
     assert first.n_failed == 0
     engine = make_engine(s.database.url)
     with session_scope(session_factory(engine)) as db:
-        scored = {c.series_instance_uid for c in db.scalars(select(ImageFeatureCache))
-                  if c.usable}  # fmt: skip
-        preds = {p.lge_series_uid: (p.fibrosis_burden, pid) for p, pid in db.execute(
-            select(Prediction, Patient.fhir_id).join(Patient)) if p.lge_series_uid}  # fmt: skip
+        scored = {c.series_instance_uid for c in db.scalars(select(ImageFeatureCache)) if c.usable}
+        preds = {
+            p.lge_series_uid: (p.fibrosis_burden, pid)
+            for p, pid in db.execute(select(Prediction, Patient.fhir_id).join(Patient))
+            if p.lge_series_uid
+        }
     assert scored, "the cohort has LGE series"
     segs, srs = _c_find(orthanc, "SEG"), _c_find(orthanc, "SR")
     assert len(segs) == len(srs) == len(scored)
@@ -169,8 +196,9 @@ def test_batch_writes_one_seg_and_one_sr_per_scored_lge_series(
         assert labels is not None
         kept = select_slices(len(ordered), labels.shape[0])
         uids = [str(ordered[i].SOPInstanceUID) for i in kept]
-        enh = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
-                                                segment_numbers=[2])[..., 0]  # fmt: skip
+        enh = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[2])[
+            ..., 0
+        ]
         # source pixel j sits on model pixel floor((j + 0.5) * size / n) (aligned centres;
         # the synthetic slices are square, so there is no padding)
         n = int(ordered[0].Rows)
@@ -182,10 +210,16 @@ def test_batch_writes_one_seg_and_one_sr_per_scored_lge_series(
     for path in _instances(orthanc, "SR", tmp_path):
         assert _dciodvfy_errors(path) == []
         sr = hd.sr.srread(path)
-        source_uid = str(sr.CurrentRequestedProcedureEvidenceSequence[0]
-                         .ReferencedSeriesSequence[0].SeriesInstanceUID)  # fmt: skip
-        series_uids = {str(r.SeriesInstanceUID) for e in sr.CurrentRequestedProcedureEvidenceSequence
-                       for r in e.ReferencedSeriesSequence}  # fmt: skip
+        source_uid = str(
+            sr.CurrentRequestedProcedureEvidenceSequence[0]
+            .ReferencedSeriesSequence[0]
+            .SeriesInstanceUID
+        )
+        series_uids = {
+            str(r.SeriesInstanceUID)
+            for e in sr.CurrentRequestedProcedureEvidenceSequence
+            for r in e.ReferencedSeriesSequence
+        }
         source_uid = next(u for u in series_uids if u in preds)
         burden, pid = preds[source_uid]
         value = _burden(sr)
@@ -216,10 +250,18 @@ def test_unusable_series_get_nothing_and_a_down_pacs_loses_nothing(
     pacs = _start(tmp_path / "orthanc", cohort_dir)
     try:
         # the default quality gate refuses the tiny model's segmentations: nothing written
-        gated = _settings(tmp_path / "gated", pacs, cohort_dir, checkpoint, gate="default",
-                          pacs__writeback="dicomweb", pacs__dicomweb_url=pacs.dicomweb_url,
-                          pacs__dicomweb_auth="basic", pacs__dicomweb_username=pacs.username,
-                          pacs__dicomweb_password=pacs.password)  # fmt: skip
+        gated = _settings(
+            tmp_path / "gated",
+            pacs,
+            cohort_dir,
+            checkpoint,
+            gate="default",
+            pacs__writeback="dicomweb",
+            pacs__dicomweb_url=pacs.dicomweb_url,
+            pacs__dicomweb_auth="basic",
+            pacs__dicomweb_username=pacs.username,
+            pacs__dicomweb_password=pacs.password,
+        )
         with BatchRunner(gated) as runner:
             summary = runner.run(RunOptions(as_of=AS_OF, progress=False))
         assert summary.n_image_unusable > 0 and summary.n_failed == 0
@@ -228,17 +270,24 @@ def test_unusable_series_get_nothing_and_a_down_pacs_loses_nothing(
         # the write-back target is down: every patient is still scored, results wait
         # (images from the DICOM folder, results to a port nobody listens on)
         tmp = tmp_path / "down"
-        down = batch_settings(tmp, cohort_dir, checkpoint, pacs__writeback="dimse",
-                              pacs__port=free_port(), pacs__max_retries=0,
-                              pacs__writeback_outbox=str(tmp / "outbox"))  # fmt: skip
+        down = batch_settings(
+            tmp,
+            cohort_dir,
+            checkpoint,
+            pacs__writeback="dimse",
+            pacs__port=free_port(),
+            pacs__max_retries=0,
+            pacs__writeback_outbox=str(tmp / "outbox"),
+        )
         with BatchRunner(down) as runner:
             summary = runner.run(RunOptions(as_of=AS_OF, progress=False))
         assert summary.n_failed == 0 and summary.n_done > 0
         waiting = list((tmp_path / "down" / "outbox").glob("*.dcm"))
         assert waiting and _c_find(pacs, "SEG") == []
         # the PACS is back (here over STOW-RS): the outbox drains
-        sender = StowSender(pacs.dicomweb_url, auth="basic", username=pacs.username,
-                            password=pacs.password)  # fmt: skip
+        sender = StowSender(
+            pacs.dicomweb_url, auth="basic", username=pacs.username, password=pacs.password
+        )
         outbox = Outbox(tmp_path / "down" / "outbox", sender)
         result: StoreSummary = outbox.flush()
         outbox.close()

@@ -36,13 +36,18 @@ def _audit_events(base_url: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def make_app(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+def make_app(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> Iterator[Callable[..., Flask]]:
     apps: list[Flask] = []
 
     def build(**audit: Any) -> Flask:
         values = {f"audit__{k}": v for k, v in audit.items()}
-        s = make_settings().replace(audit__spill_dir=str(tmp_path / f"spill{len(apps)}"),
-                                    audit__flush_interval_s=0.2, **values)  # fmt: skip
+        s = make_settings().replace(
+            audit__spill_dir=str(tmp_path / f"spill{len(apps)}"),
+            audit__flush_interval_s=0.2,
+            **values,
+        )
         app = create_app(s)
         set_scorer(app, RuleScorer())
         apps.append(app)
@@ -58,8 +63,11 @@ def make_app(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator
 def _call(app: Flask, token: TokenFactory, patient: str) -> float:
     client = app.test_client()
     t0 = time.perf_counter()
-    r = client.post(service_url(SERVICE), json=hook_body(patient, prefetch=full_prefetch(patient)),
-                    headers=auth(token(service_url(SERVICE))))  # fmt: skip
+    r = client.post(
+        service_url(SERVICE),
+        json=hook_body(patient, prefetch=full_prefetch(patient)),
+        headers=auth(token(service_url(SERVICE))),
+    )
     elapsed = time.perf_counter() - t0
     assert r.status_code == 200, r.get_data(as_text=True)
     return elapsed
@@ -119,17 +127,20 @@ def test_stopped_fhir_engine_costs_no_latency_and_events_arrive_after_restart(
 
 
 def test_ndjson_sink_and_audit_export(
-    make_app: Callable[..., Flask], token: TokenFactory, tmp_path: Path,
+    make_app: Callable[..., Flask],
+    token: TokenFactory,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     folder = tmp_path / "audit"
     app = make_app(sink="ndjson", ndjson_dir=str(folder), queue_size=1)
     _call(app, token, "pat-n1")
     assert app.extensions["mprtm.audit"].flush(30)
     today = dt.datetime.now(dt.UTC).date()
     day_file = folder / f"audit-{today.isoformat()}.ndjson"
-    assert [json.loads(x)["entity"][0]["what"]["reference"]
-            for x in day_file.read_text().splitlines()] == ["Patient/pat-n1"]  # fmt: skip
+    assert [
+        json.loads(x)["entity"][0]["what"]["reference"] for x in day_file.read_text().splitlines()
+    ] == ["Patient/pat-n1"]
     # a full queue drops the event and counts it, the call itself is unaffected
     auditor = app.extensions["mprtm.audit"]
     for _ in range(50):
@@ -137,11 +148,25 @@ def test_ndjson_sink_and_audit_export(
     assert auditor.counters.as_dict()["dropped"] > 0
     auditor.flush(30)
     config = tmp_path / "mprtm.toml"
-    config.write_text(f'[audit]\nsink = "ndjson"\nndjson_dir = "{folder}"\n'
-                      f'spill_dir = "{tmp_path / "none"}"\n')  # fmt: skip
+    config.write_text(
+        f'[audit]\nsink = "ndjson"\nndjson_dir = "{folder}"\nspill_dir = "{tmp_path / "none"}"\n'
+    )
     out = tmp_path / "export.ndjson"
-    assert cli(["--config", str(config), "audit", "export", "--since", today.isoformat(),
-                "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        cli(
+            [
+                "--config",
+                str(config),
+                "audit",
+                "export",
+                "--since",
+                today.isoformat(),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     exported = [json.loads(x) for x in out.read_text().splitlines()]
     assert exported[0]["entity"][0]["what"]["reference"] == "Patient/pat-n1"
     tomorrow = (today + dt.timedelta(days=1)).isoformat()

@@ -22,9 +22,11 @@ from .conftest import login, make_settings, token_of
 def audited_app(db_url: str, fhir_engine: FhirEngine, tmp_path: Path) -> Iterator[Flask]:
     fhir_engine.reset(data=True)
     s = make_settings(db_url).replace(
-        audit__sink="fhir", audit__fhir_url=fhir_engine.base_url,
-        audit__spill_dir=str(tmp_path / "spill"), audit__flush_interval_s=0.2,
-    )  # fmt: skip
+        audit__sink="fhir",
+        audit__fhir_url=fhir_engine.base_url,
+        audit__spill_dir=str(tmp_path / "spill"),
+        audit__flush_interval_s=0.2,
+    )
     app = create_app(s, TESTING=True)
     yield app
     app.extensions["mprtm.audit"].close()
@@ -41,8 +43,7 @@ def test_inbox_session_is_audited_on_the_fhir_engine(
     assert login(client, "alice").status_code == 302
     assert client.get("/inbox/patients/p-high").status_code == 200
     alert_id = data["alerts"]["high"].id
-    r = client.post(f"/inbox/alerts/{alert_id}/acknowledge",
-                    data={"csrf_token": token_of(client)})  # fmt: skip
+    r = client.post(f"/inbox/alerts/{alert_id}/acknowledge", data={"csrf_token": token_of(client)})
     assert r.status_code == 303
     auditor = audited_app.extensions["mprtm.audit"]
     assert auditor.flush(30)

@@ -64,12 +64,15 @@ def test_results_reference_the_segmented_slices_with_stable_uids(
     lge_series: list[Dataset],
 ) -> None:
     seg = _labels(3, 40)  # 3 of 5 slices segmented
-    a = build_results(lge_series, seg, usable=True, burden=0.1234567,
-                      model_name="mprtm", model_version="v1")  # fmt: skip
-    b = build_results(lge_series, seg, usable=True, burden=0.1234567,
-                      model_name="mprtm", model_version="v1")  # fmt: skip
-    c = build_results(lge_series, seg, usable=True, burden=0.1234567,
-                      model_name="mprtm", model_version="v2")  # fmt: skip
+    a = build_results(
+        lge_series, seg, usable=True, burden=0.1234567, model_name="mprtm", model_version="v1"
+    )
+    b = build_results(
+        lge_series, seg, usable=True, burden=0.1234567, model_name="mprtm", model_version="v1"
+    )
+    c = build_results(
+        lge_series, seg, usable=True, burden=0.1234567, model_name="mprtm", model_version="v2"
+    )
     uids = lambda r: [str(d.SOPInstanceUID) for d in r.datasets()]  # noqa: E731
     assert uids(a) == uids(b) and not set(uids(a)) & set(uids(c))
     assert a.seg.SeriesInstanceUID == b.seg.SeriesInstanceUID != c.seg.SeriesInstanceUID
@@ -107,19 +110,38 @@ def _burden(sr: Dataset) -> float:
 
 def test_an_unusable_series_gets_no_results(lge_series: list[Dataset]) -> None:
     with pytest.raises(ImagingResultsError, match="not usable"):
-        build_results(lge_series, _labels(3, 40), usable=False, burden=None,
-                      model_name="mprtm", model_version="v1")  # fmt: skip
+        build_results(
+            lge_series,
+            _labels(3, 40),
+            usable=False,
+            burden=None,
+            model_name="mprtm",
+            model_version="v1",
+        )
     with pytest.raises(ImagingResultsError, match="does not fit"):
-        build_results(lge_series, _labels(9, 40), usable=True, burden=0.1,
-                      model_name="mprtm", model_version="v1")  # fmt: skip
+        build_results(
+            lge_series,
+            _labels(9, 40),
+            usable=True,
+            burden=0.1,
+            model_name="mprtm",
+            model_version="v1",
+        )
 
 
 def test_dciodvfy_finds_no_errors(lge_series: list[Dataset], tmp_path: Path) -> None:
     tool = shutil.which("dciodvfy")
     if tool is None:
         pytest.fail("dciodvfy missing: apt-get install dicom3tools (.ci/apt-packages.txt)")
-    r = build_results(lge_series, _labels(3, 40), usable=True, burden=0.2,
-                      model_name="mprtm", model_version="v1", secondary_capture=True)  # fmt: skip
+    r = build_results(
+        lge_series,
+        _labels(3, 40),
+        usable=True,
+        burden=0.2,
+        model_name="mprtm",
+        model_version="v1",
+        secondary_capture=True,
+    )
     assert len(r.secondary_capture) == 3
     for k, ds in enumerate(r.datasets()):
         path = tmp_path / f"{k}.dcm"
