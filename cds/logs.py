@@ -57,5 +57,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("pynetdicom", "httpx", "urllib3", "alembic.runtime.migration"):
+    for noisy in ("pynetdicom", "httpx", "urllib3", "alembic.runtime.migration", "highdicom"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
