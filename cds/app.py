@@ -10,6 +10,7 @@ from flask import Flask, jsonify
 from sqlalchemy import text
 
 from cds import __version__, _guards
+from cds.audit import init_app as init_audit
 from cds.config import Settings, load_settings
 from cds.db import make_engine, session_factory
 from cds.hooks import init_app as init_hooks
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     activate_terminology(settings)  # value-set expansions cached by `terminology refresh`
     _guards.init_app(app)  # before the blueprints: the bounded <int:> converter
 
+    init_audit(app, settings)  # AuditEvents of access to patient data; /metrics
     init_hooks(app, settings)  # CDS Hooks service: /cds-services
 
     @app.get("/healthz")

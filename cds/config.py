@@ -43,7 +43,14 @@ SECRET_KEYS = frozenset(
 MASKED_KEYS = SECRET_KEYS | {"database.url", "batch.broker_url"}
 #: URL keys that may not carry ``user:password@`` in the TOML file (the environment may).
 NO_USERINFO_KEYS = frozenset(
-    {"database.url", "batch.broker_url", "pacs.dicomweb_url", "fhir.base_url", "jwks_url"}
+    {
+        "database.url",
+        "batch.broker_url",
+        "pacs.dicomweb_url",
+        "fhir.base_url",
+        "jwks_url",
+        "audit.fhir_url",
+    }
 )
 #: Shortest ``server.secret_key`` accepted (bytes of UTF-8).
 MIN_SECRET_KEY_BYTES = 32
@@ -118,6 +125,9 @@ class PacsSettings:
     lge_prefer_phase_sensitive: bool = True
     lge_max_age_days: int = 0
     patient_id_system: str = ""
+    writeback: Literal["none", "dimse", "dicomweb"] = "none"
+    writeback_outbox: str = "out/dicom-outbox"
+    writeback_secondary_capture: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,6 +250,18 @@ class TerminologySettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    sink: Literal["fhir", "ndjson", "none"] = "none"
+    fhir_url: str = ""
+    ndjson_dir: str = "out/audit"
+    spill_dir: str = "out/audit-spill"
+    queue_size: int = 10000
+    batch_size: int = 50
+    flush_interval_s: float = 2.0
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -258,6 +280,7 @@ class Settings:
     cds_hooks: CdsHooksSettings = field(default_factory=CdsHooksSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     terminology: TerminologySettings = field(default_factory=TerminologySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: The file these settings were read from ("" for defaults only).
     source_file: str = ""

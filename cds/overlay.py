@@ -75,6 +75,21 @@ def render_overlay(slice_2d: np.ndarray, seg_2d: np.ndarray) -> bytes:
     Raises:
         ValueError: when the arrays are not 2-D, differ in shape, or are empty.
     """
+    shape = np.shape(slice_2d)
+    scale = 1  # a bad shape is refused by overlay_rgb
+    if len(shape) == 2 and min(shape) > 0:
+        scale = int(min(MAX_SCALE, max(1, -(-MIN_SIDE // max(shape)))))
+    return _png(overlay_rgb(slice_2d, seg_2d, scale=scale))
+
+
+def overlay_rgb(slice_2d: np.ndarray, seg_2d: np.ndarray, *, scale: int = 1) -> np.ndarray:
+    """The overlay of :func:`render_overlay` as an (H*scale, W*scale, 3) uint8 array
+    (also the pixels of the secondary-capture overlay sent to the PACS).
+
+    Raises:
+        ValueError: when the arrays are not 2-D, differ in shape, are empty, or
+            ``scale`` is below 1.
+    """
     img = np.asarray(slice_2d, dtype=np.float32)
     seg = np.asarray(seg_2d)
     if img.ndim != 2 or seg.ndim != 2:
@@ -83,10 +98,11 @@ def render_overlay(slice_2d: np.ndarray, seg_2d: np.ndarray) -> bytes:
         raise ValueError(f"render_overlay: slice {img.shape} and mask {seg.shape} differ")
     if img.size == 0:
         raise ValueError("render_overlay: empty slice")
+    if scale < 1:
+        raise ValueError(f"render_overlay: scale must be >= 1, got {scale}")
     img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = np.percentile(img, [1, 99])
     grey = np.clip((img - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(img)
-    scale = int(min(MAX_SCALE, max(1, -(-MIN_SIDE // max(img.shape)))))
     if scale > 1:
         grey = np.repeat(np.repeat(grey, scale, axis=0), scale, axis=1)
         seg = np.repeat(np.repeat(seg, scale, axis=0), scale, axis=1)
@@ -101,7 +117,7 @@ def render_overlay(slice_2d: np.ndarray, seg_2d: np.ndarray) -> bytes:
         if thick:
             edge |= _edge(mask & ~edge)
         rgb[edge] = colour
-    return _png(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
 def pick_slice(segmentation: np.ndarray) -> int:

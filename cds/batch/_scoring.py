@@ -30,6 +30,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cds.audit import make_auditor, patient_read_event, resource_write_event
 from cds.batch.alerts import apply_findings, evaluate_rules
 from cds.batch.fhir_out import build_device, build_risk_assessment, ra_identifier_value
 from cds.batch.writeback import NdjsonWriter, NullWriter, Writer
@@ -41,10 +42,12 @@ from cds.db.models import BatchItem, ImageFeatureCache, Patient, Prediction
 from cds.errors import ConfigError
 from cds.explain import stored_contributions
 from cds.image_gate import cached_image_features, image_status, quality_rules
+from cds.imaging_writeback import ResultsWriter, make_results_writer
 from cds.mapping import MappedPatient
 from model.types import ImageFeatures, ModelInput, PatientPrediction
 
 log = logging.getLogger("mprtm.batch")
+AUDIT_ACTOR = "M-PRTM CDS batch"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class Scorer:
             )
         )
         self._loinc = observation_search_codes()
+        self.audit = make_auditor(settings)  # AuditEvents: FHIR reads, RiskAssessment writes
+        #: SEG + SR of newly segmented series to the PACS (``[pacs] writeback``), or None
+        self.results: ResultsWriter | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:
@@ -138,7 +144,7 @@ class Scorer:
             batch_size=settings.model.batch_size,
             quality_rules=quality_rules(settings),
         )
-        return cls(
+        scorer = cls(
             settings,
             predictor=predictor,
             fhir_source=make_fhir_source(settings),
@@ -146,6 +152,13 @@ class Scorer:
             writer=make_writer(settings),
             checkpoint_path=ckpt,
         )
+        scorer.results = make_results_writer(
+            settings,
+            scorer.imaging,
+            model_name=scorer.model_name,
+            model_version=scorer.model_version,
+        )
+        return scorer
 
     # -- cohort ------------------------------------------------------------------------
     def cohort_patient_ids(self, cohort: str) -> list[str]:
@@ -156,7 +169,7 @@ class Scorer:
 
     def close(self) -> None:
         """Close the sources and the writer (connections, associations, threads)."""
-        for part in (self.fhir, self.imaging, self.writer):
+        for part in (self.fhir, self.imaging, self.writer, self.results, self.audit):
             if part is not None:
                 part.close()
 
@@ -175,6 +188,7 @@ class Scorer:
             try:
                 t0 = time.perf_counter()
                 record = self.fhir.patient_record(pid, loinc_codes=self._loinc, since=since)
+                self.audit.record(patient_read_event(patient_id=pid, reader=AUDIT_ACTOR))
                 t1 = time.perf_counter()
                 mapped[pid] = assemble(
                     record,
@@ -190,6 +204,7 @@ class Scorer:
         # image branch, with the cache
         t0 = time.perf_counter()
         image_cache: dict[str, ImageFeatures] = {}
+        new_series: list[tuple[MappedPatient, ImageFeatures]] = []
         with session_scope(sessions) as s:
             todo: dict[str, tuple[str, MappedPatient]] = {}  # fingerprint -> first patient
             for pid, m in list(mapped.items()):
@@ -216,10 +231,16 @@ class Scorer:
                 try:
                     self._store_features(s, pid, m, got)
                     image_cache[fp] = got
+                    new_series.append((m, got))
                 except Exception as exc:  # noqa: BLE001
                     errors[pid] = _reason(exc)
                     mapped.pop(pid)
         t["image"] += time.perf_counter() - t0
+        if self.results is not None:  # SEG + SR to the PACS: cds/imaging_writeback.py
+            t0 = time.perf_counter()
+            for m, got in new_series:
+                self.results.write(m, got)  # never raises; unusable series get nothing
+            t["pacs_write"] += time.perf_counter() - t0
         # predict, batched; isolate a failing patient by falling back to one at a time
         t0 = time.perf_counter()
         preds: dict[str, PatientPrediction] = {}
@@ -356,6 +377,16 @@ class Scorer:
             canonical=canonical(self.settings),
         )
         ra_id = self.writer.write(ra)
+        if self.settings.fhir.writeback != "none":
+            self.audit.record(
+                resource_write_event(
+                    patient_id=pid,
+                    resource_type="RiskAssessment",
+                    resource_id=ra_id,
+                    identifier=ra_identifier_value(self.model_version, pid, ctx.run_date),
+                    writer=AUDIT_ACTOR,
+                )
+            )
         t1 = time.perf_counter()
         t["write"] += t1 - t0
         with session_scope(sessions) as s:

@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from cds.audit import audit, hook_call_event
 from cds.canonical import canonical
 from cds.config import Settings
 from cds.hooks.engine import HooksEngine
@@ -151,7 +152,13 @@ def call_service(service_id: str) -> Any:
             req.patient_id,
             refused,
         )
-    return jsonify(state.engine.handle(service, req))
+    answer = state.engine.handle(service, req)
+    audit(
+        hook_call_event(
+            service_id=service_id, patient_id=req.patient_id, iss=iss, outcome="success"
+        )
+    )
+    return jsonify(answer)
 
 
 @bp.route("/cds-services/<service_id>/feedback", methods=["POST", "OPTIONS"])
@@ -174,6 +181,16 @@ def feedback(service_id: str) -> Any:
 
 @bp.errorhandler(HooksError)
 def _hooks_error(exc: HooksError) -> Any:
+    if request.endpoint == "cds_hooks.call_service":
+        audit(
+            hook_call_event(
+                service_id=str((request.view_args or {}).get("service_id")),
+                patient_id=None,
+                iss="",
+                outcome="minor",
+                detail=exc.code,
+            )
+        )
     resp = jsonify({"error": exc.code, "message": str(exc)})
     resp.status_code = exc.status
     if exc.status == 401:

@@ -18,6 +18,7 @@ from flask import (
 from sqlalchemy import select
 
 from cds._guards import path_id
+from cds.audit import audit, inbox_action_event, page_view_event
 from cds.db.models import (
     ALERT_REASONS,
     Alert,
@@ -153,6 +154,7 @@ def patient(fhir_id: str) -> Any:
 def _patient_page(fhir_id: str) -> Any:
     principal = current()
     pat = _patient_or_404(fhir_id, principal)
+    audit(page_view_event(patient_id=fhir_id, user=principal.name))
     if principal.patient_scope is None and actions.wake_expired_snoozes(db()):
         db().commit()
     preds = _predictions(pat)
@@ -264,6 +266,14 @@ def _act(alert_id: int, apply: Any, success: str) -> Any:
     try:
         message = apply(session, alert, principal) or success
         session.commit()
+        audit(
+            inbox_action_event(
+                patient_id=fhir_id,
+                user=principal.name,
+                alert_id=alert_id,
+                action=str(request.endpoint).rsplit(".", 1)[-1],
+            )
+        )
     except ActionError as exc:
         session.rollback()
         flash(str(exc), "error")
