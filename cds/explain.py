@@ -11,16 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from cds.labels import modality_label
 from model.types import MODALITIES, PatientPrediction
 
 #: The outcome the cards and the RiskAssessment note explain.
 HEADLINE_OUTCOME = "death"
-#: Short names of the sources in one-line explanations.
-SOURCE_NAMES = {
-    "numeric": "clinical measurements",
-    "text": "medications and notes",
-    "image": "LGE MRI",
-}
 
 
 def stored_contributions(pred: PatientPrediction) -> dict[str, dict[str, float]]:
@@ -59,7 +54,9 @@ def contribution_sentence(
     if parts is None:
         return ""
     total = parts["reference"] + sum(parts.get(m, 0.0) for m in MODALITIES)
-    sources = ", ".join(f"{SOURCE_NAMES[m]} {signed_points(parts.get(m, 0.0))}" for m in MODALITIES)
+    sources = ", ".join(
+        f"{modality_label(m, lower=True)} {signed_points(parts.get(m, 0.0))}" for m in MODALITIES
+    )
     return (
         f"typical patients {100 * parts['reference']:.1f}%; {sources} percentage points; "
         f"together {100 * total:.1f}%"

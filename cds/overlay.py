@@ -21,6 +21,8 @@ import zlib
 
 import numpy as np
 
+from model.types import ImageFeatures
+
 MYOCARDIUM_RGB = (0, 200, 255)
 ENHANCEMENT_RGB = (255, 69, 0)
 MIN_SIDE = 384
@@ -137,3 +139,21 @@ def render_series_overlay(volume: np.ndarray, segmentation: np.ndarray) -> bytes
         )
     index = pick_slice(segmentation)
     return render_overlay(vol[index], np.asarray(segmentation)[index])
+
+
+def series_overlay(volume: np.ndarray, features: ImageFeatures) -> bytes | None:
+    """The overlay of an encoded series, or None when there is nothing to show (no
+    segmentation, or a series the quality gate found unusable).
+
+    Args:
+        volume: (S, H, W) the series as the image branch received it.
+        features: the image branch's output; its segmentation covers the slices the
+            branch kept (:func:`model.image_branch.select_slices`), in that order.
+    """
+    if features.segmentation is None or not features.usable:
+        return None
+    from model.image_branch import select_slices
+
+    seg = np.asarray(features.segmentation)
+    kept = select_slices(volume.shape[0], seg.shape[0])
+    return render_series_overlay(np.asarray(volume)[kept], seg)

@@ -13,14 +13,12 @@ Resumable and idempotent:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -33,6 +31,8 @@ from cds.db import make_engine, session_factory, session_scope
 from cds.db.models import BatchItem, BatchRun, ModelVersion, Prediction
 from cds.errors import MprtmError
 from cds.image_gate import is_unusable
+from cds.scoring import ScoringCore
+from cds.sources import expand_cohort
 from cds.terminology import activate as activate_terminology
 
 log = logging.getLogger("mprtm.batch")
@@ -109,28 +109,20 @@ class StageTimer:
             self.totals[k] += v
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def register_model_version(session: Session, scorer: _scoring.Scorer) -> ModelVersion:
+def register_model_version(session: Session, core: ScoringCore) -> ModelVersion:
     """The ModelVersion row of the loaded checkpoint (created once)."""
     mv = session.scalar(
-        select(ModelVersion).where(ModelVersion.checkpoint_sha256 == scorer.checkpoint_sha256)
+        select(ModelVersion).where(ModelVersion.checkpoint_sha256 == core.checkpoint_sha256)
     )
     if mv is None:
         mv = ModelVersion(
-            name=scorer.model_name,
-            version=scorer.model_version,
-            checkpoint_sha256=scorer.checkpoint_sha256,
-            checkpoint_path=str(scorer.checkpoint_path),
-            metrics=scorer.metrics,
-            card_markdown=scorer.card_markdown,
-            synthetic_training_data=scorer.synthetic_training_data,
+            name=core.model_name,
+            version=core.model_version,
+            checkpoint_sha256=core.checkpoint_sha256,
+            checkpoint_path=str(core.checkpoint_path),
+            metrics=core.metrics,
+            card_markdown=core.card_markdown,
+            synthetic_training_data=core.synthetic_training_data,
         )
         session.add(mv)
         session.flush()
@@ -205,7 +197,7 @@ class BatchRunner:
         scorer = self.scorer
         run_key = opts.run_key or self.default_run_key(run_date)
         with session_scope(self.sessions) as s:
-            mv = register_model_version(s, scorer)
+            mv = register_model_version(s, scorer.core)
             run = s.scalar(select(BatchRun).where(BatchRun.run_key == run_key))
             resumed = run is not None
             if run is None:
@@ -237,7 +229,9 @@ class BatchRunner:
                         )
                     )
             else:
-                ids = scorer.cohort_patient_ids(self.settings.batch.cohort)
+                ids = scorer.cohort_patient_ids(
+                    expand_cohort(self.settings.batch.cohort, as_of.date())
+                )
                 if opts.limit is not None:
                     ids = ids[: opts.limit]
                 with session_scope(self.sessions) as s:

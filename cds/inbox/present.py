@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from cds.clinical_tables import condition_specs, drug_class_specs, feature_specs
 from cds.explain import contribution_parts, signed_points
+from cds.labels import group_label, input_label
+from cds.scoring import StoredInput, StoredInputs
 from model.types import MODALITIES, OUTCOMES
 
-OUTCOME_LABELS = {
-    "death": "All-cause death",
-    "cv_death": "Cardiovascular death",
-    "rehospitalization": "Rehospitalization (any cause)",
-    "cardiology_rehospitalization": "Cardiology rehospitalization",
-    "macce": "MACCE",
-}
-MODALITY_LABELS = {
-    "numeric": "Clinical measurements",
-    "text": "Medications and notes",
-    "image": "LGE cardiac MRI",
-}
-#: Column headers where space is short (the full label goes in the abbr title).
-MODALITY_SHORT = {"numeric": "Meas.", "text": "Notes", "image": "MRI"}
 REASON_LABELS = {
     "high_tier": "High risk tier",
     "threshold_crossing": "Crossed risk threshold",
@@ -111,66 +98,79 @@ def contribution_rows(contributions: dict[str, Any] | None) -> list[Contribution
     return rows
 
 
-@cache
-def _input_labels() -> dict[str, str]:
-    labels = {f.name: f.label for f in feature_specs()}
-    labels.update({f"cond_{c.name}": c.label for c in condition_specs()})
-    labels.update({f"med_{d.name}": f"{d.label} (medication class)" for d in drug_class_specs()})
-    labels.update({"age": "Age", "sex_male": "Male sex"})
-    return labels
-
-
 @dataclass(frozen=True)
 class InputRow:
+    """One row of the key-inputs table."""
+
     name: str
     label: str
     value: str
     unit: str
     date: str
     source: str
+    original: str = ""
 
 
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
+@dataclass(frozen=True)
+class InputGroup:
+    """A heading of the key-inputs table and its rows."""
+
+    group: str
+    label: str
+    rows: list[InputRow]
+
+
+def _fmt_value(item: StoredInput) -> str:
+    if item.group == "note":
+        return "in the text"
+    if item.value is None:
         return "—"
-    return str(value)
+    if item.group in ("condition", "medication") or item.name == "sex_male":
+        return "yes" if item.value >= 0.5 else "no"
+    if item.group == "lge":
+        return f"{item.value:.0f}"
+    return f"{item.value:.4g}"
 
 
-def input_rows(inputs: dict[str, Any] | None) -> list[InputRow]:
-    """Rows of the key-inputs table from ``Prediction.inputs``.
+def _row_label(item: StoredInput) -> str:
+    if item.group == "note":
+        return "Clinical note"
+    if item.group == "lge":
+        return "LGE series"
+    return input_label(item.name)
 
-    Each entry is ``name -> {"value", "unit", "date", "source"}`` (``source``: a FHIR
-    reference such as ``Observation/abc`` or a DICOM SeriesInstanceUID, or a list of
-    them); a bare value is accepted too.  ``effective`` is read as ``date`` and
-    ``source_id``/``sources`` as ``source``.
-    """
-    rows = []
-    for name in sorted((inputs or {}).keys()):
-        raw = (inputs or {})[name]
-        if isinstance(raw, dict):
-            value = raw.get("value")
-            unit = str(raw.get("unit") or "")
-            date = str(raw.get("date") or raw.get("effective") or "")
-            source: Any = raw.get("source") or raw.get("source_id") or raw.get("sources") or ""
-        else:
-            value, unit, date, source = raw, "", "", ""
-        if isinstance(source, list | tuple):
-            source = ", ".join(str(s) for s in source)
-        rows.append(
+
+def input_groups(inputs: Any) -> list[InputGroup]:
+    """The key-inputs table from ``Prediction.inputs`` (any stored shape, read by
+    :meth:`cds.scoring.StoredInputs.from_json`), grouped: demographics, vitals, labs,
+    echo, conditions, medication classes, notes with dates, the LGE series."""
+    out = []
+    for group, items in StoredInputs.from_json(inputs).grouped():
+        rows = [
             InputRow(
-                name,
-                _input_labels().get(name, name.replace("_", " ")),
-                _fmt_value(value),
-                unit,
-                date[:25],
-                str(source),
+                name=i.name,
+                label=_row_label(i),
+                value=_fmt_value(i),
+                unit=i.unit,
+                date=i.date or "",
+                source=i.source,
+                original=i.original,
             )
-        )
-    return rows
+            for i in items
+        ]
+        out.append(InputGroup(group, group_label(group), rows))
+    return out
+
+
+_REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+
+
+def source_url(fhir_base_url: str, source: str) -> str | None:
+    """The FHIR server URL of a ``Type/id`` source (None without a server or for a DICOM
+    UID)."""
+    if not fhir_base_url or not _REFERENCE.match(source):
+        return None
+    return f"{fhir_base_url.rstrip('/')}/{source}"
 
 
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
