@@ -49,7 +49,7 @@ def contribution_sentence(
     outcome: str = HEADLINE_OUTCOME,
 ) -> str:
     """One line, e.g. ``typical patients 9.0%; clinical measurements +8.1, medications and
-    notes +5.2, LGE MRI −2.0 percentage points; together 20.3%``; "" when not recorded."""
+    notes +5.2, LGE cardiac MRI −2.0 percentage points; together 20.3%``; "" when not recorded."""
     parts = contribution_parts(contributions, outcome)
     if parts is None:
         return ""

@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 
 from cds.batch.runner import BatchRunner, RunOptions
 from cds.db import make_engine, session_factory, session_scope
-from cds.db.models import Alert, BatchItem, BatchRun, ImageFeatureCache, Prediction
+from cds.db.models import Alert, BatchItem, BatchRun, ImageFeatureCache, Patient, Prediction
+from cds.scoring import StoredInputs
 from tests.batch.conftest import AS_OF, GHOST, N_PATIENTS, batch_settings, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,13 @@ def test_batch_scores_everyone_reports_broken_and_reruns_idempotently(
         cached = db.scalars(select(ImageFeatureCache)).first()
         assert cached is not None and cached.overlay_png and cached.overlay_png[:4] == b"\x89PNG"
         pred = db.scalars(select(Prediction)).first()
-        assert pred is not None and pred.inputs["features"]
+        assert pred is not None and pred.inputs["version"] == 2
+        stored = StoredInputs.from_json(pred.inputs)
+        groups = {g for g, _ in stored.grouped()}
+        assert {"demographics", "vital", "lab", "echo"} <= groups, groups
+        assert all(i.unit for i in stored.items if i.group in ("vital", "lab", "echo"))
+        patient = db.get(Patient, pred.patient_id)
+        assert patient is not None and patient.identifier  # the MRN the inbox searches
         assert abs(sum(pred.modality_weights.values()) - 1) < 1e-4
         for outcome, p in pred.probabilities.items():  # the stored parts add up (rounded)
             assert abs(sum(pred.contributions[outcome].values()) - p) < 5e-4
