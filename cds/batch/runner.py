@@ -211,11 +211,22 @@ class BatchRunner:
                 )
                 s.add(run)
                 s.flush()
-            else:
+            run_id = run.id
+            n_open = 0
+            if resumed:
+                n_open = len(
+                    s.scalars(
+                        select(BatchItem.id).where(
+                            BatchItem.run_id == run_id, BatchItem.status != "done"
+                        )
+                    ).all()
+                )
+            if resumed and n_open == 0 and run.status != "running":
+                return self._nothing_to_do(run, time.perf_counter() - t_start)
+            if resumed:
                 run.attempts += 1
                 run.status = "running"
                 run.finished_at = None
-            run_id = run.id
         log.info("batch run %s (%s) %s", run_id, run_key, "resumed" if resumed else "started")
 
         with timer.stage("cohort"):
@@ -275,6 +286,10 @@ class BatchRunner:
             run.n_done = n_done
             run.n_failed = len(failures)
             run.n_alerts = (run.n_alerts or 0) + n_alerts
+            if resumed:  # the stages of every attempt that did work, added up
+                for k, v in (run.timings or {}).items():
+                    if isinstance(v, int | float):
+                        timer.totals[k] += float(v)
             run.timings = {k: round(v, 3) for k, v in timer.totals.items()}
             run.status = "completed" if not failures else "completed_with_failures"
             run.finished_at = dt.datetime.now(dt.UTC)
@@ -301,6 +316,25 @@ class BatchRunner:
             n_unusable,
         )
         return summary
+
+    def _nothing_to_do(self, run: BatchRun, elapsed: float) -> RunSummary:
+        """A resumed run whose patients are all done: reported, and the stored record of
+        the attempts that did the work (summary, timings, duration) is left as it is."""
+        log.info("batch run %s (%s): every patient already done", run.id, run.run_key)
+        stored = dict(run.summary or {})
+        return RunSummary(
+            run_id=run.id,
+            run_key=run.run_key,
+            status=run.status,
+            n_total=run.n_total,
+            n_done=run.n_done,
+            n_failed=run.n_failed,
+            n_alerts=run.n_alerts or 0,
+            n_skipped_already_done=run.n_total,
+            n_image_unusable=int(stored.get("n_image_unusable", 0)),
+            failures={},
+            timings={"total": elapsed},
+        )
 
     def _dispatcher(
         self,

@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, redirect, render_template, request, url_for
 from sqlalchemy import case, func, select
 
 from cds.db.models import BatchItem, BatchRun, CardFeedback, IssuedCard, ModelVersion
@@ -165,6 +165,18 @@ def model() -> Any:
     )
     card = render_markdown(current.card_markdown) if current and current.card_markdown else None
     return render_template("inbox/admin/model.html", model=current, versions=versions, card=card)
+
+
+@public.get("/")
+def root() -> Any:
+    """The service's root sends a person to the inbox (which asks them to sign in)."""
+    return redirect(url_for("inbox.index"))
+
+
+@public.get("/favicon.ico")
+def favicon() -> Any:
+    """Browsers ask for /favicon.ico whatever the page says; the icon is an SVG."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
 
 
 @public.get("/model-card")

@@ -170,3 +170,40 @@ def test_killed_run_is_finished_by_the_next_run(
     assert len(ras) == N_PATIENTS
     assert len({r.identifier[0].value for r in ras}) == N_PATIENTS
     engine.dispose()
+
+
+def test_relative_cohort_is_expanded_and_a_do_nothing_resume_keeps_the_record(
+    tmp_path: Path, cohort_dir: Path, checkpoint: Path
+) -> None:
+    """``{as_of-Nd}`` in ``[batch] cohort`` is expanded against the run's as-of day before the
+    source sees it; running a finished run again changes nothing stored about it."""
+    from cds.sources import expand_cohort, make_fhir_source
+    from connectors.errors import ConnectorError
+
+    query = "search:Encounter?date=ge{as_of-400d}"
+    s = batch_settings(tmp_path, cohort_dir, checkpoint, batch__cohort=query)
+    source = make_fhir_source(s)
+    try:
+        expected = source.cohort_patient_ids(expand_cohort(query, AS_OF.date()))
+        with pytest.raises((ConnectorError, ValueError)):  # the raw placeholder is no date
+            source.cohort_patient_ids(query)
+    finally:
+        source.close()
+    assert expected
+    with BatchRunner(s) as runner:
+        first = runner.run(RunOptions(as_of=AS_OF, progress=False, limit=2))
+        assert first.n_done == 2
+        engine = make_engine(s.database.url)
+        sessions = session_factory(engine)
+        with session_scope(sessions) as db:
+            items = db.scalars(select(BatchItem.patient_fhir_id).order_by(BatchItem.id)).all()
+            run = db.scalars(select(BatchRun)).one()
+            stored = (dict(run.summary), dict(run.timings), run.finished_at, run.attempts)
+        assert list(items) == expected[:2]
+        again = runner.run(RunOptions(as_of=AS_OF, progress=False, limit=2))
+    assert again.run_id == first.run_id and again.n_skipped_already_done == 2
+    with session_scope(sessions) as db:
+        run = db.scalars(select(BatchRun)).one()
+        assert (dict(run.summary), dict(run.timings), run.finished_at, run.attempts) == stored
+        assert run.summary["n_skipped_already_done"] == 0  # the attempt that did the work
+    engine.dispose()
