@@ -9,7 +9,10 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 from markupsafe import Markup
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from cds.db.models import Alert, Prediction
 from cds.explain import contribution_parts, signed_points
 from cds.labels import group_label, input_label
 from cds.scoring import StoredInput, StoredInputs
@@ -159,6 +162,34 @@ def input_groups(inputs: Any) -> list[InputGroup]:
             for i in items
         ]
         out.append(InputGroup(group, group_label(group), rows))
+    return out
+
+
+@dataclass(frozen=True)
+class Person:
+    """Age and sex of a patient as the model saw them (from the alert's prediction)."""
+
+    age: str
+    sex: str
+
+    @property
+    def text(self) -> str:
+        return " ".join(x for x in (self.age, self.sex) if x) or "—"
+
+
+def people(session: Session, alerts: list[Alert]) -> dict[int, Person]:
+    """Patient row id -> :class:`Person`, read from each alert's prediction inputs."""
+    ids = [a.prediction_id for a in alerts if a.prediction_id]
+    preds = {p.id: p for p in session.scalars(select(Prediction).where(Prediction.id.in_(ids)))}
+    out = {}
+    for a in alerts:
+        pred = preds.get(a.prediction_id or -1)
+        stored = StoredInputs.from_json(pred.inputs if pred else None)
+        age, male = stored.get("age"), stored.get("sex_male")
+        out[a.patient_id] = Person(
+            age=f"{age.value:.0f} y" if age and age.value is not None else "",
+            sex="" if male is None or male.value is None else ("M" if male.value >= 0.5 else "F"),
+        )
     return out
 
 

@@ -57,11 +57,12 @@ def index() -> Any:
     if actions.wake_expired_snoozes(session):
         session.commit()
     query = parse_query(request.args)
-    page = list_alerts(session, query, current().user_id)
+    page = list_alerts(session, query, current().user_id, settings().alerts.outcome)
     return render_template(
         "inbox/inbox.html",
         q=query,
         page=page,
+        people=present.people(session, [r.lead for r in page.rows]),
         cohorts=cohorts(session),
         status_choices=STATUS_CHOICES,
         tier_choices=TIER_CHOICES,

@@ -235,8 +235,8 @@ class ScoringCore:
         m = settings.model
         if not Path(m.checkpoint).is_file():
             raise ConfigError(
-                f"{settings.source_file or '<defaults>'}: model.checkpoint {m.checkpoint!r} not found "
-                "(train one with `mprtm train`)"
+                f"{settings.source_file or '<defaults>'}: model.checkpoint "
+                f"{m.checkpoint!r} not found (train one with `mprtm train`)"
             )
         predictor = (predictor_class or Predictor).from_checkpoint(
             m.checkpoint,
