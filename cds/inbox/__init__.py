@@ -56,6 +56,7 @@ def init_app(app: Flask) -> None:
         dt=present.fmt_dt,
         date=present.fmt_date,
         pct=present.fmt_pct,
+        dicom_date=present.fmt_dicom_date,
         points=present.fmt_points,
         signed=lambda v: "—" if v is None else signed_points(float(v)),
     )

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from cds.db.models import Alert, Prediction
 from cds.explain import contribution_parts, signed_points
 from cds.labels import group_label, input_label
-from cds.scoring import StoredInput, StoredInputs
+from cds.scoring import StoredInput, StoredInputs, parse_dicom_date
 from model.types import MODALITIES, OUTCOMES
 
 REASON_LABELS = {
@@ -64,6 +64,12 @@ def fmt_date(value: dt.datetime | dt.date | None) -> str:
     if isinstance(value, dt.datetime):
         value = as_utc(value)
     return value.strftime("%Y-%m-%d") if value else "—"
+
+
+def fmt_dicom_date(value: str | None) -> str:
+    """A DICOM ``YYYYMMDD`` as ``5 Nov 2026``; "date unknown" when it is not one."""
+    day = parse_dicom_date(value)
+    return f"{day.day} {day:%b %Y}" if day else "date unknown"
 
 
 def fmt_pct(value: float | None, digits: int = 0) -> str:

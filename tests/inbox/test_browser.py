@@ -94,7 +94,7 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
     url, alert_id = live["url"], live["alert_id"]
     sign_in(page, url, "alice")
     expect(page.get_by_role("heading", name="Alert inbox")).to_be_visible()
-    shot(page, "inbox", docs=True)
+    shot(page, "inbox-factory")
 
     # Filter: high tier only.
     page.get_by_label("Tier").select_option("high")
@@ -123,7 +123,7 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
         expect(page.get_by_role("heading", name=name)).to_be_visible()
     for img in page.locator("main img").all():  # charts and overlay really loaded
         assert img.evaluate("el => el.complete && el.naturalWidth > 0"), img.get_attribute("src")
-    shot(page, "patient", docs=True)
+    shot(page, "patient-factory")
 
     # Acknowledge the alert.
     card = page.locator(f"#alert-{alert_id}")
