@@ -41,7 +41,9 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def batch_live(
-    tmp_path_factory: pytest.TempPathFactory, cohort_dir: Path, checkpoint: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    cohort_dir: Path,  # noqa: F811  (the fixture imported above)
+    checkpoint: Path,  # noqa: F811
 ) -> Iterator[dict[str, Any]]:
     from .browser import serve
 
@@ -83,7 +85,10 @@ def batch_live(
     app.extensions["mprtm.engine"].dispose()
 
 
-def test_inbox_and_patient_page_from_a_real_batch_run(page: Any, batch_live: Any) -> None:
+def test_inbox_and_patient_page_from_a_real_batch_run(
+    page: Any,  # noqa: F811  (the fixture imported above)
+    batch_live: Any,
+) -> None:
     url = batch_live["url"]
     assert batch_live["n_alerts"] > 0 and batch_live["mrn"]
     sign_in(page, url, "alice")
