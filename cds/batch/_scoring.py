@@ -296,16 +296,7 @@ class Scorer:
             n_new = apply_findings(
                 s, row, findings, outcome=self.settings.alerts.outcome, run_id=ctx.run_id
             )
-            item = s.scalar(
-                select(BatchItem).where(
-                    BatchItem.run_id == ctx.run_id, BatchItem.patient_fhir_id == pid
-                )
-            )
-            if item is not None:
-                item.status = "done"
-                item.error = None
-                item.attempts += 1
-                item.updated_at = occurrence
+            _mark_item(s, ctx, pid, "done", None, occurrence)
         t["store"] += time.perf_counter() - t1
         return n_new
 
@@ -314,16 +305,21 @@ class Scorer:
     ) -> None:
         log.warning("patient %s failed in run %s: %s", pid, ctx.run_id, reason)
         with session_scope(sessions) as s:
-            item = s.scalar(
-                select(BatchItem).where(
-                    BatchItem.run_id == ctx.run_id, BatchItem.patient_fhir_id == pid
-                )
-            )
-            if item is not None:
-                item.status = "failed"
-                item.error = reason
-                item.attempts += 1
-                item.updated_at = dt.datetime.now(dt.UTC)
+            _mark_item(s, ctx, pid, "failed", reason, dt.datetime.now(dt.UTC))
+
+
+def _mark_item(
+    s: Session, ctx: RunContext, pid: str, status: str, error: str | None, at: dt.datetime
+) -> None:
+    """Record one more attempt of the patient's item in the run, with its outcome."""
+    item = s.scalar(
+        select(BatchItem).where(BatchItem.run_id == ctx.run_id, BatchItem.patient_fhir_id == pid)
+    )
+    if item is not None:
+        item.status = status
+        item.error = error
+        item.attempts += 1
+        item.updated_at = at
 
 
 def _reason(exc: BaseException) -> str:
