@@ -15,7 +15,7 @@ from sqlalchemy import case, func, select
 from cds.db.models import BatchItem, BatchRun, CardFeedback, IssuedCard, ModelVersion
 from cds.inbox._db import db
 from cds.inbox.auth import admin_required
-from cds.inbox.present import as_utc, render_markdown
+from cds.inbox.present import as_utc, metric_tables, render_markdown
 
 bp = Blueprint("admin", __name__, url_prefix="/inbox/admin")
 public = Blueprint("public", __name__)
@@ -164,7 +164,13 @@ def model() -> Any:
         )
     )
     card = render_markdown(current.card_markdown) if current and current.card_markdown else None
-    return render_template("inbox/admin/model.html", model=current, versions=versions, card=card)
+    return render_template(
+        "inbox/admin/model.html",
+        model=current,
+        versions=versions,
+        card=card,
+        metric_tables=metric_tables(current.metrics if current else None),
+    )
 
 
 @public.get("/")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from cds.db.models import Alert, Prediction
 from cds.explain import contribution_parts, signed_points
-from cds.labels import group_label, input_label
+from cds.labels import OUTCOME_LABELS, group_label, input_label, outcome_label
 from cds.scoring import StoredInput, StoredInputs, parse_dicom_date
 from model.types import MODALITIES, OUTCOMES
 
@@ -197,6 +197,58 @@ def people(session: Session, alerts: list[Alert]) -> dict[int, Person]:
             sex="" if male is None or male.value is None else ("M" if male.value >= 0.5 else "F"),
         )
     return out
+
+
+@dataclass(frozen=True)
+class MetricTable:
+    """One table of the model page: rows (an outcome, a metric) by columns."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[str]]]
+
+
+def _metric_value(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, list | tuple) and all(isinstance(v, int | float) for v in value):
+            return "[" + ", ".join(f"{float(v):.3g}" for v in value) + "]"
+        return str(value)
+    return f"{float(value):.3g}"
+
+
+def metric_tables(metrics: Any, title: str = "") -> list[MetricTable]:
+    """``ModelVersion.metrics`` (nested dicts and lists) as tables: a dict of dicts of
+    values becomes one table (rows: its keys, e.g. outcomes; columns: the inner keys, e.g.
+    AUROC, Brier, ECE); loose values gather in a table of their own."""
+    if isinstance(metrics, list):
+        out: list[MetricTable] = []
+        for i, item in enumerate(metrics, 1):
+            out += metric_tables(item, f"{title} › {i}" if title else str(i))
+        return out
+    if not isinstance(metrics, dict):
+        return []
+    loose = [(str(k), v) for k, v in metrics.items() if not isinstance(v, dict | list)]
+    inner = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    tables: list[MetricTable] = []
+    flat = {
+        k: v for k, v in inner.items() if all(not isinstance(x, dict | list) for x in v.values())
+    }
+    if flat and len(flat) == len(inner) and not loose:
+        columns = sorted({c for v in flat.values() for c in v})
+        rows = [
+            (outcome_label(k) if k in OUTCOME_LABELS else str(k).replace("_", " "),
+             [_metric_value(v.get(c, "—")) if c in v else "—" for c in columns])
+            for k, v in flat.items()
+        ]  # fmt: skip
+        return [MetricTable(title or "Metrics", columns, rows)]
+    if loose:
+        tables.append(
+            MetricTable(title or "Metrics", ["value"], [(k, [_metric_value(v)]) for k, v in loose])
+        )
+    for k, v in metrics.items():
+        if isinstance(v, dict | list):
+            tables += metric_tables(v, f"{title} › {k}" if title else str(k))
+    return tables
 
 
 _REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
