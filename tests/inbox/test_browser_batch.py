@@ -59,6 +59,7 @@ def batch_live(
     sessions = session_factory(app.extensions["mprtm.engine"])
     with sessions() as db:
         add_user(db, "alice", "clinician", factory.PASSWORD)
+        add_user(db, "root", "admin", factory.PASSWORD)
         db.commit()
         # a patient whose newest prediction used a usable LGE series with an overlay
         with_image = db.execute(
@@ -131,3 +132,20 @@ def test_inbox_and_patient_page_from_a_real_batch_run(
     for img in page.locator("main img").all():  # charts and overlay really loaded
         assert img.evaluate("el => el.complete && el.naturalWidth > 0"), img.get_attribute("src")
     shot(page, "patient", docs=True)
+
+
+def test_admin_pages_of_the_real_runs_fit_the_screen(
+    page: Any,  # noqa: F811  (the fixture imported above)
+    batch_live: Any,
+) -> None:
+    """The runs table and a run page of two real runs fit 1366 px without scrolling."""
+    url = batch_live["url"]
+    sign_in(page, url, "root")
+    page.goto(f"{url}/inbox/admin/runs")
+    expect(page.locator("table tbody tr")).to_have_count(2)
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 1366, width
+    shot(page, "runs")
+    page.get_by_role("link", name=re.compile(r"^Run \d+$")).first.click()
+    expect(page.get_by_role("heading", name=re.compile("Stage timings|Timings"))).to_be_visible()
+    shot(page, "run")
