@@ -242,6 +242,8 @@ def test_ehr_launch_in_chromium(
         shot(page, "smart-launch")
         response = page.goto(f"{inbox_url}/inbox/patients/p-mod")
         assert response is not None and response.status == 403
+        page.wait_for_load_state("networkidle")  # the favicon too, before the server stops
+        page.goto("about:blank")
     with sessions() as s:
         assert s.get(Alert, alert_id).status == "acknowledged"
     app.extensions["mprtm.engine"].dispose()
