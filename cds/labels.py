@@ -8,6 +8,7 @@ words from here.  Labels are written in sentence case; inside a sentence a calle
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cache
 
 from cds.clinical_tables import condition_specs, drug_class_specs, feature_specs
@@ -93,3 +94,19 @@ def input_groups() -> dict[str, str]:
     groups.update({f"med_{d.name}": "medication" for d in drug_class_specs()})
     groups.update({"age": "demographics", "sex_male": "demographics"})
     return groups
+
+
+def when_text(as_of: dt.datetime | dt.date | None, scored: dt.datetime | None) -> str:
+    """The one wording of a prediction's two times, wherever a prediction is shown:
+    ``data as of 2026-11-02 · scored 2026-12-05 19:31 UTC``."""
+
+    def utc(v: dt.datetime) -> dt.datetime:
+        return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
+
+    parts = []
+    if as_of is not None:
+        day = utc(as_of).date() if isinstance(as_of, dt.datetime) else as_of
+        parts.append(f"data as of {day.isoformat()}")
+    if scored is not None:
+        parts.append(f"scored {utc(scored):%Y-%m-%d %H:%M} UTC")
+    return " · ".join(parts)

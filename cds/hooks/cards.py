@@ -19,7 +19,7 @@ from typing import Any
 from cds.explain import HEADLINE_OUTCOME, contribution_sentence
 from cds.hooks.view import RiskView
 from cds.image_gate import unusable_text
-from cds.labels import group_label, modality_label, outcome_label
+from cds.labels import group_label, modality_label, outcome_label, when_text
 from model.types import OUTCOMES
 
 SUMMARY_MAX = 139  # "<140-character"
@@ -201,16 +201,16 @@ def _age(iso: str | None, now: dt.datetime) -> str:
 
 def detail_markdown(view: RiskView, ctx: CardContext) -> str:
     lines: list[str] = []
-    when = f"{view.computed_at:%Y-%m-%d %H:%M} UTC"
+    when = when_text(view.data_as_of, view.computed_at)
     if view.stale:
         lines.append(
-            f"**Not refreshed.** This is the last known result, from the nightly run of {when}; "
+            f"**Not refreshed.** This is the last known result of the nightly run ({when}); "
             f"it is older than the freshness limit. Reason: {_md_safe(view.stale_reason)}."
         )
     elif view.origin == "nightly":
-        lines.append(f"Result of the nightly follow-up run of {when}.")
+        lines.append(f"Result of the nightly follow-up run: {when}.")
     else:
-        lines.append(f"Computed on demand at {when} from the EHR's current data.")
+        lines.append(f"Computed on demand from the EHR's current data: {when}.")
     lines += ["", "| Outcome (1 year) | Probability | Tier | Since last run |", "|---|---|---|---|"]
     prev_all = view.previous_probabilities or {}
     for o in OUTCOMES:

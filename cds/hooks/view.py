@@ -27,6 +27,7 @@ class RiskView:
             (``cds/explain.py``); empty when not recorded.
         fibrosis_burden: LGE enhancement / myocardium, or None.
         computed_at: when the score was computed.
+        data_as_of: the clinical as-of time of its inputs (None: not recorded).
         origin: "nightly" or "on-demand".
         model: the model that scored.
         previous_probabilities: the run before, for the trend (None when there is none).
@@ -57,6 +58,7 @@ class RiskView:
     warnings: list[str] = field(default_factory=list)
     contributions: dict[str, dict[str, float]] = field(default_factory=dict)
     image_quality: dict[str, Any] | None = None
+    data_as_of: dt.datetime | None = None
 
 
 def model_info_of(mv: ModelVersion | None) -> ModelInfo:
@@ -87,6 +89,7 @@ def view_from_prediction(
         contributions=dict(pred.contributions or {}),
         fibrosis_burden=pred.fibrosis_burden,
         computed_at=as_utc(pred.created_at),
+        data_as_of=as_utc(pred.as_of) if pred.as_of else None,
         origin="nightly",
         model=model_info_of(mv),
         previous_probabilities=dict(previous.probabilities) if previous is not None else None,
@@ -118,6 +121,7 @@ def view_from_score(
         contributions=stored_contributions(pred),
         fibrosis_burden=pred.fibrosis_burden,
         computed_at=computed_at,
+        data_as_of=computed_at,
         origin="on-demand",
         model=info,
         previous_probabilities=dict(previous.probabilities) if previous is not None else None,

@@ -43,6 +43,7 @@ def init_app(app: Flask) -> None:
         modality_label=labels.modality_label,
         modality_short=lambda m: labels.MODALITY_SHORT.get(m, m),
         tier_label=lambda t: labels.TIER_LABELS.get(t, t),
+        when_text=labels.when_text,
         source_url=lambda ref: present.source_url(
             settings().fhir.base_url if settings().fhir.source == "server" else "", ref
         ),

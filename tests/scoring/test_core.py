@@ -196,3 +196,12 @@ def test_batch_and_hooks_call_the_core() -> None:
         assert "ScoringCore" in text and ".scored(" in text and ".predict(" in text
         for copy in ("def _tier", "def _fingerprint", "def input_fingerprint", "hashlib.sha256(p"):
             assert copy not in text
+
+
+def test_one_wording_of_the_two_times() -> None:
+    from cds.labels import when_text
+
+    as_of = dt.datetime(2026, 11, 1, 23, 0, tzinfo=dt.UTC)
+    scored = dt.datetime(2026, 12, 5, 2, 14, tzinfo=dt.UTC)
+    assert when_text(as_of, scored) == "data as of 2026-11-01 · scored 2026-12-05 02:14 UTC"
+    assert when_text(None, scored.replace(tzinfo=None)) == "scored 2026-12-05 02:14 UTC"
