@@ -71,6 +71,8 @@ class RunSummary:
     n_skipped_already_done: int
     #: patients whose LGE series failed the image quality gate (scored without the image)
     n_image_unusable: int = 0
+    #: alerts raised by this attempt (``n_alerts`` counts every attempt of the run)
+    n_new_alerts: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -85,6 +87,7 @@ class RunSummary:
             "n_alerts": self.n_alerts,
             "n_skipped_already_done": self.n_skipped_already_done,
             "n_image_unusable": self.n_image_unusable,
+            "n_new_alerts": self.n_new_alerts,
             "failures": self.failures,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -303,6 +306,7 @@ class BatchRunner:
                 n_alerts=run.n_alerts,
                 n_skipped_already_done=skipped,
                 n_image_unusable=n_unusable,
+                n_new_alerts=n_alerts,
                 failures=failures,
                 timings=dict(timer.totals),
             )
