@@ -118,3 +118,15 @@ def test_model_metrics_are_tables_not_a_dict(admin_client: Any, dbs: Any, data: 
     assert "<caption>val › fusion</caption>" in html
     assert '<th scope="row">All-cause death</th><td class="num">0.812</td>' in html
     assert '<th scope="row">dice_myocardium</th><td class="num">0.61</td>' in html
+
+
+def test_root_sends_to_the_inbox_and_there_is_a_favicon(app: Any) -> None:
+    client = app.test_client()
+    root = client.get("/")
+    assert root.status_code == 302 and root.headers["Location"].endswith("/inbox/")
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 301
+    with client.get(icon.headers["Location"]) as svg:  # a file response: closed after use
+        assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+    login = client.get("/inbox/login").get_data(as_text=True)
+    assert 'rel="icon"' in login and "favicon.svg" in login
