@@ -63,8 +63,3 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     init_wellknown(app)  # /.well-known/jwks.json (SMART backend client key)
 
     return app
-
-
-def settings_of(app: Flask) -> Settings:
-    settings: Settings = app.extensions["mprtm.settings"]
-    return settings

@@ -235,7 +235,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         f"\n=== [5/{total}] serving CDS Hooks and the alert inbox "
         f"(all steps took {time.perf_counter() - t_all:.0f} s)"
     )
+    print(f"    config:     {config.resolve()}")
     print(f"    inbox:      http://127.0.0.1:{args.port}/inbox/   login {user} / {password}")
+    print(
+        f"                ({user} is an admin account: inbox, batch runs, model, feedback. "
+        "A CDS Hooks card's link opens the patient page as the passwordless "
+        "demo-clinician, a clinician account made on first use.)"
+    )
     print(f"    discovery:  curl -s http://127.0.0.1:{args.port}/cds-services")
     if patient:
         print(f"    patient-view for Patient/{patient} (has an open alert):")

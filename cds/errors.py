@@ -18,10 +18,6 @@ class ConfigError(MprtmError):
     """
 
 
-class DatabaseError(MprtmError):
-    """The application database cannot be reached or is not at the expected revision."""
-
-
 class UsageError(MprtmError):
     """A command was called with arguments that cannot work together (exit status 2)."""
 

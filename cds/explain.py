@@ -11,16 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from cds.labels import modality_label
 from model.types import MODALITIES, PatientPrediction
 
 #: The outcome the cards and the RiskAssessment note explain.
 HEADLINE_OUTCOME = "death"
-#: Short names of the sources in one-line explanations.
-SOURCE_NAMES = {
-    "numeric": "clinical measurements",
-    "text": "medications and notes",
-    "image": "LGE MRI",
-}
 
 
 def stored_contributions(pred: PatientPrediction) -> dict[str, dict[str, float]]:
@@ -54,12 +49,14 @@ def contribution_sentence(
     outcome: str = HEADLINE_OUTCOME,
 ) -> str:
     """One line, e.g. ``typical patients 9.0%; clinical measurements +8.1, medications and
-    notes +5.2, LGE MRI −2.0 percentage points; together 20.3%``; "" when not recorded."""
+    notes +5.2, LGE cardiac MRI −2.0 percentage points; together 20.3%``; "" when not recorded."""
     parts = contribution_parts(contributions, outcome)
     if parts is None:
         return ""
     total = parts["reference"] + sum(parts.get(m, 0.0) for m in MODALITIES)
-    sources = ", ".join(f"{SOURCE_NAMES[m]} {signed_points(parts.get(m, 0.0))}" for m in MODALITIES)
+    sources = ", ".join(
+        f"{modality_label(m, lower=True)} {signed_points(parts.get(m, 0.0))}" for m in MODALITIES
+    )
     return (
         f"typical patients {100 * parts['reference']:.1f}%; {sources} percentage points; "
         f"together {100 * total:.1f}%"

@@ -6,9 +6,10 @@ segmentation (0 background, 1 myocardium, 2 enhancement, as in
 :class:`model.types.ImageFeatures`).  The slice is shown in grey (windowed to its 1st-99th
 percentile); the myocardium is tinted and outlined in cyan; the enhancement (scar or
 fibrosis) is filled in red-orange with a solid edge.  Small slices are enlarged by an
-integer factor (nearest neighbour) so that outlines stay sharp.  The batch calls
-:func:`render_series_overlay` on the whole series; it picks the slice with the largest
-enhanced area (else the largest myocardium).
+integer factor (nearest neighbour) so that outlines stay sharp.  The scoring core calls
+:func:`series_overlay` on the whole series: it picks the slice with the largest enhanced
+area (else the largest myocardium) and crops it to the heart (:func:`heart_box`: the
+segmented myocardium with half its size as margin on each side).
 
 The PNG is encoded here with :mod:`zlib` (filter type 0, one IDAT chunk): deterministic
 bytes for the same input and no imaging library needed.
@@ -20,6 +21,8 @@ import struct
 import zlib
 
 import numpy as np
+
+from model.types import ImageFeatures
 
 MYOCARDIUM_RGB = (0, 200, 255)
 ENHANCEMENT_RGB = (255, 69, 0)
@@ -153,3 +156,41 @@ def render_series_overlay(volume: np.ndarray, segmentation: np.ndarray) -> bytes
         )
     index = pick_slice(segmentation)
     return render_overlay(vol[index], np.asarray(segmentation)[index])
+
+
+def heart_box(seg_2d: np.ndarray, margin: float = 0.5, min_side: int = 24) -> tuple[slice, slice]:
+    """A square around the segmented heart (labels >= 1) with ``margin`` of its size on
+    each side, at least ``min_side`` pixels, inside the image; the whole image when
+    nothing is segmented."""
+    seg = np.asarray(seg_2d)
+    h, w = seg.shape
+    ys, xs = np.nonzero(seg >= 1)
+    if ys.size == 0:
+        return slice(0, h), slice(0, w)
+    cy, cx = (ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0
+    extent = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
+    side = min(max(h, w), max(min_side, int(round(extent * (1.0 + 2.0 * margin)))))
+    top = int(np.clip(round(cy - side / 2.0), 0, max(0, h - side)))
+    left = int(np.clip(round(cx - side / 2.0), 0, max(0, w - side)))
+    return slice(top, min(h, top + side)), slice(left, min(w, left + side))
+
+
+def series_overlay(volume: np.ndarray, features: ImageFeatures) -> bytes | None:
+    """The overlay of an encoded series, cropped to the heart, or None when there is
+    nothing to show (no segmentation, or a series the quality gate found unusable).
+
+    Args:
+        volume: (S, H, W) the series as the image branch received it.
+        features: the image branch's output; its segmentation covers the slices the
+            branch kept (:func:`model.image_branch.select_slices`), in that order.
+    """
+    if features.segmentation is None or not features.usable:
+        return None
+    from model.image_branch import select_slices
+
+    seg = np.asarray(features.segmentation)
+    kept = select_slices(volume.shape[0], seg.shape[0])
+    index = pick_slice(seg)
+    rows, cols = heart_box(seg[index])
+    image = np.asarray(volume)[kept[index]]
+    return render_overlay(image[rows, cols], seg[index][rows, cols])

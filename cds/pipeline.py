@@ -60,6 +60,15 @@ def dicom_patient_ids(patient: Patient, system: str = "") -> list[str]:
     return out
 
 
+def medical_record_number(patient: Patient) -> str | None:
+    """The value of the patient's MR-typed identifier (the MRN the inbox searches), or None."""
+    for ident in patient.identifier or []:
+        codings = getattr(getattr(ident, "type", None), "coding", None) or []
+        if ident.value and any(c.code == MRN_TYPE[1] for c in codings):
+            return str(ident.value)[:128]
+    return None
+
+
 def find_lge_series(
     patient: Patient, imaging: ImagingSource, *, as_of: dt.date, settings: Settings
 ) -> SeriesRef | None:
@@ -175,9 +184,24 @@ def assemble(
         max_notes=settings.fhir.max_notes,
         notes_window_days=settings.fhir.notes_window_days,
     )
+    mapped.mrn = medical_record_number(record.patient)
     if imaging is not None:
         attach_image(mapped, record, imaging, image_size=image_size, settings=settings)
     return mapped
+
+
+def pull_record(
+    patient_id: str, fhir: FhirSource, *, as_of: dt.date, settings: Settings
+) -> PatientRecord:
+    """One patient's FHIR resources: only the LOINC codes the mapping uses, only the
+    observation window before ``as_of``.
+
+    Raises:
+        connectors.errors.ResourceNotFound: unknown patient.
+        connectors.errors.ConnectorError: the source failed after its retries.
+    """
+    since = as_of - dt.timedelta(days=settings.fhir.observation_window_days)
+    return fhir.patient_record(patient_id, loinc_codes=observation_search_codes(), since=since)
 
 
 def pull(
@@ -189,13 +213,12 @@ def pull(
     image_size: int,
     settings: Settings,
 ) -> MappedPatient:
-    """Pull one patient from the sources (only the LOINC codes and the window the mapping
-    uses) and assemble the model input.
+    """:func:`pull_record`, then :func:`assemble` (the batch runs the two as its ``pull``
+    and ``map`` steps).
 
     Raises:
         connectors.errors.ResourceNotFound: unknown patient.
         connectors.errors.ConnectorError: a source failed after its retries.
     """
-    since = as_of - dt.timedelta(days=settings.fhir.observation_window_days)
-    record = fhir.patient_record(patient_id, loinc_codes=observation_search_codes(), since=since)
+    record = pull_record(patient_id, fhir, as_of=as_of, settings=settings)
     return assemble(record, imaging, as_of=as_of, image_size=image_size, settings=settings)

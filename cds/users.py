@@ -39,10 +39,3 @@ def add_user(session: Session, username: str, role: str, password: str) -> User:
     session.add(user)
     session.flush()
     return user
-
-
-def authenticate(session: Session, username: str, password: str) -> User | None:
-    user = session.scalar(select(User).where(User.username == username, User.active.is_(True)))
-    if user is None or not verify_password(user.password_hash, password):
-        return None
-    return user

@@ -13,14 +13,12 @@ Resumable and idempotent:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -33,6 +31,8 @@ from cds.db import make_engine, session_factory, session_scope
 from cds.db.models import BatchItem, BatchRun, ModelVersion, Prediction
 from cds.errors import MprtmError
 from cds.image_gate import is_unusable
+from cds.scoring import ScoringCore
+from cds.sources import expand_cohort
 from cds.terminology import activate as activate_terminology
 
 log = logging.getLogger("mprtm.batch")
@@ -71,6 +71,8 @@ class RunSummary:
     n_skipped_already_done: int
     #: patients whose LGE series failed the image quality gate (scored without the image)
     n_image_unusable: int = 0
+    #: alerts raised by this attempt (``n_alerts`` counts every attempt of the run)
+    n_new_alerts: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -85,6 +87,7 @@ class RunSummary:
             "n_alerts": self.n_alerts,
             "n_skipped_already_done": self.n_skipped_already_done,
             "n_image_unusable": self.n_image_unusable,
+            "n_new_alerts": self.n_new_alerts,
             "failures": self.failures,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -109,28 +112,20 @@ class StageTimer:
             self.totals[k] += v
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def register_model_version(session: Session, scorer: _scoring.Scorer) -> ModelVersion:
+def register_model_version(session: Session, core: ScoringCore) -> ModelVersion:
     """The ModelVersion row of the loaded checkpoint (created once)."""
     mv = session.scalar(
-        select(ModelVersion).where(ModelVersion.checkpoint_sha256 == scorer.checkpoint_sha256)
+        select(ModelVersion).where(ModelVersion.checkpoint_sha256 == core.checkpoint_sha256)
     )
     if mv is None:
         mv = ModelVersion(
-            name=scorer.model_name,
-            version=scorer.model_version,
-            checkpoint_sha256=scorer.checkpoint_sha256,
-            checkpoint_path=str(scorer.checkpoint_path),
-            metrics=scorer.metrics,
-            card_markdown=scorer.card_markdown,
-            synthetic_training_data=scorer.synthetic_training_data,
+            name=core.model_name,
+            version=core.model_version,
+            checkpoint_sha256=core.checkpoint_sha256,
+            checkpoint_path=str(core.checkpoint_path),
+            metrics=core.metrics,
+            card_markdown=core.card_markdown,
+            synthetic_training_data=core.synthetic_training_data,
         )
         session.add(mv)
         session.flush()
@@ -205,7 +200,7 @@ class BatchRunner:
         scorer = self.scorer
         run_key = opts.run_key or self.default_run_key(run_date)
         with session_scope(self.sessions) as s:
-            mv = register_model_version(s, scorer)
+            mv = register_model_version(s, scorer.core)
             run = s.scalar(select(BatchRun).where(BatchRun.run_key == run_key))
             resumed = run is not None
             if run is None:
@@ -219,11 +214,22 @@ class BatchRunner:
                 )
                 s.add(run)
                 s.flush()
-            else:
+            run_id = run.id
+            n_open = 0
+            if resumed:
+                n_open = len(
+                    s.scalars(
+                        select(BatchItem.id).where(
+                            BatchItem.run_id == run_id, BatchItem.status != "done"
+                        )
+                    ).all()
+                )
+            if resumed and n_open == 0 and run.status != "running":
+                return self._nothing_to_do(run, time.perf_counter() - t_start)
+            if resumed:
                 run.attempts += 1
                 run.status = "running"
                 run.finished_at = None
-            run_id = run.id
         log.info("batch run %s (%s) %s", run_id, run_key, "resumed" if resumed else "started")
 
         with timer.stage("cohort"):
@@ -237,7 +243,9 @@ class BatchRunner:
                         )
                     )
             else:
-                ids = scorer.cohort_patient_ids(self.settings.batch.cohort)
+                ids = scorer.cohort_patient_ids(
+                    expand_cohort(self.settings.batch.cohort, as_of.date())
+                )
                 if opts.limit is not None:
                     ids = ids[: opts.limit]
                 with session_scope(self.sessions) as s:
@@ -281,6 +289,10 @@ class BatchRunner:
             run.n_done = n_done
             run.n_failed = len(failures)
             run.n_alerts = (run.n_alerts or 0) + n_alerts
+            if resumed:  # the stages of every attempt that did work, added up
+                for k, v in (run.timings or {}).items():
+                    if isinstance(v, int | float):
+                        timer.totals[k] += float(v)
             run.timings = {k: round(v, 3) for k, v in timer.totals.items()}
             run.status = "completed" if not failures else "completed_with_failures"
             run.finished_at = dt.datetime.now(dt.UTC)
@@ -294,6 +306,7 @@ class BatchRunner:
                 n_alerts=run.n_alerts,
                 n_skipped_already_done=skipped,
                 n_image_unusable=n_unusable,
+                n_new_alerts=n_alerts,
                 failures=failures,
                 timings=dict(timer.totals),
             )
@@ -307,6 +320,25 @@ class BatchRunner:
             n_unusable,
         )
         return summary
+
+    def _nothing_to_do(self, run: BatchRun, elapsed: float) -> RunSummary:
+        """A resumed run whose patients are all done: reported, and the stored record of
+        the attempts that did the work (summary, timings, duration) is left as it is."""
+        log.info("batch run %s (%s): every patient already done", run.id, run.run_key)
+        stored = dict(run.summary or {})
+        return RunSummary(
+            run_id=run.id,
+            run_key=run.run_key,
+            status=run.status,
+            n_total=run.n_total,
+            n_done=run.n_done,
+            n_failed=run.n_failed,
+            n_alerts=run.n_alerts or 0,
+            n_skipped_already_done=run.n_total,
+            n_image_unusable=int(stored.get("n_image_unusable", 0)),
+            failures={},
+            timings={"total": elapsed},
+        )
 
     def _dispatcher(
         self,

@@ -55,11 +55,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
         print(f"run {summary.run_id} ({summary.run_key}): {summary.status}")
-        print(
-            f"  patients {summary.n_total}: {summary.n_done} done, {summary.n_failed} failed "
-            f"({summary.n_skipped_already_done} already done before this attempt); "
-            f"{summary.n_alerts} new alerts"
-        )
+        if summary.n_skipped_already_done == summary.n_total:
+            print(
+                f"  nothing to do: all {summary.n_total} patients were already done "
+                f"(the run raised {summary.n_alerts} alerts)"
+            )
+        else:
+            print(
+                f"  patients {summary.n_total}: {summary.n_done} done, {summary.n_failed} failed "
+                f"({summary.n_skipped_already_done} already done before this attempt); "
+                f"{summary.n_new_alerts} new alerts"
+            )
         if summary.n_image_unusable:
             print(
                 f"  MRI could not be analysed for {summary.n_image_unusable} patients "

@@ -20,22 +20,11 @@ from cds.canonical import Canonical
 from cds.explain import HEADLINE_OUTCOME, contribution_sentence
 from cds.hooks.view import RiskView
 from cds.image_gate import unusable_text
+from cds.labels import group_label, modality_label, outcome_label, when_text
 from model.types import OUTCOMES
 
 SUMMARY_MAX = 139  # "<140-character"
-OUTCOME_LABELS = {
-    "death": "all-cause death",
-    "cv_death": "cardiovascular death",
-    "rehospitalization": "rehospitalization",
-    "cardiology_rehospitalization": "cardiology rehospitalization",
-    "macce": "MACCE",
-}
 INDICATOR_BY_TIER = {"low": "info", "moderate": "warning", "high": "critical"}
-MODALITY_LABELS = {
-    "numeric": "clinical indicators",
-    "text": "medications & notes",
-    "image": "LGE MRI",
-}
 #: Codes of the service's own code systems (URLs under ``fhir.canonical_base``,
 #: :mod:`cds.canonical`; served at ``/fhir/CodeSystem/<name>``).
 SUGGESTED_ORDERS: dict[str, str] = {
@@ -145,7 +134,7 @@ def headline(view: RiskView, preferred: str) -> str | None:
 def summary_of(view: RiskView, outcome: str) -> str:
     tier = view.tiers.get(outcome, "unknown")
     p = view.probabilities[outcome]
-    text = f"HF 1-year risk {tier.upper()}: {_pct(p)} {OUTCOME_LABELS.get(outcome, outcome)}"
+    text = f"HF 1-year risk {tier.upper()}: {_pct(p)} {outcome_label(outcome, lower=True)}"
     prev = (view.previous_probabilities or {}).get(outcome)
     if prev is not None:
         delta = round(100 * (p - float(prev)))
@@ -223,16 +212,16 @@ def _age(iso: str | None, now: dt.datetime) -> str:
 
 def detail_markdown(view: RiskView, ctx: CardContext) -> str:
     lines: list[str] = []
-    when = f"{view.computed_at:%Y-%m-%d %H:%M} UTC"
+    when = when_text(view.data_as_of, view.computed_at)
     if view.stale:
         lines.append(
-            f"**Not refreshed.** This is the last known result, from the nightly run of {when}; "
+            f"**Not refreshed.** This is the last known result of the nightly run ({when}); "
             f"it is older than the freshness limit. Reason: {_md_safe(view.stale_reason)}."
         )
     elif view.origin == "nightly":
-        lines.append(f"Result of the nightly follow-up run of {when}.")
+        lines.append(f"Result of the nightly follow-up run: {when}.")
     else:
-        lines.append(f"Computed on demand at {when} from the EHR's current data.")
+        lines.append(f"Computed on demand from the EHR's current data: {when}.")
     lines += ["", "| Outcome (1 year) | Probability | Tier | Since last run |", "|---|---|---|---|"]
     prev_all = view.previous_probabilities or {}
     for o in OUTCOMES:
@@ -241,12 +230,12 @@ def detail_markdown(view: RiskView, ctx: CardContext) -> str:
         p = view.probabilities[o]
         prev = prev_all.get(o)
         trend = _trend(p, float(prev) if prev is not None else None)
-        label = OUTCOME_LABELS.get(o, o)
+        label = outcome_label(o)
         lines.append(f"| {label} | {100 * p:.1f}% | {view.tiers.get(o, '?')} | {trend} |")
     if view.previous_at is not None:
         lines.append(f"\nLast run before this one: {view.previous_at:%Y-%m-%d %H:%M} UTC.")
     weights = " · ".join(
-        f"{MODALITY_LABELS.get(m, m)} {w:.2f}" for m, w in view.modality_weights.items()
+        f"{modality_label(m, lower=True)} {w:.2f}" for m, w in view.modality_weights.items()
     )
     why = contribution_sentence(view.contributions, HEADLINE_OUTCOME)
     lines.append(
@@ -273,7 +262,7 @@ def detail_markdown(view: RiskView, ctx: CardContext) -> str:
     if view.freshness:
         lines.append("\n**Input freshness (newest data used):**\n")
         for group, iso in view.freshness.items():
-            lines.append(f"- {_md_safe(group)}: {_age(iso, ctx.now)}")
+            lines.append(f"- {group_label(group, lower=True)}: {_age(iso, ctx.now)}")
     lines.append(f"\n**Model:** {_md_safe(view.model.label)}")
     if view.model.synthetic_training_data:
         lines.append(
@@ -321,7 +310,7 @@ def _suggestions(view: RiskView, ctx: CardContext, outcome: str) -> list[dict[st
     if view.tiers.get(outcome) == "high":
         reason = (
             f"M-PRTM 1-year risk high: {_pct(view.probabilities[outcome])} "
-            f"{OUTCOME_LABELS.get(outcome, outcome)}"
+            f"{outcome_label(outcome, lower=True)}"
         )
         resource = _service_request(
             ctx,

@@ -46,6 +46,7 @@ from cds.hooks.request import ABSENT, HookRequest
 from cds.hooks.scoring import CachedImage, OnDemandScorer
 from cds.hooks.services import ServiceDefinition
 from cds.hooks.view import RiskView, view_from_prediction, view_from_score
+from cds.scoring import latest_cached_image
 from connectors.pacs.recognition import classify_description
 
 log = logging.getLogger("mprtm.hooks")
@@ -289,11 +290,10 @@ class HooksEngine:
         info = self.scorer.info()  # loads the model on first use (off the request thread)
         usable_img = self._cached_image(req.patient_id, info.image_cache_key)
         score = self.scorer.score(data.record, usable_img, now)
-        lge_uid = usable_img.series_instance_uid if usable_img else None
         patient_id, service_id = req.patient_id, service.id
 
         def save(session: Session, cards: list[dict[str, Any]]) -> None:
-            row = store.save_on_demand(session, patient_id, score, info, now, lge_uid)
+            row = store.save_on_demand(session, patient_id, score, info, now)
             store.add_issued(session, cards, service_id, patient_id, row.id)
 
         view = view_from_score(
@@ -301,7 +301,6 @@ class HooksEngine:
             info,
             now,
             data.record,
-            usable_img,
             latest,
             None,
             [*_key_notes(data), *data.record.warnings],
@@ -312,7 +311,7 @@ class HooksEngine:
         if not key:
             return None
         with self.sessions() as session:
-            return store.cached_lge_image(session, patient_id, key)
+            return latest_cached_image(session, patient_id, key)
 
     def _record_lge_date(self, data: GatheredData) -> dt.date | None:
         """Newest prefetched ImagingStudy holding an LGE series, by the PACS classifier on

@@ -1,5 +1,5 @@
 """The production on-demand scorer: the FHIR mapping (:func:`cds.pipeline.assemble`) and
-``model.predictor.Predictor``.
+the scoring core (:class:`cds.scoring.ScoringCore`), as the nightly batch uses them.
 
 The predictor is loaded once per process from ``model.checkpoint``, lazily (the first call
 or :meth:`ModelScorer.warm_up` at server start) and under a lock, so concurrent first calls
@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cds.config import Settings
+from cds.errors import ConfigError
 from cds.hooks.errors import ScoringError
-from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore, OnDemandScorer
-from cds.hooks.view import record_freshness
+from cds.hooks.scoring import ModelInfo, OnDemandScore, OnDemandScorer
+from cds.scoring import CachedImage, ScoringCore
 from connectors.fhir.base import PatientRecord
 
 log = logging.getLogger("mprtm.hooks.scorer")
@@ -84,7 +83,7 @@ class ModelScorer:
         self._settings = settings
         self._load_lock = threading.Lock()
         self._predict_lock = threading.Lock()
-        self._predictor: Any = None
+        self._core: ScoringCore | None = None
         self._info: ModelInfo | None = None
         self._failed_at = 0.0
         self._failure = ""
@@ -96,46 +95,39 @@ class ModelScorer:
         except ScoringError as exc:
             log.warning("on-demand scorer not ready: %s", exc)
 
-    def _load(self) -> Any:
-        if self._predictor is not None:
-            return self._predictor
+    def _load(self) -> ScoringCore:
+        if self._core is not None:
+            return self._core
         with self._load_lock:
-            if self._predictor is not None:
-                return self._predictor
+            if self._core is not None:
+                return self._core
             if self._failure and time.monotonic() - self._failed_at < _RETRY_LOAD_AFTER_S:
                 raise ScoringError(self._failure)
-            from model.checkpoint import file_sha256
             from model.errors import ModelError
             from model.predictor import Predictor
 
             m = self._settings.model
-            path = Path(m.checkpoint)
             try:
-                if not path.is_file():
-                    raise ScoringError(f"model checkpoint {m.checkpoint} not found")
-                predictor = _caching_predictor(Predictor).from_checkpoint(
-                    path,
-                    device=m.device,
+                core = ScoringCore.load(
+                    self._settings,
+                    predictor_class=_caching_predictor(Predictor),
                     threads=self._settings.cds_hooks.torch_threads or m.cpu_threads,
-                    text_encoder_path=m.text_encoder or None,
                     batch_size=1,
-                    bf16=True,
                 )
-                sha = file_sha256(path)
-            except (ScoringError, ModelError, OSError, ValueError) as exc:
+            except (ConfigError, ModelError, OSError, ValueError) as exc:
                 self._failed_at = time.monotonic()
                 self._failure = f"model checkpoint {m.checkpoint} cannot be used: {exc}"
                 raise ScoringError(self._failure) from None
             self._info = ModelInfo(
-                name=str(predictor.model_name),
-                version=str(predictor.version),
-                checkpoint_sha256=sha,
-                synthetic_training_data=bool(predictor.synthetic_training_data),
-                image_cache_key=str(predictor.version),
+                name=core.model_name,
+                version=core.model_version,
+                checkpoint_sha256=core.checkpoint_sha256,
+                synthetic_training_data=core.synthetic_training_data,
+                image_cache_key=core.model_version,
             )
-            self._predictor = predictor
+            self._core = core
             log.info("on-demand scorer loaded %s", self._info.label)
-            return predictor
+            return core
 
     def info(self) -> ModelInfo:
         self._load()
@@ -145,62 +137,18 @@ class ModelScorer:
     def score(
         self, record: PatientRecord, image: CachedImage | None, as_of: dt.datetime
     ) -> OnDemandScore:
-        from cds.image_gate import features_status
         from cds.pipeline import assemble
-        from model.errors import ModelError
 
-        predictor = self._load()
+        core = self._load()
         mapped = assemble(
-            record,
-            None,
-            as_of=as_of.date(),
-            image_size=int(predictor.config.input_size),
-            settings=self._settings,
+            record, None, as_of=as_of.date(), image_size=core.image_size, settings=self._settings
         )
-        inp = mapped.model_input
-        cache = None
-        if image is not None:
-            key = f"cache:{image.series_instance_uid}"
-            # No pixels in a hook call: an empty volume plus a fingerprint that hits the
-            # image cache makes the predictor use the cached embedding and burden.
-            inp.image = np.zeros((0, 0, 0), dtype=np.float32)
-            inp.image_fingerprint = key
-            cache = {key: image.features}
-        try:
-            with self._predict_lock:
-                [pred] = predictor.predict([inp], cache)
-        except ModelError as exc:
-            raise ScoringError(f"patient {record.patient_id}: {exc}") from None
-        risk = self._settings.risk
-        if risk.moderate >= 0 and risk.high >= 0:
-            from model.calibration import tier
-
-            pred.tiers = {
-                o: tier(p, (risk.moderate, risk.high)) for o, p in pred.probabilities.items()
-            }
-        pred.image_features = None
-        quality = (
-            None if image is None else features_status(image.features, image.series_instance_uid)
-        )
-        inputs: dict[str, Any] = mapped.as_dict()
-        inputs["freshness"] = record_freshness(record, image)
-        inputs["image_series"] = image.series_instance_uid if image else None
-        return OnDemandScore(
-            prediction=pred,
-            input_fingerprint=_fingerprint(inp.numeric, inp.text, inp.image_fingerprint),
-            inputs=json.loads(json.dumps(inputs, default=str)),
-            basis=list(mapped.basis),
-            warnings=list(mapped.warnings),
-            image_quality=quality,
-        )
-
-
-def _fingerprint(numeric: dict[str, float], text: str | None, image: str | None) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps(sorted(numeric.items())).encode())
-    h.update((text or "").encode())
-    h.update((image or "").encode())
-    return h.hexdigest()
+        cache = core.use_cached_image(mapped, image) if image is not None else None
+        with self._predict_lock:
+            got = core.predict([mapped], cache)[mapped.patient_id]
+        if isinstance(got, BaseException):
+            raise ScoringError(f"patient {record.patient_id}: {got}") from None
+        return core.scored(mapped, got, image)
 
 
 def default_scorer(settings: Settings) -> OnDemandScorer:

@@ -11,11 +11,13 @@ implementation (:mod:`cds.hooks.model_scorer`) wires the FHIR->features mapping 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
+from cds.scoring import CachedImage, Scored
 from connectors.fhir.base import PatientRecord
-from model.types import ImageFeatures, PatientPrediction
+
+__all__ = ["CachedImage", "ModelInfo", "OnDemandScore", "OnDemandScorer"]
 
 
 @dataclass(frozen=True)
@@ -43,41 +45,8 @@ class ModelInfo:
         return f"{self.name} {self.version}{sha}"
 
 
-@dataclass
-class CachedImage:
-    """An LGE series the nightly batch already ran through the image branch.
-
-    Args:
-        series_instance_uid: the series.
-        study_date: the study's date, when recorded.
-        features: the cached embedding and fibrosis burden.
-    """
-
-    series_instance_uid: str
-    study_date: dt.date | None
-    features: ImageFeatures
-
-
-@dataclass
-class OnDemandScore:
-    """A scorer's answer for one patient.
-
-    Args:
-        prediction: the model output.
-        input_fingerprint: a stable hash of the inputs used.
-        inputs: a small JSON-able summary of the inputs (stored on the Prediction row).
-        basis: references of the resources used ("Observation/o1").
-        warnings: data problems met on the way (ids only).
-        image_quality: :func:`cds.image_gate.image_status` of the cached LGE series used
-            (None without one).
-    """
-
-    prediction: PatientPrediction
-    input_fingerprint: str = ""
-    inputs: dict[str, Any] = field(default_factory=dict)
-    basis: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    image_quality: dict[str, Any] | None = None
+#: A scorer's answer for one patient: the core's :class:`cds.scoring.Scored`.
+OnDemandScore = Scored
 
 
 class OnDemandScorer(Protocol):

@@ -137,7 +137,7 @@ def service_definitions() -> tuple[ServiceDefinition, ...]:
             description=(
                 "1-year risk of death, cardiovascular death, rehospitalization and MACCE "
                 "for a heart-failure patient from the multimodal M-PRTM model (clinical "
-                "indicators, medications and notes, LGE cardiac MRI), with its trend, "
+                "measurements, medications and notes, LGE cardiac MRI), with its trend, "
                 "modality weights and suggested follow-up."
             ),
             prefetch=_patient_prefetch(),

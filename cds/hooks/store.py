@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,9 +18,8 @@ from cds.db.models import (
     Patient,
     Prediction,
 )
-from cds.explain import stored_contributions
-from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore
-from cds.image_gate import cached_image_features
+from cds.hooks.scoring import ModelInfo
+from cds.scoring import Scored, fill_prediction, parse_dicom_date
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:
@@ -55,36 +53,6 @@ def newest_lge_study_date(session: Session, fhir_id: str) -> dt.date | None:
     return parse_dicom_date(session.scalars(stmt).first())
 
 
-def cached_lge_image(session: Session, fhir_id: str, image_cache_key: str) -> CachedImage | None:
-    """The newest LGE series the current model (``image_cache_key``) already embedded."""
-    stmt = (
-        select(ImageFeatureCache)
-        .where(
-            ImageFeatureCache.patient_fhir_id == fhir_id,
-            ImageFeatureCache.model_version == image_cache_key,
-        )
-        .order_by(ImageFeatureCache.study_date.desc(), ImageFeatureCache.created_at.desc())
-        .limit(1)
-    )
-    row = session.scalars(stmt).first()
-    if row is None:
-        return None
-    return CachedImage(
-        series_instance_uid=row.series_instance_uid,
-        study_date=parse_dicom_date(row.study_date),
-        features=cached_image_features(row),
-    )
-
-
-def parse_dicom_date(value: str | None) -> dt.date | None:
-    if not value or len(value) != 8 or not value.isdigit():
-        return None
-    try:
-        return dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
-    except ValueError:
-        return None
-
-
 def _patient_row(session: Session, fhir_id: str) -> Patient:
     patient = session.scalars(select(Patient).where(Patient.fhir_id == fhir_id)).first()
     if patient is None:
@@ -107,31 +75,22 @@ def _model_version_id(session: Session, info: ModelInfo) -> int | None:
 def save_on_demand(
     session: Session,
     fhir_id: str,
-    score: OnDemandScore,
+    score: Scored,
     info: ModelInfo,
     as_of: dt.datetime,
-    lge_series_uid: str | None,
 ) -> Prediction:
     """Add an on-demand prediction (``source='on_demand'``) to the session."""
     patient = _patient_row(session, fhir_id)
-    pred = score.prediction
-    row = Prediction(
-        run_id=None,
-        patient_id=patient.id,
+    if score.mrn and not patient.identifier:
+        patient.identifier = score.mrn
+    row = Prediction(run_id=None, patient_id=patient.id)
+    fill_prediction(
+        row,
+        score,
         model_version_id=_model_version_id(session, info),
-        source="on_demand",
         as_of=as_of,
-        probabilities=dict(pred.probabilities),
-        tiers=dict(pred.tiers),
-        modality_weights=dict(pred.modality_weights),
-        contributions=stored_contributions(pred),
-        fibrosis_burden=pred.fibrosis_burden,
-        input_fingerprint=score.input_fingerprint[:64],
-        inputs=score.inputs,
-        basis=list(score.basis),
-        warnings=list(score.warnings)[:200],
-        lge_series_uid=lge_series_uid,
-        image_quality=score.image_quality,
+        source="on_demand",
+        created_at=as_of,
     )
     session.add(row)
     session.flush()
@@ -169,7 +128,3 @@ def store_feedback(factory: sessionmaker[Session], items: Sequence[dict[str, Any
         for item in items:
             session.add(CardFeedback(**item))
     return len(items)
-
-
-def fingerprint(parts: Sequence[str]) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()

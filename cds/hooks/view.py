@@ -8,8 +8,9 @@ from typing import Any
 
 from cds.db.models import ModelVersion, Prediction
 from cds.explain import stored_contributions
-from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore
+from cds.hooks.scoring import ModelInfo, OnDemandScore
 from cds.hooks.store import as_utc
+from cds.scoring import StoredInputs
 from connectors.fhir.base import PatientRecord
 
 
@@ -26,6 +27,7 @@ class RiskView:
             (``cds/explain.py``); empty when not recorded.
         fibrosis_burden: LGE enhancement / myocardium, or None.
         computed_at: when the score was computed.
+        data_as_of: the clinical as-of time of its inputs (None: not recorded).
         origin: "nightly" or "on-demand".
         model: the model that scored.
         previous_probabilities: the run before, for the trend (None when there is none).
@@ -56,6 +58,7 @@ class RiskView:
     warnings: list[str] = field(default_factory=list)
     contributions: dict[str, dict[str, float]] = field(default_factory=dict)
     image_quality: dict[str, Any] | None = None
+    data_as_of: dt.datetime | None = None
 
 
 def model_info_of(mv: ModelVersion | None) -> ModelInfo:
@@ -67,41 +70,6 @@ def model_info_of(mv: ModelVersion | None) -> ModelInfo:
         checkpoint_sha256=mv.checkpoint_sha256,
         synthetic_training_data=bool(mv.synthetic_training_data),
     )
-
-
-def _stored_freshness(pred: Prediction) -> dict[str, str | None]:
-    """Newest input date per group from ``Prediction.inputs``.
-
-    Either an explicit ``{"freshness": {group: date}}`` or the batch's display format
-    (``features``: name -> {date, source}; ``lge_series``: {study_date}).
-    """
-    inputs = pred.inputs if isinstance(pred.inputs, dict) else {}
-    raw = inputs.get("freshness")
-    if isinstance(raw, dict):
-        return {str(k): (str(v) if v else None) for k, v in raw.items()}
-    features = inputs.get("features")
-    if not isinstance(features, dict):
-        return {}
-    obs: list[dt.date | None] = []
-    meds: list[dt.date | None] = []
-    for name, f in features.items():
-        if not isinstance(f, dict):
-            continue
-        source = str(f.get("source") or "")
-        if source.startswith("Observation/"):
-            obs.append(_date_of(f.get("date")))
-        elif str(name).startswith("med_"):
-            meds.append(_date_of(f.get("date")))
-    lge = inputs.get("lge_series")
-    study = lge.get("study_date") if isinstance(lge, dict) else None
-    lge_day = None
-    if isinstance(study, str) and len(study) == 8 and study.isdigit():
-        lge_day = f"{study[:4]}-{study[4:6]}-{study[6:]}"
-    return {
-        "clinical indicators": _newest(obs),
-        "medications": _newest(meds),
-        "LGE cardiac MRI": lge_day,
-    }
 
 
 def view_from_prediction(
@@ -121,13 +89,14 @@ def view_from_prediction(
         contributions=dict(pred.contributions or {}),
         fibrosis_burden=pred.fibrosis_burden,
         computed_at=as_utc(pred.created_at),
+        data_as_of=as_utc(pred.as_of) if pred.as_of else None,
         origin="nightly",
         model=model_info_of(mv),
         previous_probabilities=dict(previous.probabilities) if previous is not None else None,
         previous_at=as_utc(previous.created_at) if previous is not None else None,
         stale=stale,
         stale_reason=stale_reason,
-        freshness=_stored_freshness(pred),
+        freshness=StoredInputs.from_json(pred.inputs).freshness(),
         prediction_id=pred.id,
         warnings=[],
         image_quality=pred.image_quality if isinstance(pred.image_quality, dict) else None,
@@ -139,7 +108,6 @@ def view_from_score(
     info: ModelInfo,
     computed_at: dt.datetime,
     record: PatientRecord,
-    image: CachedImage | None,
     previous: Prediction | None,
     prediction_id: int | None,
     extra_warnings: list[str],
@@ -153,49 +121,13 @@ def view_from_score(
         contributions=stored_contributions(pred),
         fibrosis_burden=pred.fibrosis_burden,
         computed_at=computed_at,
+        data_as_of=computed_at,
         origin="on-demand",
         model=info,
         previous_probabilities=dict(previous.probabilities) if previous is not None else None,
         previous_at=as_utc(previous.created_at) if previous is not None else None,
-        freshness=record_freshness(record, image),
+        freshness=score.inputs.freshness(),
         prediction_id=prediction_id,
         warnings=[*extra_warnings, *score.warnings],
         image_quality=score.image_quality,
     )
-
-
-def _date_of(value: Any) -> dt.date | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    text = str(value)
-    try:
-        return dt.date.fromisoformat(text[:10])
-    except ValueError:
-        return None
-
-
-def _newest(values: list[dt.date | None]) -> str | None:
-    dates = [d for d in values if d is not None]
-    return max(dates).isoformat() if dates else None
-
-
-def record_freshness(record: PatientRecord, image: CachedImage | None) -> dict[str, str | None]:
-    """Newest date of each input group in a record gathered during the call."""
-    obs = [
-        _date_of(o.effectiveDateTime or (o.effectivePeriod.end if o.effectivePeriod else None))
-        or _date_of(o.issued)
-        for o in record.observations
-    ]
-    meds = [_date_of(m.authoredOn) for m in record.medication_requests]
-    meds += [_date_of(m.dateAsserted) for m in record.medication_statements]
-    notes = [_date_of(d.date) for d in record.documents]
-    return {
-        "clinical indicators": _newest(obs),
-        "medications": _newest(meds),
-        "notes": _newest(notes),
-        "LGE cardiac MRI": image.study_date.isoformat() if image and image.study_date else None,
-    }

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, Response, g, render_template
 from werkzeug.exceptions import HTTPException
 
-from cds import __version__
+from cds import __version__, labels
 from cds.explain import signed_points
 from cds.inbox import admin, auth, csrf, present, smart, views
 from cds.inbox._db import close_db, settings
@@ -39,9 +39,14 @@ def init_app(app: Flask) -> None:
     app.teardown_appcontext(close_db)
     app.jinja_env.globals.update(
         csrf_token=csrf.csrf_token,
-        outcome_label=lambda o: present.OUTCOME_LABELS.get(o, o),
-        modality_label=lambda m: present.MODALITY_LABELS.get(m, m),
-        modality_short=lambda m: present.MODALITY_SHORT.get(m, m),
+        outcome_label=labels.outcome_label,
+        modality_label=labels.modality_label,
+        modality_short=lambda m: labels.MODALITY_SHORT.get(m, m),
+        tier_label=lambda t: labels.TIER_LABELS.get(t, t),
+        when_text=labels.when_text,
+        source_url=lambda ref: present.source_url(
+            settings().fhir.base_url if settings().fhir.source == "server" else "", ref
+        ),
         reason_label=lambda r: present.REASON_LABELS.get(r, r.replace("_", " ")),
         action_label=lambda a: present.ACTION_LABELS.get(a, a.replace("_", " ")),
         principal=lambda: g.get("principal"),
@@ -52,6 +57,7 @@ def init_app(app: Flask) -> None:
         dt=present.fmt_dt,
         date=present.fmt_date,
         pct=present.fmt_pct,
+        dicom_date=present.fmt_dicom_date,
         points=present.fmt_points,
         signed=lambda v: "—" if v is None else signed_points(float(v)),
     )

@@ -9,13 +9,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, redirect, render_template, request, url_for
 from sqlalchemy import case, func, select
 
 from cds.db.models import BatchItem, BatchRun, CardFeedback, IssuedCard, ModelVersion
 from cds.inbox._db import db
 from cds.inbox.auth import admin_required
-from cds.inbox.present import as_utc, render_markdown
+from cds.inbox.present import as_utc, metric_tables, render_markdown
 
 bp = Blueprint("admin", __name__, url_prefix="/inbox/admin")
 public = Blueprint("public", __name__)
@@ -168,7 +168,25 @@ def model() -> Any:
         )
     )
     card = render_markdown(current.card_markdown) if current and current.card_markdown else None
-    return render_template("inbox/admin/model.html", model=current, versions=versions, card=card)
+    return render_template(
+        "inbox/admin/model.html",
+        model=current,
+        versions=versions,
+        card=card,
+        metric_tables=metric_tables(current.metrics if current else None),
+    )
+
+
+@public.get("/")
+def root() -> Any:
+    """The service's root sends a person to the inbox (which asks them to sign in)."""
+    return redirect(url_for("inbox.index"))
+
+
+@public.get("/favicon.ico")
+def favicon() -> Any:
+    """Browsers ask for /favicon.ico whatever the page says; the icon is an SVG."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
 
 
 @public.get("/model-card")

@@ -102,7 +102,7 @@ def risk_trend_svg(
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     years = sorted({d.year for d in dates})
     span = f"{years[0]}" if len(years) == 1 else f"{years[0]}–{years[-1]}"
-    ax.set_xlabel(f"run date (UTC), {span}" if years else "run date (UTC)", fontsize=9)
+    ax.set_xlabel(f"data as of (UTC), {span}" if years else "data as of (UTC)", fontsize=9)
     if len(dates) == 1:
         d = dates[0]
         ax.set_xlim(date2num(d - dt.timedelta(days=3)), date2num(d + dt.timedelta(days=3)))

@@ -1,4 +1,9 @@
-"""The inbox list: filters, sorting, pagination and counts, all done in SQL."""
+"""The inbox list: one row per patient with every alert that matches the filters, sorted,
+paginated and counted in SQL.
+
+The default order (``triage``) answers "who needs attention today": the patient's highest
+alert tier, then their highest alert probability, then how much their risk of the alert
+outcome rose since the nightly run before."""
 
 from __future__ import annotations
 
@@ -11,15 +16,16 @@ from typing import Any
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from cds.db.models import ALERT_REASONS, ALERT_STATUSES, Alert, Patient, User
+from cds.db.models import ALERT_REASONS, ALERT_STATUSES, Alert, Patient, Prediction, User
 from cds.inbox.actions import OPEN_STATUSES
 
 STATUS_CHOICES = ("open", *ALERT_STATUSES, "all")
 TIER_CHOICES = ("high", "moderate", "low")
-SORT_CHOICES = ("created", "probability", "tier", "patient", "status", "updated")
+SORT_CHOICES = ("triage", "created", "probability", "tier", "patient", "updated")
 PER_PAGE_CHOICES = (10, 25, 50, 100)
 
 _TIER_RANK = case({"high": 3, "moderate": 2, "low": 1}, value=Alert.tier, else_=0)
+_TIERS_BY_RANK = {3: "high", 2: "moderate", 1: "low"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class AlertQuery:
         date_from: alerts raised on or after this day (UTC).
         date_to: alerts raised on or before this day (UTC).
         patient: a FHIR id or identifier prefix.
-        sort: one of :data:`SORT_CHOICES`.
+        sort: one of :data:`SORT_CHOICES` (``triage``: tier, risk, rise).
         direction: ``asc`` or ``desc``.
         page: 1-based page number.
         per_page: one of :data:`PER_PAGE_CHOICES`.
@@ -49,7 +55,7 @@ class AlertQuery:
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     patient: str = ""
-    sort: str = "created"
+    sort: str = "triage"
     direction: str = "desc"
     page: int = 1
     per_page: int = 25
@@ -126,7 +132,7 @@ def parse_query(args: Mapping[str, str]) -> AlertQuery:
         date_from=_date(args.get("from", ""), "from", problems),
         date_to=_date(args.get("to", ""), "to", problems),
         patient=args.get("patient", "").strip()[:128],
-        sort=choice("sort", SORT_CHOICES, "created"),
+        sort=choice("sort", SORT_CHOICES, "triage"),
         direction=choice("dir", ("asc", "desc"), "desc"),
         page=min(MAX_PAGE, max(1, _int(args.get("page", "1"), 1))),
         per_page=per_page,
@@ -137,14 +143,31 @@ def parse_query(args: Mapping[str, str]) -> AlertQuery:
 @dataclass
 class AlertRow:
     alert: Alert
-    patient: Patient
     assignee: str | None
 
 
 @dataclass
+class PatientRow:
+    """One patient of the list: their matching alerts (highest tier first) and the rise of
+    their risk since the nightly run before (None when there is no earlier run)."""
+
+    patient: Patient
+    alerts: list[AlertRow]
+    tier: str
+    probability: float | None
+    rise: float | None
+
+    @property
+    def lead(self) -> Alert:
+        """The alert that puts the patient where they are in the list."""
+        return self.alerts[0].alert
+
+
+@dataclass
 class AlertPage:
-    rows: list[AlertRow]
+    rows: list[PatientRow]
     total: int
+    n_alerts: int
     page: int
     pages: int
     status_counts: dict[str, int]
@@ -181,19 +204,6 @@ def _conditions(q: AlertQuery, user_id: int | None, *, with_status: bool) -> lis
     return conds
 
 
-def _order(q: AlertQuery) -> list[Any]:
-    key: Any = {
-        "created": Alert.created_at,
-        "probability": Alert.probability,
-        "tier": _TIER_RANK,
-        "patient": Patient.fhir_id,
-        "status": Alert.status,
-        "updated": Alert.updated_at,
-    }[q.sort]
-    primary = key.desc() if q.direction == "desc" else key.asc()
-    return [primary, Alert.id.desc() if q.direction == "desc" else Alert.id.asc()]
-
-
 def _count_from(q: AlertQuery) -> Select[Any]:
     """``alerts`` alone, joined to ``patients`` only when a patient column is filtered."""
     if q.cohort or q.patient:
@@ -201,27 +211,113 @@ def _count_from(q: AlertQuery) -> Select[Any]:
     return select(Alert)
 
 
-def list_alerts(session: Session, q: AlertQuery, user_id: int | None) -> AlertPage:
-    """One page of alerts matching ``q`` plus counts by status and by tier."""
-    assignee = aliased(User)
+def _rise(outcome: str) -> Any:
+    """Per patient: the outcome's probability in the newest nightly prediction minus the one
+    before (NULL without two)."""
+    p = Prediction.probabilities[outcome].as_float()
+    ranked = (
+        select(
+            Prediction.patient_id.label("patient_id"),
+            p.label("p"),
+            func.row_number()
+            .over(
+                partition_by=Prediction.patient_id,
+                order_by=(Prediction.created_at.desc(), Prediction.id.desc()),
+            )
+            .label("n"),
+        )
+        .where(Prediction.source == "batch")
+        .subquery()
+    )
+    latest = func.max(case((ranked.c.n == 1, ranked.c.p)))
+    before = func.max(case((ranked.c.n == 2, ranked.c.p)))
+    return (
+        select(ranked.c.patient_id, (latest - before).label("rise"))
+        .where(ranked.c.n <= 2)
+        .group_by(ranked.c.patient_id)
+        .subquery()
+    )
+
+
+def list_alerts(
+    session: Session, q: AlertQuery, user_id: int | None, outcome: str = "death"
+) -> AlertPage:
+    """One page of patients with alerts matching ``q``, plus alert counts by status and tier.
+
+    Args:
+        session: database session.
+        q: filters, sort and page.
+        user_id: the signed-in user (for ``mine``).
+        outcome: the alert outcome whose rise orders equal risks (``[alerts] outcome``).
+    """
     conds = _conditions(q, user_id, with_status=True)
     tier_counts = {t: 0 for t in TIER_CHOICES}
-    total = 0
+    n_alerts = 0
     by_tier = _count_from(q).with_only_columns(Alert.tier, func.count(Alert.id))
     for tier, n in session.execute(by_tier.where(*conds).group_by(Alert.tier)):
         tier_counts[tier] = tier_counts.get(tier, 0) + n
-        total += n
+        n_alerts += n
+    per_patient = (
+        _count_from(q)
+        .with_only_columns(
+            Alert.patient_id.label("patient_id"),
+            func.max(_TIER_RANK).label("tier_rank"),
+            func.max(Alert.probability).label("probability"),
+            func.max(Alert.created_at).label("created"),
+            func.max(Alert.updated_at).label("updated"),
+        )
+        .where(*conds)
+        .group_by(Alert.patient_id)
+        .subquery()
+    )
+    total = session.scalar(select(func.count()).select_from(per_patient)) or 0
     pages = max(1, math.ceil(total / q.per_page))
     page = min(q.page, pages)
-    rows = session.execute(
-        select(Alert, Patient, assignee.username)
-        .join(Patient, Alert.patient_id == Patient.id)
-        .outerjoin(assignee, Alert.assignee_id == assignee.id)
-        .where(*conds)
-        .order_by(*_order(q))
+    rise = _rise(outcome)
+    keys: dict[str, list[Any]] = {
+        "triage": [
+            per_patient.c.tier_rank,
+            per_patient.c.probability,
+            func.coalesce(rise.c.rise, 0.0),
+        ],
+        "created": [per_patient.c.created],
+        "probability": [per_patient.c.probability],
+        "tier": [per_patient.c.tier_rank, per_patient.c.probability],
+        "patient": [Patient.fhir_id],
+        "updated": [per_patient.c.updated],
+    }
+    desc = q.direction == "desc"
+    order = [k.desc() if desc else k.asc() for k in keys[q.sort]]
+    order.append(Patient.id.desc() if desc else Patient.id.asc())
+    found = session.execute(
+        select(Patient, per_patient.c.tier_rank, per_patient.c.probability, rise.c.rise)
+        .join(per_patient, per_patient.c.patient_id == Patient.id)
+        .outerjoin(rise, rise.c.patient_id == Patient.id)
+        .order_by(*order)
         .limit(q.per_page)
         .offset((page - 1) * q.per_page)
     ).all()
+    assignee = aliased(User)
+    alerts: dict[int, list[AlertRow]] = {}
+    if found:
+        for a, name in session.execute(
+            select(Alert, assignee.username)
+            .join(Patient, Alert.patient_id == Patient.id)
+            .outerjoin(assignee, Alert.assignee_id == assignee.id)
+            .where(*conds, Alert.patient_id.in_([p.id for p, *_ in found]))
+            .order_by(_TIER_RANK.desc(), Alert.probability.desc(), Alert.id.desc())
+        ):
+            alerts.setdefault(a.patient_id, []).append(AlertRow(a, name))
+    rows = [
+        PatientRow(
+            patient=p,
+            alerts=alerts.get(p.id, []),
+            tier=_TIERS_BY_RANK.get(int(rank or 0), ""),
+            probability=prob,
+            rise=None if r is None else float(r),
+        )
+        for p, rank, prob, r in found
+    ]
     others = _conditions(q, user_id, with_status=False)
     status_counts = {s: 0 for s in ALERT_STATUSES}
     by_status = _count_from(q).with_only_columns(Alert.status, func.count(Alert.id))
@@ -230,8 +326,9 @@ def list_alerts(session: Session, q: AlertQuery, user_id: int | None) -> AlertPa
     status_counts["open"] = sum(status_counts[s] for s in OPEN_STATUSES)
     status_counts["all"] = status_counts["open"] + status_counts["resolved"]
     return AlertPage(
-        rows=[AlertRow(a, p, name) for a, p, name in rows],
+        rows=rows,
         total=total,
+        n_alerts=n_alerts,
         page=page,
         pages=pages,
         status_counts=status_counts,

@@ -17,6 +17,7 @@ from flask import (
 )
 from sqlalchemy import select
 
+from cds import labels
 from cds._guards import path_id
 from cds.audit import audit, inbox_action_event, page_view_event
 from cds.db.models import (
@@ -58,11 +59,12 @@ def index() -> Any:
     if actions.wake_expired_snoozes(session):
         session.commit()
     query = parse_query(request.args)
-    page = list_alerts(session, query, current().user_id)
+    page = list_alerts(session, query, current().user_id, settings().alerts.outcome)
     return render_template(
         "inbox/inbox.html",
         q=query,
         page=page,
+        people=present.people(session, [r.lead for r in page.rows]),
         cohorts=cohorts(session),
         status_choices=STATUS_CHOICES,
         tier_choices=TIER_CHOICES,
@@ -190,7 +192,7 @@ def _patient_page(fhir_id: str) -> Any:
         users=users,
         overlay=overlay,
         image_unusable=unusable_text(latest.image_quality) if latest else None,
-        inputs=present.input_rows(latest.inputs if latest else None),
+        input_groups=present.input_groups(latest.inputs if latest else None),
         resolve_reasons=actions.RESOLVE_REASONS,
         tomorrow=(utcnow().date() + dt.timedelta(days=1)).isoformat(),
         max_snooze=(utcnow().date() + dt.timedelta(days=actions.MAX_SNOOZE_DAYS)).isoformat(),
@@ -217,7 +219,7 @@ def risk_trend(fhir_id: str) -> Any:
     outcomes = present.ordered_outcomes({k for p in preds for k in p.probabilities})
     dates = [present.as_utc(p.as_of) or p.as_of for p in preds]
     series = {o: [p.probabilities.get(o) for p in preds] for o in outcomes}
-    return _svg(charts.risk_trend_svg(dates, series, present.OUTCOME_LABELS, _thresholds()))
+    return _svg(charts.risk_trend_svg(dates, series, labels.OUTCOME_LABELS, _thresholds()))
 
 
 @bp.get("/patients/<fhir_id>/contributions/<outcome>.svg")
@@ -227,8 +229,8 @@ def contributions(fhir_id: str, outcome: str) -> Any:
     parts = contribution_parts(preds[-1].contributions, outcome) if preds else None
     if parts is None:
         abort(404, description="No contributions recorded for this patient and outcome.")
-    label = present.OUTCOME_LABELS.get(outcome, outcome)
-    return _svg(charts.contributions_svg(parts, present.MODALITY_LABELS, label))
+    label = labels.OUTCOME_LABELS.get(outcome, outcome)
+    return _svg(charts.contributions_svg(parts, labels.MODALITY_LABELS, label))
 
 
 @bp.get("/patients/<fhir_id>/modality-weights.svg")
@@ -239,7 +241,7 @@ def modality_weights(fhir_id: str) -> Any:
         abort(404, description="No modality weights for this patient.")
     weights = preds[-1].modality_weights
     ordered = {m: float(weights[m]) for m in present.ordered_modalities(weights)}
-    return _svg(charts.modality_weights_svg(ordered, present.MODALITY_LABELS))
+    return _svg(charts.modality_weights_svg(ordered, labels.MODALITY_LABELS))
 
 
 @bp.get("/patients/<fhir_id>/overlay/<int:cache_id>.png")

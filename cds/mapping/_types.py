@@ -57,6 +57,8 @@ class MappedPatient:
         sop_instance_uids: the image's slices in order (aligns segmentation masks).
         medications: the medication lines of the text (name and dose).
         notes: ``DocumentReference/<id>`` of the notes in the text, newest first.
+        note_dates: each of those notes' clinical date (None when it has none).
+        mrn: the Patient's MR-typed identifier value, when it has one.
         image_rejected: why the selected series was not given to the image network
             (its DICOM attributes show it is not LGE, or it could not be read); None
             otherwise.
@@ -77,6 +79,8 @@ class MappedPatient:
     sop_instance_uids: tuple[str, ...] = ()
     medications: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    note_dates: dict[str, dt.date | None] = field(default_factory=dict)
+    mrn: str | None = None
     image_rejected: str | None = None
     unrecognised: list[str] = field(default_factory=list)
 

@@ -124,5 +124,6 @@ def map_record(
         basis=basis,
         medications=[u.line for u in uses],
         notes=[n.ref for n in notes],
+        note_dates={n.ref: n.date for n in notes},
         unrecognised=unrecognised,
     )

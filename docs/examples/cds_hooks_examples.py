@@ -23,6 +23,7 @@ from cds.app import create_app  # noqa: E402
 from cds.config import Settings  # noqa: E402
 from cds.db import migrate  # noqa: E402
 from cds.db.models import ImageFeatureCache, ModelVersion, Patient, Prediction  # noqa: E402
+from cds.scoring import StoredInput, StoredInputs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 
@@ -39,6 +40,9 @@ def main() -> int:
     )
     app = create_app(settings)
     now = dt.datetime.now(dt.UTC)
+
+    def day(days_ago: int) -> str:
+        return (now - dt.timedelta(days=days_ago)).date().isoformat()
     with app.extensions["mprtm.sessions"]() as s, s.begin():
         mv = ModelVersion(name="M-PRTM", version="mprtm-3f2a9c1d04be",
                           checkpoint_sha256="3f2a9c1d04be" + "0" * 52,
@@ -62,11 +66,15 @@ def main() -> int:
                                    "image": 0.3 * (v - 0.18 * v / p)}
                                for o, v in probs.items()},
                 fibrosis_burden=0.174,
-                inputs={"freshness": {
-                    "clinical indicators": (now - dt.timedelta(days=6)).date().isoformat(),
-                    "medications": (now - dt.timedelta(days=20)).date().isoformat(),
-                    "notes": (now - dt.timedelta(days=6)).date().isoformat(),
-                    "LGE cardiac MRI": (now - dt.timedelta(days=420)).date().isoformat()}}))
+                inputs=StoredInputs((
+                    StoredInput("nt_probnp", "lab", 2450.0, "pg/mL", day(6), "Observation/bnp-9"),
+                    StoredInput("med_beta_blocker", "medication", 1.0, "", day(20),
+                                "MedicationRequest/mr-3"),
+                    StoredInput("DocumentReference/note-7", "note", None, "", day(6),
+                                "DocumentReference/note-7"),
+                    StoredInput("lge_series", "lge", 10.0, "slices", day(420),
+                                "1.2.826.0.1.3680043.9.1.7"),
+                )).to_json()))
         s.add(ImageFeatureCache(
             series_fingerprint=uuid.uuid4().hex, model_version=mv.version,
             patient_fhir_id="hf-0042", study_instance_uid="1.2.826.0.1.3680043.9.1",

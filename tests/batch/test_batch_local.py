@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 
 from cds.batch.runner import BatchRunner, RunOptions
 from cds.db import make_engine, session_factory, session_scope
-from cds.db.models import Alert, BatchItem, BatchRun, ImageFeatureCache, Prediction
+from cds.db.models import Alert, BatchItem, BatchRun, ImageFeatureCache, Patient, Prediction
+from cds.scoring import StoredInputs
 from tests.batch.conftest import AS_OF, GHOST, N_PATIENTS, batch_settings, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,13 @@ def test_batch_scores_everyone_reports_broken_and_reruns_idempotently(
         cached = db.scalars(select(ImageFeatureCache)).first()
         assert cached is not None and cached.overlay_png and cached.overlay_png[:4] == b"\x89PNG"
         pred = db.scalars(select(Prediction)).first()
-        assert pred is not None and pred.inputs["features"]
+        assert pred is not None and pred.inputs["version"] == 2
+        stored = StoredInputs.from_json(pred.inputs)
+        groups = {g for g, _ in stored.grouped()}
+        assert {"demographics", "vital", "lab", "echo"} <= groups, groups
+        assert all(i.unit for i in stored.items if i.group in ("vital", "lab", "echo"))
+        patient = db.get(Patient, pred.patient_id)
+        assert patient is not None and patient.identifier  # the MRN the inbox searches
         assert abs(sum(pred.modality_weights.values()) - 1) < 1e-4
         for outcome, p in pred.probabilities.items():  # the stored parts add up (rounded)
             assert abs(sum(pred.contributions[outcome].values()) - p) < 5e-4
@@ -162,4 +169,41 @@ def test_killed_run_is_finished_by_the_next_run(
     ras = _ras(Path(s.fhir.writeback_path))
     assert len(ras) == N_PATIENTS
     assert len({r.identifier[0].value for r in ras}) == N_PATIENTS
+    engine.dispose()
+
+
+def test_relative_cohort_is_expanded_and_a_do_nothing_resume_keeps_the_record(
+    tmp_path: Path, cohort_dir: Path, checkpoint: Path
+) -> None:
+    """``{as_of-Nd}`` in ``[batch] cohort`` is expanded against the run's as-of day before the
+    source sees it; running a finished run again changes nothing stored about it."""
+    from cds.sources import expand_cohort, make_fhir_source
+    from connectors.errors import ConnectorError
+
+    query = "search:Encounter?date=ge{as_of-400d}"
+    s = batch_settings(tmp_path, cohort_dir, checkpoint, batch__cohort=query)
+    source = make_fhir_source(s)
+    try:
+        expected = source.cohort_patient_ids(expand_cohort(query, AS_OF.date()))
+        with pytest.raises((ConnectorError, ValueError)):  # the raw placeholder is no date
+            source.cohort_patient_ids(query)
+    finally:
+        source.close()
+    assert expected
+    with BatchRunner(s) as runner:
+        first = runner.run(RunOptions(as_of=AS_OF, progress=False, limit=2))
+        assert first.n_done == 2
+        engine = make_engine(s.database.url)
+        sessions = session_factory(engine)
+        with session_scope(sessions) as db:
+            items = db.scalars(select(BatchItem.patient_fhir_id).order_by(BatchItem.id)).all()
+            run = db.scalars(select(BatchRun)).one()
+            stored = (dict(run.summary), dict(run.timings), run.finished_at, run.attempts)
+        assert list(items) == expected[:2]
+        again = runner.run(RunOptions(as_of=AS_OF, progress=False, limit=2))
+    assert again.run_id == first.run_id and again.n_skipped_already_done == 2
+    with session_scope(sessions) as db:
+        run = db.scalars(select(BatchRun)).one()
+        assert (dict(run.summary), dict(run.timings), run.finished_at, run.attempts) == stored
+        assert run.summary["n_skipped_already_done"] == 0  # the attempt that did the work
     engine.dispose()

@@ -68,7 +68,7 @@ def test_risk_assessment_is_valid_r4_and_complete() -> None:
     assert "image 0.20" in again.note[0].text and "12.0%" in again.note[0].text
     assert (
         "typical patients 10.0%; clinical measurements +8.0, medications and notes +5.0, "
-        "LGE MRI −2.0 percentage points; together 21.0%"
+        "LGE cardiac MRI −2.0 percentage points; together 21.0%"
     ) in again.note[0].text
     assert again.method.coding[0].version == "mprtm-abc"
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from cds.cli import main
 from cds.db.models import User
 from cds.logs import JsonFormatter, PhiScrubFilter
-from cds.users import authenticate
+from cds.users import verify_password
 
 
 def test_db_upgrade_then_users_add(
@@ -35,8 +35,8 @@ def test_db_upgrade_then_users_add(
         assert user is not None and user.role == "admin"
         assert user.password_hash.startswith("$argon2id$")
         assert "correct horse" not in user.password_hash
-        assert authenticate(s, "dr-lee", "correct horse battery") is not None
-        assert authenticate(s, "dr-lee", "wrong password") is None
+        assert verify_password(user.password_hash, "correct horse battery")
+        assert not verify_password(user.password_hash, "wrong password")
     engine.dispose()
     # duplicate and short password are usage errors (exit 2)
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("correct horse battery\n"))

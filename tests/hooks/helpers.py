@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cds.db.models import ImageFeatureCache, ModelVersion, Patient, Prediction
 from cds.hooks.scoring import CachedImage, ModelInfo, OnDemandScore
+from cds.scoring import StoredInput, StoredInputs
 from connectors.fhir.base import PatientRecord
 from model.types import OUTCOMES, PatientPrediction
 
@@ -111,9 +112,33 @@ class RuleScorer:
                 contributions=contributions,
             ),
             input_fingerprint=uuid.uuid4().hex,
-            inputs={"n_observations": len(record.observations)},
+            inputs=_stored_inputs(record, image),
             basis=used,
+            lge_series_uid=image.series_instance_uid if image is not None else None,
         )
+
+
+def _stored_inputs(record: PatientRecord, image: CachedImage | None) -> StoredInputs:
+    """The rule scorer's inputs in the stored shape: each valued Observation and the image."""
+    items = []
+    for obs in record.observations:
+        if obs.valueQuantity is None or obs.valueQuantity.value is None:
+            continue
+        day = obs.effectiveDateTime
+        items.append(
+            StoredInput(
+                name=str(obs.id),
+                group="lab",
+                value=float(obs.valueQuantity.value),
+                unit=str(obs.valueQuantity.unit or ""),
+                date=str(day)[:10] if day else None,
+                source=f"Observation/{obs.id}",
+            )
+        )
+    if image is not None:
+        day = image.study_date.isoformat() if image.study_date else None
+        items.append(StoredInput("lge_series", "lge", date=day, source=image.series_instance_uid))
+    return StoredInputs(tuple(items))
 
 
 def add_model_version(session: Session, *, synthetic: bool = True, sha: str = "") -> ModelVersion:

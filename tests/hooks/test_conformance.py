@@ -65,9 +65,9 @@ def test_patient_view_nightly_card(
     assert "HIGH" in card["summary"] and "42%" in card["summary"]
     assert "nightly" in card["summary"]
     detail = card["detail"]
-    for outcome in ("all-cause death", "cardiovascular death", "rehospitalization", "MACCE"):
+    for outcome in ("All-cause death", "Cardiovascular death", "Rehospitalization", "MACCE"):
         assert outcome in detail
-    assert "Modality weights" in detail and "LGE MRI 0.30" in detail
+    assert "Modality weights" in detail and "LGE cardiac MRI 0.30" in detail
     assert "What moved the 1-year death risk" in detail and "not recorded" in detail
     assert "fibrosis burden:** 18.0%" in detail
     assert "Input freshness" in detail and "2026-01-10" in detail
@@ -418,8 +418,8 @@ def test_freshness_from_the_batch_inputs_format(
     with sessions() as s, s.begin():
         s.execute(update(Prediction).where(Prediction.id == pid).values(inputs=batch_inputs))
     [card] = post(client, token, PV, hook_body("p-fresh")).get_json()["cards"]
-    assert "- clinical indicators: 2026-11-01" in card["detail"]
-    assert "- medications: 2026-09-15" in card["detail"]
+    assert "- clinical measurements: 2026-11-01" in card["detail"]
+    assert "- medication classes: 2026-09-15" in card["detail"]
     assert "- LGE cardiac MRI: 2026-03-01" in card["detail"]
 
 

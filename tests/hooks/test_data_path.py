@@ -76,7 +76,7 @@ def test_stale_nightly_means_on_demand_from_prefetch(
     # the rule's parts: reference 5 %, measurements +35 points, no notes or MRI
     assert (
         "typical patients 5.0%; clinical measurements +35.0, medications and notes ±0.0, "
-        "LGE MRI ±0.0 percentage points; together 40.0%"
+        "LGE cardiac MRI ±0.0 percentage points; together 40.0%"
     ) in card["detail"]
     app.extensions["mprtm.hooks"].engine.writer.flush()  # written behind
     with sessions() as s:

@@ -21,6 +21,7 @@ from cds.app import create_app
 from cds.config import Settings
 from cds.db.models import ImageFeatureCache, Prediction
 from cds.hooks.model_scorer import ModelScorer
+from cds.scoring import StoredInputs
 from model.predictor import Predictor
 from model.train import train_mprtm
 from tests.hooks.conformance import check_response
@@ -85,8 +86,11 @@ def test_on_demand_with_the_trained_model(model_app: Flask, token: TokenFactory)
         pred = s.scalars(select(Prediction).where(Prediction.source == "on_demand")).one()
     assert set(pred.probabilities) >= {"death", "cv_death", "macce"}
     assert all(0.0 < p < 1.0 for p in pred.probabilities.values())
-    assert pred.inputs["features"]["lvef"]["value"] == 30
-    assert pred.inputs["features"]["nt_probnp"]["source"] == "Observation/bnp-1"
+    stored = StoredInputs.from_json(pred.inputs)
+    assert pred.inputs["version"] == 2  # the shape the batch writes too
+    lvef, bnp = stored.get("lvef"), stored.get("nt_probnp")
+    assert lvef is not None and lvef.value == 30 and lvef.unit == "%" and lvef.group == "echo"
+    assert bnp is not None and bnp.source == "Observation/bnp-1"
     assert "Observation/lvef-1" in pred.basis
     assert pred.modality_weights["image"] == 0.0
 
@@ -188,6 +192,6 @@ def test_text_embeddings_are_remembered(model_app: Flask, token: TokenFactory) -
             headers=auth(token(service_url(PV))),
         )
         assert "computed now" in resp.get_json()["cards"][0]["summary"]
-    predictor = model_app.extensions["mprtm.hooks"].engine.scorer._predictor
+    predictor = model_app.extensions["mprtm.hooks"].engine.scorer._core.predictor
     assert len(predictor._text_cache) == 1  # the second call reused the embedding
     assert resp.get_json()["cards"][0]["detail"].count("notes: ") == 1

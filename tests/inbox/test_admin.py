@@ -98,3 +98,35 @@ def test_fmt_duration() -> None:
     assert fmt_duration(3.25) == "3.2 s"
     assert fmt_duration(125) == "2 min 05 s"
     assert fmt_duration(3 * 3600 + 61) == "3 h 01 min"
+
+
+def test_model_metrics_are_tables_not_a_dict(admin_client: Any, dbs: Any, data: Any) -> None:
+    """Nested validation metrics (as training stores them) read as tables by outcome."""
+    mv = dbs.get(type(data["model"]), data["model"].id)
+    mv.metrics = {
+        "val": {
+            "fusion": {
+                "death": {"auroc": 0.81234, "brier": 0.1, "ece": 0.02},
+                "macce": {"auroc": 0.7, "brier": 0.2, "ece": 0.03},
+            },
+            "segmentation": {"dice_myocardium": 0.61, "dice_enhancement": 0.4},
+        }
+    }
+    dbs.commit()
+    html = admin_client.get("/inbox/admin/model").get_data(as_text=True)
+    assert "{'" not in html and "{&#39;" not in html
+    assert "<caption>val › fusion</caption>" in html
+    assert '<th scope="row">All-cause death</th><td class="num">0.812</td>' in html
+    assert '<th scope="row">dice_myocardium</th><td class="num">0.61</td>' in html
+
+
+def test_root_sends_to_the_inbox_and_there_is_a_favicon(app: Any) -> None:
+    client = app.test_client()
+    root = client.get("/")
+    assert root.status_code == 302 and root.headers["Location"].endswith("/inbox/")
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 301
+    with client.get(icon.headers["Location"]) as svg:  # a file response: closed after use
+        assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+    login = client.get("/inbox/login").get_data(as_text=True)
+    assert 'rel="icon"' in login and "favicon.svg" in login

@@ -94,7 +94,7 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
     url, alert_id = live["url"], live["alert_id"]
     sign_in(page, url, "alice")
     expect(page.get_by_role("heading", name="Alert inbox")).to_be_visible()
-    shot(page, "inbox", docs=True)
+    shot(page, "inbox-factory")
 
     # Filter: high tier only.
     page.get_by_label("Tier").select_option("high")
@@ -123,7 +123,7 @@ def test_triage_flow_login_filter_open_acknowledge(page: Any, live: Any) -> None
         expect(page.get_by_role("heading", name=name)).to_be_visible()
     for img in page.locator("main img").all():  # charts and overlay really loaded
         assert img.evaluate("el => el.complete && el.naturalWidth > 0"), img.get_attribute("src")
-    shot(page, "patient", docs=True)
+    shot(page, "patient-factory")
 
     # Acknowledge the alert.
     card = page.locator(f"#alert-{alert_id}")
@@ -242,6 +242,8 @@ def test_ehr_launch_in_chromium(
         shot(page, "smart-launch")
         response = page.goto(f"{inbox_url}/inbox/patients/p-mod")
         assert response is not None and response.status == 403
+        page.wait_for_load_state("networkidle")  # the favicon too, before the server stops
+        page.goto("about:blank")
     with sessions() as s:
         assert s.get(Alert, alert_id).status == "acknowledged"
     app.extensions["mprtm.engine"].dispose()

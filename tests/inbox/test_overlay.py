@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import matplotlib.image as mpimg
@@ -90,3 +91,33 @@ def test_series_overlay() -> None:
     assert render_series_overlay(vol, segs) == render_overlay(img, seg)
     with pytest.raises(ValueError, match="differ"):
         render_series_overlay(vol, segs[:1])
+
+
+def test_series_overlay_is_cropped_to_the_heart_and_skips_unusable_series() -> None:
+    import struct
+
+    from cds.overlay import heart_box, series_overlay
+    from model.types import ImageFeatures
+
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(yy - 40, xx - 90)  # a small heart off centre in a large field of view
+    seg = np.zeros((128, 128), dtype=np.uint8)
+    seg[(r > 6) & (r < 10)] = 1
+    seg[(r > 6) & (r < 10) & (xx > 93)] = 2
+    vol = np.random.default_rng(2).normal(0.3, 0.05, (3, 128, 128))
+    rows, cols = heart_box(seg)
+    assert rows.start <= 30 and rows.stop >= 50 and cols.start <= 80 and cols.stop >= 100
+    assert rows.stop - rows.start == cols.stop - cols.start < 64
+    feats = ImageFeatures(
+        embedding=np.zeros(4, dtype=np.float32),
+        fibrosis_burden=0.2,
+        segmentation=np.stack([np.zeros_like(seg), seg, np.zeros_like(seg)]),
+    )
+    png = series_overlay(vol, feats)
+    assert png is not None
+    width, height = struct.unpack(">II", png[16:24])
+    side = rows.stop - rows.start
+    assert (width, height) == (side * 8, side * 8)  # the crop, enlarged (at most 8x)
+    assert png == render_overlay(vol[1][rows, cols], seg[rows, cols])
+    unusable = dataclasses.replace(feats, usable=False, quality_reason="no ring")
+    assert series_overlay(vol, unusable) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -146,3 +147,23 @@ def test_thresholds_drawn_when_configured(app: Any, data: Any, db_url: str) -> N
     assert len(svg) > len(plain.get("/inbox/patients/p-high/risk-trend.svg").data)
     assert "Dashed lines" in client.get("/inbox/patients/p-high").get_data(as_text=True)
     other.extensions["mprtm.engine"].dispose()
+
+
+def test_one_action_bar_acknowledges_every_open_alert(clinician: Any, dbs: Any, data: Any) -> None:
+    from cds.db.models import Alert
+
+    pat = data["patients"]["p-high"]
+    second = factory.alert(dbs, pat, reason="rise", probability=0.35)
+    dbs.commit()
+    html = clinician.get("/inbox/patients/p-high").get_data(as_text=True)
+    assert "Acknowledge all 2 open alerts" in html
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert token is not None
+    ids = [str(data["alerts"]["high"].id), str(second.id)]
+    resp = clinician.post(
+        "/inbox/alerts/acknowledge",
+        data={"alert_id": ids, "csrf_token": token.group(1), "next": "/inbox/patients/p-high"},
+    )
+    assert resp.status_code in (302, 303)
+    dbs.expire_all()
+    assert {dbs.get(Alert, int(i)).status for i in ids} == {"acknowledged"}

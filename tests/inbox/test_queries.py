@@ -18,23 +18,48 @@ def patients_on_page(client: Any, query: str) -> list[str]:
     return re.findall(r'<th scope="row"><a href="/inbox/patients/([^"#]+)', html)
 
 
-def test_default_shows_open_alerts_newest_first(clinician: Any) -> None:
+def test_default_shows_open_alerts_by_tier_then_risk(clinician: Any) -> None:
     assert patients_on_page(clinician, "") == ["p-high", "p-mod", "p-low"]
+
+
+def test_one_row_per_patient_with_every_reason_and_ties_by_rise(
+    clinician: Any, dbs: Any, data: Any
+) -> None:
+    """Two open alerts of one patient make one row listing both; two patients of the same
+    tier and risk are ordered by the rise of their risk since the run before."""
+    high = data["patients"]["p-high"]
+    factory.alert(dbs, high, reason="rise", probability=0.35)
+    b = factory.patient(dbs, "p-tie-b")  # created first: the id order alone would put it last
+    a = factory.patient(dbs, "p-tie-a")
+    for pat, before in ((a, 0.30), (b, 0.10)):  # b rose more
+        factory.prediction(dbs, pat, as_of=factory.NOW - dt.timedelta(days=1), risk=before)
+        pred = factory.prediction(dbs, pat, as_of=factory.NOW, risk=0.40 / 1.1)
+        factory.alert(dbs, pat, tier="moderate", probability=0.2, pred=pred)
+    dbs.commit()
+    rows = patients_on_page(clinician, "")
+    assert rows.count("p-high") == 1
+    assert rows.index("p-tie-b") < rows.index("p-tie-a")
+    html = clinician.get("/inbox/").get_data(as_text=True)
+    row = html.split('id="patient-row-p-high"')[1].split("</tr>")[0]
+    assert "High risk tier" in row and "Risk rose since last run" in row
+    page = list_alerts(dbs, AlertQuery(), None)
+    tie_b = next(r for r in page.rows if r.patient.fhir_id == "p-tie-b")
+    assert tie_b.rise is not None and tie_b.rise > 0
 
 
 @pytest.mark.parametrize(
     "query, expected",
     [
         ("status=resolved", ["p-old"]),
-        ("status=all", ["p-high", "p-mod", "p-low", "p-old"]),
+        ("status=all", ["p-old", "p-high", "p-mod", "p-low"]),
         ("status=new&tier=moderate", ["p-mod"]),
-        ("tier=high&status=all", ["p-high", "p-old"]),
+        ("tier=high&status=all", ["p-old", "p-high"]),
         ("reason=fibrosis", ["p-low"]),
         ("cohort=telemonitoring", ["p-low"]),
-        ("cohort=telemonitoring&status=all", ["p-low", "p-old"]),
+        ("cohort=telemonitoring&status=all", ["p-old", "p-low"]),
         ("from=2026-11-19&to=2026-11-19", ["p-mod"]),
         ("from=2026-11-17", ["p-high", "p-mod", "p-low"]),
-        ("to=2026-11-17&status=all", ["p-low", "p-old"]),
+        ("to=2026-11-17&status=all", ["p-old", "p-low"]),
         ("patient=p-m", ["p-mod"]),
         ("patient=MRN-p-l", ["p-low"]),
         ("patient=%25", []),  # LIKE wildcards are literal
@@ -42,6 +67,7 @@ def test_default_shows_open_alerts_newest_first(clinician: Any) -> None:
         ("sort=probability&dir=asc", ["p-low", "p-mod", "p-high"]),
         ("sort=tier&dir=asc", ["p-low", "p-mod", "p-high"]),
         ("sort=patient&dir=asc", ["p-high", "p-low", "p-mod"]),
+        ("sort=created", ["p-high", "p-mod", "p-low"]),
     ],
 )
 def test_filters_and_sorting(clinician: Any, query: str, expected: list[str]) -> None:
@@ -85,7 +111,7 @@ def test_pagination(clinician: Any, dbs: Any) -> None:
     assert beyond == last
     assert not set(first) & set(second)
     html = clinician.get("/inbox/?per_page=10&page=2").get_data(as_text=True)
-    assert "30 alerts" in html
+    assert "30 patients · 30 alerts" in html
     assert 'rel="next"' in html and 'rel="prev"' in html
     assert 'aria-current="page">2<' in html
 
@@ -108,7 +134,7 @@ def test_bad_filter_values_fall_back_and_are_reported() -> None:
         None,
         1,
         25,
-        "created",
+        "triage",
         "desc",
     )
     assert len(q.problems) == 5
