@@ -1,5 +1,6 @@
 # Quick start: `make demo` runs the product on the embedded default; `make test` runs the tests.
-# Both create .venv when it is missing and reuse it when it is there.
+# Both create .venv when it is missing and reuse it when it is there; `make test` first
+# installs and starts what the tests need (`make setup`, quick when all is there).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,12 +9,15 @@ STAMP := $(VENV)/.installed-stamp
 LOCK := requirements.lock
 # Folder holding the CPU build of torch (torch==2.13.0+cpu); see docs/deployment.md.
 TORCH_WHEELS ?= /opt/wheels
+# Where pip finds that build when the folder lacks it (the hashes of the lock still apply).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_SOURCE := $(if $(wildcard $(TORCH_WHEELS)/torch-2.13.0+cpu-*.whl),,--extra-index-url $(TORCH_INDEX))
 LOCK_ARGS := pyproject.toml requirements-build.in --extra dev --extra scale \
 	--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--find-links $(TORCH_WHEELS) --emit-find-links --override requirements-override.txt \
 	--no-header -o $(LOCK)
 
-.PHONY: venv demo test test-fast lint typecheck audit lock lock-upgrade clean
+.PHONY: venv setup demo test test-fast lint typecheck audit lock lock-upgrade clean
 
 venv: $(STAMP)
 
@@ -21,7 +25,7 @@ venv: $(STAMP)
 # project itself without resolving anything more.
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK) $(TORCH_SOURCE)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	touch $(STAMP)
@@ -41,10 +45,18 @@ audit: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m cds.demo
 
-test: $(STAMP)
+# What the tests need (.ci/setup): Debian packages (.ci/apt-packages.txt), the venv,
+# PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (installed and started when
+# absent), the test FHIR engine's npm packages and the healthchain client (.ci/setup.d).
+setup:
+	bash .ci/setup packages
+	@$(MAKE) --no-print-directory venv
+	bash .ci/setup services
+
+test: setup
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: setup
 	$(PY) -m pytest -m "not slow and not browser"
 
 lint: $(STAMP)

@@ -1,6 +1,6 @@
 """Benchmark of ``mprtm synth``: 1,000 patients without and with images.
 
-Targets (issue 3, measured on the 2-core development machine): without images <= 60 s;
+Targets (measured on the 2-core development machine): without images <= 60 s;
 with images (10 slices of 128 x 128 per study) <= 300 s.  Prints the wall time,
 patients per second and the ratio to the target (below 1 meets it), plus the share of
 the imaging run spent on DICOM/mask writing versus the rest, measured in the same run.

@@ -75,7 +75,7 @@ class ModelConfig:
             becomes a group lasso over each numeric input's ``r`` loadings.  0 is one
             independent linear model per outcome (checkpoints before format 4).  The
             default 2 had the lowest validation loss of ranks 0-3 in phase A
-            (``docs/model-performance.md``).
+            (``docs/decisions/0001-two-phase-training.md``).
         backfit: after phase B, re-fit the linear path once more with the deep residual
             frozen (phase C, backfitting as in additive models), at 0.3 x ``linear_lr``;
             its start (the phase-B model) is kept when re-fitting does not lower the
@@ -83,7 +83,7 @@ class ModelConfig:
         text_whiten: ridge (fraction of the mean eigenvalue) of the ZCA whitening of text
             segment embeddings fitted on the training split before stage 2
             (:meth:`SentencePooling.fit_whitening`); 0 (the default) leaves the
-            embeddings only L2-normalised.  Measured in ``docs/model-performance.md``
+            embeddings only L2-normalised.  Measured in ``docs/decisions/0006-note-concepts.md``
             (0.01: death AUROC up, rehospitalization down, validation loss not lower).
         note_concepts: unsupervised note concepts (:class:`model.note_concepts.NoteConcepts`:
             ICA of sentence-type occurrence across patients), fitted on the training
@@ -229,7 +229,7 @@ class ModelConfig:
 #: Stage-2 networks of both presets (with a frozen text encoder).  Two rather than one:
 #: one network's 1-year death AUROC moves by about +-0.004 with its initialisation; the
 #: mean of two steadies it, and the second costs one more fusion stage (~8 min of the
-#: hour on this 2-core machine).  Measured in ``docs/model-performance.md`` (stop 18).
+#: hour on this 2-core machine).  Measured in ``docs/decisions/0002-ensemble-of-two.md``.
 PRESET_ENSEMBLE = 2
 
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Device checks for issue 4 (GPU): bf16 inference throughput and one epoch of `full`
+# Device checks on a GPU: bf16 inference throughput and one epoch of `full`
 # training.  Run from the repo root by the device tool; writes under $OUT.
 set -u
 OUT=${OUT:-/tmp/mprtm-device-out}; mkdir -p "$OUT"  # the device tool sets OUT

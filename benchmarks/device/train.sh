@@ -1,5 +1,5 @@
 #!/bin/bash
-# One epoch of `full` training on CUDA (issue 4); run by the device tool from the repo root.
+# One epoch of `full` training on CUDA; run by the device tool from the repo root.
 set -u
 OUT=${OUT:-/tmp/mprtm-device-out}; mkdir -p "$OUT"  # the device tool sets OUT
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD MPLBACKEND=Agg

@@ -1,11 +1,10 @@
 """What a numeric- or image-only baseline's training step costs with and without the text.
 
-Those baselines never see the notes (the text modality is masked), yet until stop 16
-they were trained on all 48 text segments per patient, which the network still pooled.
-Since stop 16 ``train_mprtm`` gives them one padding segment (``model/train.py``
-``_without_text``).  This times one phase-B training step of a numeric-only baseline
-(batch 128, ``small`` preset, random weights and inputs) with 48 segments and with 1,
-and prints the ratio measured in the same run.
+Those baselines never see the notes (the text modality is masked), so ``train_mprtm``
+gives them one padding segment instead of a patient's 48 text segments, which the network
+would still pool (``model/train.py`` ``_without_text``).  This times one phase-B training
+step of a numeric-only baseline (batch 128, ``small`` preset, random weights and inputs)
+with 48 segments and with 1, and prints the ratio measured in the same run.
 
     python benchmarks/experiments/baseline_step.py [--threads 1] [--features 60]
 """

@@ -5,7 +5,7 @@ split, feature schema and frozen text embeddings, but puts the *true* LGE burden
 place of the segmented one so that no segmentation network has to be trained.  The
 test split is dumped too, together with the true risk, so that an experiment can be
 scored against the oracle.  Results of experiments on these tensors are upper bounds
-for the image branch and are labelled as such in ``docs/model-performance.md``.
+for the image branch; ``docs/decisions/0001-two-phase-training.md`` uses them so.
 
     python benchmarks/experiments/dump_tensors.py --data DIR --out FILE.pt \
         [--seed 0] [--text-cache DIR]
