@@ -60,8 +60,8 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow and not browser"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cds connectors model migrations tests benchmarks
-	$(VENV)/bin/ruff format --check cds connectors model tests benchmarks
+	$(VENV)/bin/ruff check cds connectors model migrations tests benchmarks tools
+	$(VENV)/bin/ruff format --check cds connectors model tests benchmarks tools
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
