@@ -38,9 +38,9 @@ lock: $(STAMP)
 lock-upgrade: $(STAMP)
 	$(VENV)/bin/uv pip compile --upgrade $(LOCK_ARGS)
 
-# Known vulnerabilities of the locked packages (tools/audit.sh; skipped loudly offline).
+# Known vulnerabilities of the locked packages (tools/audit.py; skipped loudly offline).
 audit: $(STAMP)
-	bash tools/audit.sh $(LOCK)
+	$(PY) tools/audit.py $(LOCK)
 
 demo: $(STAMP)
 	$(PY) -m cds.demo

@@ -124,16 +124,17 @@ def test_wrong_called_aet_is_a_permanent_rejection_not_retried(
 ) -> None:
     # Orthanc answers an unknown called AE title with A-ASSOCIATE-RJ result 1
     # (rejected-permanent): the tries stop there although the policy allows 3.
-    # (Under heavy load the first try has once come back as a transport abort; the
-    # next one then gets the rejection, hence "fewer than 3", not "exactly 1".)
+    # Under heavy load a try can come back as a transport abort (ACSE timeout) before
+    # Orthanc answers; a later one then gets the rejection.  So the policy allows 5 tries
+    # with a generous ACSE timeout, and the test asks for fewer than 5, not exactly 1.
     caplog.set_level(logging.WARNING, logger="connectors.pacs.dimse")
-    peer = pacs.peer(called_aet="NOT-ORTHANC")
-    assert peer.retry.attempts == 3
+    peer = pacs.peer(called_aet="NOT-ORTHANC", max_retries=4, assoc_timeout_s=30.0)
+    assert peer.retry.attempts == 5
     src = DimseSource(peer, SeriesCache(tmp_path))
     with pytest.raises(AssociationError) as info:
         src.find_series(PATIENTS[0])
     exc = info.value
-    assert exc.attempts < 3
+    assert exc.attempts < 5
     assert "Rejected Permanent" in exc.reason
     assert "Called AE title not recognised" in exc.reason
     msg = str(exc)
