@@ -124,9 +124,7 @@ class StudySpool:
     def due(self, now: float, stable_seconds: float) -> list[PendingStudy]:
         """Pending studies quiet for ``stable_seconds`` and not waiting for a retry."""
         return [
-            s
-            for s in self.pending()
-            if now - s.last_seen >= stable_seconds and now >= s.not_before
+            s for s in self.pending() if now - s.last_seen >= stable_seconds and now >= s.not_before
         ]
 
     def done(self, study: PendingStudy) -> None:

@@ -289,9 +289,10 @@ class Listener:
         pid = self.fhir_patient_id(study.patient_id)
         run_key = f"listen|{study.study_uid}|{int(study.first_seen)}|{self.scorer.model_version}"
         try:
-            with self._imaging_for(study), BatchRunner(
-                self.settings, scorer=self.scorer, engine=self.engine
-            ) as runner:
+            with (
+                self._imaging_for(study),
+                BatchRunner(self.settings, scorer=self.scorer, engine=self.engine) as runner,
+            ):
                 summary = runner.run(RunOptions(run_key=run_key, patient_ids=[pid], progress=False))
         except BatchError as exc:  # the nightly holds the lock: wait, do not count
             log.info("listener: study of patient %s waits: %s", pid, exc)
@@ -300,7 +301,7 @@ class Listener:
         except Exception as exc:  # noqa: BLE001  (one study's failure never stops the listener)
             reason = _reason(exc)
         else:
-            if not summary.n_failed:
+            if not summary.n_failed and summary.n_done:
                 self.spool.done(study)
                 self.n_scored += 1
                 log.info("listener: patient %s scored (run %s)", pid, summary.run_id)

@@ -244,11 +244,13 @@ class BatchRunner:
                             .order_by(BatchItem.id)
                         )
                     )
-            elif opts.patient_ids is not None:
-                ids = list(opts.patient_ids)
             else:
-                ids = scorer.cohort_patient_ids(
-                    expand_cohort(self.settings.batch.cohort, as_of.date())
+                ids = (
+                    list(opts.patient_ids)
+                    if opts.patient_ids is not None
+                    else scorer.cohort_patient_ids(
+                        expand_cohort(self.settings.batch.cohort, as_of.date())
+                    )
                 )
                 if opts.limit is not None:
                     ids = ids[: opts.limit]
