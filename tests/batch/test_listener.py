@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from cds.batch.runner import BatchRunner, RunOptions
+from cds.app import create_app
 from cds.cli import main as cli
 from cds.config import Settings
 from cds.db import make_engine, session_factory, session_scope
@@ -156,7 +158,25 @@ def _score_before(s: Settings, pid: str) -> Prediction:
     before = _latest(s, pid)
     assert before is not None and before.lge_series_uid is None
     assert "LGE fibrosis burden: no LGE study" in json.dumps(_ra(s, pid))
+    assert "**LGE fibrosis burden:** no processed LGE study" in _card(s, pid)
     return before
+
+
+def _card(s: Settings, pid: str) -> str:
+    """The detail of the patient-view card the CDS Hooks service answers now."""
+    app = create_app(
+        s.replace(cds_hooks__require_jwt=False, server__secret_key="k" * 40, audit__sink="none")
+    )
+    r = app.test_client().post(
+        "/cds-services/mprtm-hf-risk-patient-view",
+        json={
+            "hook": "patient-view",
+            "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/pr-1", "patientId": pid},
+        },
+    )
+    assert r.status_code == 200, r.text
+    return "\n".join(str(c.get("detail", "")) for c in r.get_json()["cards"])
 
 
 def _wait_scored(s: Settings, pid: str, series_uid: str, deadline: float) -> Prediction:
@@ -224,6 +244,7 @@ def test_listener_follows_orthanc_and_finishes_a_study_after_a_kill(
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
         assert proc.returncode == 0
+        assert f"{100 * after.fibrosis_burden:.1f}% of the myocardium" in _card(s, pid)
         assert after.fibrosis_burden is not None
         assert after.probabilities != before.probabilities
         shown = re.search(r"LGE fibrosis burden: ([0-9.]+)%", json.dumps(_ra(s, pid)))
@@ -284,7 +305,42 @@ def test_listener_scp_scores_a_study_routed_by_the_pacs(
         assert after.fibrosis_burden is not None
         assert after.probabilities != before.probabilities
         assert re.search(r"LGE fibrosis burden: [0-9.]+%", json.dumps(_ra(s, pid)))
+        shown = f"**LGE fibrosis burden:** {100 * after.fibrosis_burden:.1f}% of the myocardium"
+        assert shown in _card(s, pid)
         assert _seg_of(orthanc, series_uid) == 1
         assert not any((Path(s.listener.spool_dir) / "pending").iterdir())
     finally:
         orthanc.stop()
+
+
+def test_a_failing_study_never_stops_the_listener_and_the_nightly_lock_is_waited_out(
+    tmp_path: Path, cohort_dir: Path, checkpoint: Path
+) -> None:
+    from cds.batch.lock import batch_lock
+
+    s = batch_settings(
+        tmp_path,
+        cohort_dir,
+        checkpoint,
+        listener__spool_dir=str(tmp_path / "spool"),
+        listener__stable_seconds=0.0,
+        listener__retry_after_s=0.0,
+        listener__max_attempts=2,
+    )
+    listener = Listener(s)  # not started: studies are put into its spool directly
+    try:
+        now = time.time()
+        listener.spool.note("1.2.3.999", "nobody-has-this-id", now)
+        # the nightly holds the cohort's lock: the study waits, no attempt is counted
+        with batch_lock(listener.engine, f"mprtm-batch:{s.batch.cohort}", s.batch.lock_file):
+            assert listener.tick() == []
+        (waiting,) = listener.spool.pending()
+        assert waiting.attempts == 0 and "lock" in waiting.error
+        # the patient cannot be scored: retried, then moved aside; the loop goes on
+        assert listener.tick() == [] and listener.spool.pending()[0].attempts == 1
+        assert listener.tick() == [] and listener.spool.pending() == []
+        (failed,) = listener.spool.failed()
+        assert failed.study_uid == "1.2.3.999" and failed.error
+        assert listener.n_failed == 2
+    finally:
+        listener.close()
