@@ -178,7 +178,8 @@ class Listener:
     def __init__(
         self, settings: Settings, *, scorer: Scorer | None = None, engine: Engine | None = None
     ) -> None:
-        self.settings = settings
+        # one patient at a time, in this process: the received files are on this machine
+        self.settings = settings = settings.replace(batch__executor="local")
         cfg = settings.listener
         self.spool = StudySpool(cfg.spool_dir)
         self._owns_engine = engine is None
@@ -323,15 +324,16 @@ class Listener:
         if self.settings.listener.mode != "scp" or not Path(folder).is_dir():
             yield
             return
-        scorer, base = self.scorer, self.scorer.imaging
+        scorer, base, results = self.scorer, self.scorer.imaging, self.scorer.results
         first = _SpoolFirst(DicomFolderSource(folder), base)
         scorer.imaging = first
-        if scorer.results is not None:
-            scorer.results.imaging = first
+        results_base = results.imaging if results is not None else None
+        if results is not None:
+            results.imaging = first
         try:
             yield
         finally:
             scorer.imaging = base
-            if scorer.results is not None:
-                scorer.results.imaging = base
+            if results is not None and results_base is not None:
+                results.imaging = results_base
             first.close()

@@ -5,8 +5,8 @@ source, accepts associations only from the configured peers (calling AE titles) 
 only when called by its own AE title, and files each received instance into the
 staging area of the series a retrieval is waiting for.  Instances nobody asked for are
 refused with a failure status, unless the SCP was given a ``receive`` callback (the
-study-arrival listener, ``mprtm listen``), which then files every instance.  Handlers answer with DIMSE status codes and never raise
-across the wire.
+study-arrival listener, ``mprtm listen``), which then files every instance.  Handlers
+answer with DIMSE status codes and never raise across the wire.
 """
 
 from __future__ import annotations

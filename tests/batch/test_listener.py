@@ -6,9 +6,9 @@ middle of a study finishes it after a restart."""
 from __future__ import annotations
 
 import json
-import shutil
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +21,8 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from cds.batch.runner import BatchRunner, RunOptions
 from cds.app import create_app
+from cds.batch.runner import BatchRunner, RunOptions
 from cds.cli import main as cli
 from cds.config import Settings
 from cds.db import make_engine, session_factory, session_scope
@@ -248,7 +248,9 @@ def test_listener_follows_orthanc_and_finishes_a_study_after_a_kill(
         assert after.fibrosis_burden is not None
         assert after.probabilities != before.probabilities
         shown = re.search(r"LGE fibrosis burden: ([0-9.]+)%", json.dumps(_ra(s, pid)))
-        assert shown and float(shown.group(1)) == pytest.approx(100 * after.fibrosis_burden, abs=0.05)
+        assert shown and float(shown.group(1)) == pytest.approx(
+            100 * after.fibrosis_burden, abs=0.05
+        )
         assert _seg_of(orthanc, series_uid) == 1, "the SEG of the new series is in Orthanc"
         assert len(_c_find(orthanc, "SR")) == 1
         assert not any(pending.iterdir()), "the scored study left the spool"
