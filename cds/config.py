@@ -36,6 +36,7 @@ SECRET_KEYS = frozenset(
         "batch.broker_password",
         "pacs.dicomweb_password",
         "pacs.dicomweb_token",
+        "listener.orthanc_password",
     }
 )
 #: Keys whose value is masked when the effective configuration is printed (every other
@@ -50,6 +51,7 @@ NO_USERINFO_KEYS = frozenset(
         "fhir.base_url",
         "jwks_url",
         "audit.fhir_url",
+        "listener.orthanc_url",
     }
 )
 #: Shortest ``server.secret_key`` accepted (bytes of UTF-8).
@@ -262,6 +264,21 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class ListenerSettings:
+    mode: Literal["scp", "orthanc"] = "scp"
+    port: int = 11113
+    ae_title: str = "MPRTM_LISTEN"
+    orthanc_url: str = "http://127.0.0.1:8042"
+    orthanc_username: str = ""
+    orthanc_password: str = ""
+    stable_seconds: float = 30.0
+    poll_interval_s: float = 2.0
+    spool_dir: str = "spool/listener"
+    retry_after_s: float = 60.0
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -281,6 +298,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     terminology: TerminologySettings = field(default_factory=TerminologySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    listener: ListenerSettings = field(default_factory=ListenerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: The file these settings were read from ("" for defaults only).
     source_file: str = ""

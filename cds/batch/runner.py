@@ -50,6 +50,7 @@ class RunOptions:
     run_key: explicit key (the scheduler passes its tick); default from cohort/model/date.
     as_of: the clinical as-of time for the observation window (default: now).
     progress: show a progress bar.
+    patient_ids: score these patients instead of the cohort (the study-arrival listener).
     """
 
     limit: int | None = None
@@ -57,6 +58,7 @@ class RunOptions:
     run_key: str | None = None
     as_of: dt.datetime | None = None
     progress: bool = True
+    patient_ids: list[str] | None = None
 
 
 @dataclass
@@ -243,8 +245,12 @@ class BatchRunner:
                         )
                     )
             else:
-                ids = scorer.cohort_patient_ids(
-                    expand_cohort(self.settings.batch.cohort, as_of.date())
+                ids = (
+                    list(opts.patient_ids)
+                    if opts.patient_ids is not None
+                    else scorer.cohort_patient_ids(
+                        expand_cohort(self.settings.batch.cohort, as_of.date())
+                    )
                 )
                 if opts.limit is not None:
                     ids = ids[: opts.limit]

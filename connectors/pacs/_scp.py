@@ -4,8 +4,9 @@ It runs in-process (a pynetdicom server thread), is started and stopped by the D
 source, accepts associations only from the configured peers (calling AE titles) and
 only when called by its own AE title, and files each received instance into the
 staging area of the series a retrieval is waiting for.  Instances nobody asked for are
-refused with a failure status.  Handlers answer with DIMSE status codes and never raise
-across the wire.
+refused with a failure status, unless the SCP was given a ``receive`` callback (the
+study-arrival listener, ``mprtm listen``), which then files every instance.  Handlers
+answer with DIMSE status codes and never raise across the wire.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -44,6 +46,9 @@ class StorageScp:
         acse_timeout_s: ACSE timeout of incoming associations.
         network_timeout_s: an idle incoming association is closed after this long.
         tls: a server TLS context (DICOM over TLS), or None for plain TCP.
+        receive: called with (SOP Instance UID, encoded instance, dataset) for every
+            instance no retrieval waits for; returns the DIMSE status to answer (and may
+            raise :class:`DicomInvalid` or ``OSError``).  None: such instances are refused.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class StorageScp:
         acse_timeout_s: float = 30.0,
         network_timeout_s: float = 120.0,
         tls: ssl.SSLContext | None = None,
+        receive: Callable[[str, bytes, Dataset], int] | None = None,
     ) -> None:
         peers = [p.strip() for p in allowed_peers if p.strip()]
         if not peers:
@@ -67,6 +73,7 @@ class StorageScp:
         self._acse_timeout_s = acse_timeout_s
         self._network_timeout_s = network_timeout_s
         self._tls = tls
+        self._receive = receive
         self._server: ThreadedAssociationServer | None = None
         self._pending: dict[str, StagedSeries] = {}
         self._lock = threading.Lock()
@@ -152,6 +159,15 @@ class StorageScp:
             return STATUS_CANNOT_UNDERSTAND
         with self._lock:
             staged = self._pending.get(series_uid)
+            if staged is None and self._receive is not None:
+                try:
+                    return self._receive(sop_uid, event.encoded_dataset(), ds)
+                except DicomInvalid as exc:
+                    log.warning("storage SCP: %s", exc)
+                    return STATUS_CANNOT_UNDERSTAND
+                except OSError as exc:
+                    log.error("storage SCP: cannot write instance %s: %s", sop_uid, exc.strerror)
+                    return STATUS_OUT_OF_RESOURCES
             if staged is None:
                 self.refused_instances += 1
                 log.warning(
