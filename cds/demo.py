@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="demo-data", help="working folder (default demo-data)")
     p.add_argument("--patients", type=int, default=300)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument(
         "--train-arg",

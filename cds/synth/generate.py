@@ -10,6 +10,7 @@ Layout of ``out``::
     truth/modality_signal.json        AUROC of the true risk and per modality
     truth/implausible_values.csv      observations given deliberately implausible values
     truth/meta.json                   reference_date, seed, patients, images, image_size
+                                      (the largest LGE matrix)
 
 The same seed gives byte-identical files.
 """
@@ -112,7 +113,7 @@ def generate(
     out: Path,
     *,
     images: bool = True,
-    image_size: int = 128,
+    image_size: int = 256,
     n_slices: int = 10,
     reference_date: date = date(2026, 11, 1),
     progress: bool = True,
