@@ -15,7 +15,8 @@ from model.attribution import modality_contributions, select_background
 from model.calibration import tier
 from model.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from model.errors import IncompatibleCheckpointError, ModelInputError
-from model.image_branch import crop_box, prepare_volume
+from model.image_branch import prepare_volume
+from model.localise import Box, paste_logits
 from model.mprtm import Network, build_network
 from model.text_branch import TextEncoder
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, PatientPrediction
@@ -237,45 +238,42 @@ class Predictor:
             ModelInputError: a series that cannot be used, named.
         """
         cfg = self.config
-        arrays, prepared = [], []
+        arrays, prepared, boxes = [], [], []
         for k, volume in enumerate(volumes):
             arr = np.asarray(volume)
             try:
-                prepared.append(prepare_volume(arr, cfg.image_size, cfg.max_slices, cfg.crop))
+                box = self.network.image.crop_box(arr)  # the heart's (or the centred) crop
+                prepared.append(prepare_volume(arr, cfg.image_size, cfg.max_slices, box=box))
             except ModelInputError as exc:
                 if names is None and len(volumes) == 1:
                     raise
                 name = names[k] if names is not None else f"series {k}"
                 raise ModelInputError(f"{name}: {exc}") from exc
             arrays.append(arr)
+            boxes.append(box)
         out: list[ImageFeatures] = []
         start, used = 0, 0
         for k, x in enumerate(prepared):
             if k > start and used + len(x) > self.image_batch_slices:
-                out.extend(self._encode_group(arrays[start:k], prepared[start:k]))
+                out.extend(self._encode_group(arrays[start:k], prepared[start:k], boxes[start:k]))
                 start, used = k, 0
             used += len(x)
         if prepared:
-            out.extend(self._encode_group(arrays[start:], prepared[start:]))
+            out.extend(self._encode_group(arrays[start:], prepared[start:], boxes[start:]))
         return out
 
     def _encode_group(
-        self, arrays: Sequence[np.ndarray], prepared: Sequence[torch.Tensor]
+        self,
+        arrays: Sequence[np.ndarray],
+        prepared: Sequence[torch.Tensor],
+        boxes: Sequence[Box],
     ) -> list[ImageFeatures]:
-        cfg = self.config
         with self._autocast():
             outs = self.network.image.forward_series([x.to(self.device) for x in prepared])
         feats = []
-        for arr, x, out in zip(arrays, prepared, outs, strict=True):
-            logits = out["logits"].float()  # (S, K, h, w) over the centre crop
-            top, left, ch, cw = crop_box(arr.shape[-2], arr.shape[-1], cfg.crop)
-            if logits.shape[-2:] != (ch, cw):
-                logits = torch.nn.functional.interpolate(
-                    logits, size=(ch, cw), mode="bilinear", align_corners=False
-                )
-            seg = np.zeros((x.shape[0], *arr.shape[-2:]), dtype=np.uint8)  # (S, H, W)
-            labels = logits.argmax(1).to(torch.uint8).cpu().numpy()
-            seg[:, top : top + ch, left : left + cw] = labels
+        for arr, box, out in zip(arrays, boxes, outs, strict=True):
+            logits = out["logits"].float()  # (S, K, h, w) over the crop at ``box``
+            seg = paste_logits(logits, box, arr.shape[-2:])  # (S, H, W)
             feats.append(
                 ImageFeatures(
                     embedding=out["embedding"].float().cpu().numpy().astype(np.float32),
