@@ -93,7 +93,7 @@ def prepare_mask(
         box = crop_box(m.shape[1], m.shape[2], crop)
     m = _crop_array(m, box, np.int64)
     if m.shape[-2:] != (size, size):
-        m = F.interpolate(m[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+        m = F.interpolate(m[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0].long()
     return m
 
 

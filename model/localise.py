@@ -213,7 +213,7 @@ def train_localiser(
         idx = np.unique(np.round(np.linspace(0, n - 1, min(n, per_patient))).astype(int))
         xs.append(loc.coarse(img[idx]).cpu())
         lab = torch.from_numpy(np.ascontiguousarray(m[idx] >= 1, dtype=np.float32))[:, None]
-        ms.append(F.interpolate(lab, size=(loc.size, loc.size), mode="nearest")[:, 0].long())
+        ms.append(F.interpolate(lab, size=(loc.size, loc.size), mode="nearest-exact")[:, 0].long())
     losses: list[float] = []
     if not xs or epochs <= 0:
         log.warning("no slices with masks: the localiser is not trained")

@@ -96,7 +96,7 @@ def _coil_bias(rng: np.random.Generator, n: int, pixel: float) -> np.ndarray:
     ax = (np.arange(n) + 0.5) * pixel
     xx, yy = np.meshgrid(ax, ax)
     fov = n * pixel
-    b = np.full((n, n), rng.uniform(0.15, 0.35))
+    b = np.full((n, n), rng.uniform(0.3, 0.6))
     for _ in range(int(rng.integers(2, 5))):
         cx = rng.uniform(0.2, 0.8) * fov
         cy = rng.choice([rng.uniform(-0.1, 0.15), rng.uniform(0.85, 1.1)]) * fov
