@@ -36,7 +36,10 @@ def deformation_grid(
     shift = _rand(gen, 2 * n, -0.08, 0.08).view(n, 2)
     cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
     theta = torch.stack(
-        [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)],
+        [
+            torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+            torch.stack([sin * flip, cos, shift[:, 1]], 1),
+        ],
         1,
     )  # (n, 2, 3)
     grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)

@@ -50,7 +50,9 @@ class LiveEncoders:
         self.masks: dict[str, list[torch.Tensor | None]] = {}
         if image is not None:
             for k, v in splits.items():
-                boxes = [None if e.input.image is None else image.crop_box(e.input.image) for e in v]
+                boxes = [
+                    None if e.input.image is None else image.crop_box(e.input.image) for e in v
+                ]
                 self.volumes[k] = [
                     None
                     if e.input.image is None

@@ -152,11 +152,13 @@ def train_segmentation(
         va_boxes = [branch.crop_box(ex.input.image) for ex in val]  # type: ignore[arg-type]
     x_tr, y_tr = collect_slices(train, cfg, cfg.seg_max_slices_train, rng, tr_boxes)
     x_va, y_va = collect_slices(val, cfg, cfg.seg_max_slices_train, rng, va_boxes)
-    hist.update({
-        "seg_loss": [],
-        "seg_val_dice_myocardium": [],
-        "seg_val_dice_enhancement": [],
-    })
+    hist.update(
+        {
+            "seg_loss": [],
+            "seg_val_dice_myocardium": [],
+            "seg_val_dice_enhancement": [],
+        }
+    )
     if len(x_tr) == 0:
         log.warning("no training slices with masks: stage 1 skipped")
         return hist

@@ -71,7 +71,9 @@ def _crop_array(arr: np.ndarray, box: Box, dtype: type) -> torch.Tensor:
     top, left, h, w = box
     H, W = arr.shape[-2:]
     if top >= 0 and left >= 0 and top + h <= H and left + w <= W:  # inside: no copy of it all
-        return torch.from_numpy(np.ascontiguousarray(arr[..., top : top + h, left : left + w], dtype))
+        return torch.from_numpy(
+            np.ascontiguousarray(arr[..., top : top + h, left : left + w], dtype)
+        )
     return crop(torch.from_numpy(np.ascontiguousarray(arr, dtype)), box)
 
 

@@ -118,7 +118,10 @@ def box_from_mask(mask: np.ndarray, margin: float, min_side: float) -> Box | Non
     if rows.size == 0:
         return None
     return square_box(
-        (float(rows[0]), float(rows[-1] + 1)), (float(cols[0]), float(cols[-1] + 1)), margin, min_side
+        (float(rows[0]), float(rows[-1] + 1)),
+        (float(cols[0]), float(cols[-1] + 1)),
+        margin,
+        min_side,
     )
 
 
@@ -236,9 +239,7 @@ def train_localiser(
             logits = loc(xb.to(device))
             prob = torch.sigmoid(logits)
             dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
-            loss = (
-                F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight) + dice
-            )
+            loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight) + dice
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -134,7 +134,9 @@ def draw_acquisition(rng: np.random.Generator, max_matrix: int) -> Acquisition:
         ti_null_ms=float(ti_null),
         psir=psir,
         psir_offset=float(rng.uniform(0.35, 1.0)),
-        noise=float(rng.choice([rng.uniform(0.008, 0.025), rng.uniform(0.025, 0.05)], p=[0.8, 0.2])),
+        noise=float(
+            rng.choice([rng.uniform(0.008, 0.025), rng.uniform(0.025, 0.05)], p=[0.8, 0.2])
+        ),
         signal=tuple(float(s) for s in sig / scale),
     )
 

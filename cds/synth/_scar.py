@@ -98,7 +98,9 @@ def draw_pattern(rng: np.random.Generator, ischaemic: bool, burden: float) -> Pa
 
         mvo = float(rng.uniform(0.08, 0.3)) if burden > 0.06 and rng.random() < 0.3 else 0.0
         return Pattern(f"ischaemic:{artery}", field, terr, mvo)
-    kind = str(rng.choice(["midwall", "epicardial", "insertion", "patchy"], p=[0.4, 0.25, 0.2, 0.15]))
+    kind = str(
+        rng.choice(["midwall", "epicardial", "insertion", "patchy"], p=[0.4, 0.25, 0.2, 0.15])
+    )
     if kind == "midwall":
         c, w = 1.5 * np.pi + rng.normal(0, 0.15), rng.uniform(0.6, 1.1)
 

@@ -21,9 +21,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 
 from cds.synth import _ids
+from cds.synth._mr import Acquisition, draw_acquisition, ssfp_signal
 from cds.synth.cohort import Cohort
 from cds.synth.fhir import SeriesInfo, StudyInfo
-from cds.synth._mr import Acquisition, draw_acquisition, ssfp_signal
 from cds.synth.images import HeartGeometry, lge_volume, localizer
 from cds.synth.visits import Visits
 

@@ -37,7 +37,7 @@ from cds.synth._anatomy import (
     polar,
     thorax_tissue,
 )
-from cds.synth._mr import MVO, MYO, SCAR, Acquisition, draw_acquisition
+from cds.synth._mr import MVO, SCAR, Acquisition, draw_acquisition
 from cds.synth._scar import Pattern, draw_pattern
 
 BACKGROUND, MYOCARDIUM, ENHANCEMENT = 0, 1, 2
@@ -89,6 +89,14 @@ class SimulatedSeries:
     heart: Heart
     pattern: str
     artefacts: tuple[str, ...]
+
+
+def _smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int], sigma_px: float, amplitude: float
+) -> np.ndarray:
+    """A smooth random field of the given correlation length and standard deviation."""
+    f = gaussian_filter(rng.standard_normal(shape, np.float32), sigma_px, mode="wrap")
+    return f * (amplitude / max(float(f.std()), 1e-6))
 
 
 def _coil_bias(rng: np.random.Generator, n: int, pixel: float) -> np.ndarray:
@@ -166,7 +174,12 @@ def lge_volume(
     c0, c1 = max(0, int((rx - half) / px)), min(n, int((rx + half) / px) + 1)
     ax = ((np.arange(n) + 0.5) * px).astype(np.float32)
     xx, yy = np.meshgrid(ax, ax)
-    xr, yr = xx[r0:r1, c0:c1], yy[r0:r1, c0:c1]
+    # anatomy is not made of ellipses: smooth random warps of the coordinates, coarse for
+    # the thorax (~6 mm over ~40 mm) and fine for the heart (~1 mm over ~5 mm)
+    xx = xx + _smooth_field(rng, (n, n), 40.0 / px, 6.0)
+    yy = yy + _smooth_field(rng, (n, n), 40.0 / px, 6.0)
+    xr = xx[r0:r1, c0:c1] + _smooth_field(rng, (r1 - r0, c1 - c0), 5.0 / px, 1.0)
+    yr = yy[r0:r1, c0:c1] + _smooth_field(rng, (r1 - r0, c1 - c0), 5.0 / px, 1.0)
     # partial volume: the mean of sub-slices across the thickness; the mask is the centre's
     sub = (0.0, -acq.thickness_mm / 4, acq.thickness_mm / 4)
     thin_fn = pattern.territory if pattern is not None else None
@@ -187,7 +200,9 @@ def lge_volume(
     thr = thr_mvo = np.inf
     centre_vals: list[np.ndarray] = []
     if pattern is not None:
-        centre_vals = [pattern.field(h.alpha[h.myo], h.level, h.u[h.myo]) for _, (h, *_) in slices]
+        centre_vals = [
+            pattern.field(c.alpha[c.myo], c.level, c.u[c.myo]) for _, (c, *_) in slices
+        ]
         vals = np.concatenate(centre_vals)
         k_enh = int(round(geom.burden * vals.size))
         if k_enh > 0:
@@ -203,12 +218,14 @@ def lge_volume(
     for k, (th, hs) in enumerate(slices):
         vol[k] = sig[th]
         acc = np.zeros(xr.shape, np.float32)
-        for j, h in enumerate(hs):
-            tissue = h.tissue
+        for j, sl in enumerate(hs):
+            tissue = sl.tissue
             if pattern is not None and np.isfinite(thr):
                 f = np.full(tissue.shape, -np.inf, np.float32)
-                f[h.myo] = (
-                    centre_vals[k] if j == 0 else pattern.field(h.alpha[h.myo], h.level, h.u[h.myo])
+                f[sl.myo] = (
+                    centre_vals[k]
+                    if j == 0
+                    else pattern.field(sl.alpha[sl.myo], sl.level, sl.u[sl.myo])
                 )
                 tissue = tissue.copy()
                 tissue[f >= thr] = SCAR

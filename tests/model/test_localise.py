@@ -80,7 +80,9 @@ def test_crop_and_paste_back_are_exact_even_outside_the_image() -> None:
 
 
 def test_without_a_localiser_the_centred_crop_is_kept() -> None:
-    old = ModelConfig.from_dict({k: v for k, v in preset("small").to_dict().items() if k != "localiser"})
+    old = ModelConfig.from_dict(
+        {k: v for k, v in preset("small").to_dict().items() if k != "localiser"}
+    )
     assert old.localiser == 0  # a checkpoint's config from before localisation
     branch = ImageBranch(64, 4, 3, (8, 16, 32), (1, 1, 1), 4, 2, crop=0.5)
     assert branch.localiser is None

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from synth_helpers import SIZE, read_ndjson
 
 from cds.config import PacsSettings
-from synth_helpers import SIZE, read_ndjson
 
 REQUIRED = (
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
