@@ -121,7 +121,7 @@ class ModelConfig:
     max_slices: int = 6
     crop: float = 0.5
     localiser: int = 0
-    localiser_margin: float = 1.7
+    localiser_margin: float = 1.5
     localiser_epochs: int = 12
     seg_augment: bool = True
     num_classes: int = 3

@@ -140,7 +140,7 @@ class ImageBranch(nn.Module):
         mlp_ratio: int,
         crop: float = 1.0,
         localiser: int = 0,
-        margin: float = 1.7,
+        margin: float = 1.5,
     ) -> None:
         super().__init__()
         if image_size <= 0 or max_slices <= 0:

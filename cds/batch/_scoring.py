@@ -176,7 +176,7 @@ class Scorer:
                     record,
                     self.imaging,
                     as_of=ctx.as_of.date(),
-                    image_size=self.predictor.config.image_size,
+                    image_size=self.predictor.config.input_size,  # the size training loaded
                     settings=self.settings,
                 )
                 t["pull"] += t1 - t0

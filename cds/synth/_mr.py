@@ -97,7 +97,7 @@ def draw_acquisition(rng: np.random.Generator, max_matrix: int) -> Acquisition:
     t1 = np.empty(N_TISSUES)
     pd = np.empty(N_TISSUES)
     t1_myo = rng.uniform(400.0, 520.0)
-    t1_blood = t1_myo * rng.uniform(0.55, 0.72)
+    t1_blood = t1_myo * rng.uniform(0.6, 0.78)
     t1[[AIR, LUNG, FAT, MUSCLE, LIVER, SOFT, BLOOD, MYO, SCAR, MVO]] = [
         1000.0,
         rng.uniform(800, 1100),
@@ -107,7 +107,7 @@ def draw_acquisition(rng: np.random.Generator, max_matrix: int) -> Acquisition:
         rng.uniform(350, 450),
         t1_blood,
         t1_myo,
-        t1_blood * rng.uniform(0.7, 0.9),
+        t1_blood * rng.uniform(0.55, 0.75),
         t1_myo * rng.uniform(1.05, 1.4),
     ]
     pd[[AIR, LUNG, FAT, MUSCLE, LIVER, SOFT, BLOOD, MYO, SCAR, MVO]] = [

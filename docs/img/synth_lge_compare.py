@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw
 
-TILE = 150
+TILE = 128
 
 
 def _series(root: Path, uid: str) -> tuple[np.ndarray, np.ndarray]:
