@@ -88,12 +88,12 @@ def prepare_mask(
         crop: without ``box``: fraction of each side kept around the centre.
         box: (top, left, height, width) crop, as for :func:`prepare_volume`.
     """
-    m = np.asarray(mask)
-    if m.ndim == 2:
-        m = m[None]
+    arr = np.asarray(mask)
+    if arr.ndim == 2:
+        arr = arr[None]
     if box is None:
-        box = crop_box(m.shape[1], m.shape[2], crop)
-    m = _crop_array(m, box, np.int64)
+        box = crop_box(arr.shape[1], arr.shape[2], crop)
+    m = _crop_array(arr, box, np.int64)
     if m.shape[-2:] != (size, size):
         m = F.interpolate(m[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0].long()
     return m

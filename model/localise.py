@@ -113,7 +113,7 @@ def square_box(
 
 def box_from_mask(mask: np.ndarray, margin: float, min_side: float) -> Box | None:
     """The box around all myocardium of masks (S, H, W), or None without myocardium."""
-    any_myo = (np.asarray(mask) >= 1).any(axis=0)
+    any_myo = np.asarray(np.any(np.asarray(mask) >= 1, axis=0))
     rows, cols = np.nonzero(any_myo.any(1))[0], np.nonzero(any_myo.any(0))[0]
     if rows.size == 0:
         return None
@@ -233,8 +233,8 @@ def train_localiser(
         perm = torch.randperm(len(x_all), generator=gen)
         total = 0.0
         for s in range(0, len(perm), batch):
-            idx = perm[s : s + batch]
-            xb, mb = augment(x_all[idx], m_all[idx], gen)
+            sel = perm[s : s + batch]
+            xb, mb = augment(x_all[sel], m_all[sel], gen)
             target = F.adaptive_max_pool2d(mb[:, None].float(), loc.size // 4).to(device)
             logits = loc(xb.to(device))
             prob = torch.sigmoid(logits)
@@ -244,7 +244,7 @@ def train_localiser(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(sel)
         losses.append(total / len(x_all))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     loc.eval()
