@@ -37,9 +37,10 @@ class Acquisition:
         ti_ms: inversion time.
         ti_null_ms: the TI that would null this patient's normal myocardium.
         psir: phase-sensitive reconstruction (else magnitude).
-        psir_offset: PSIR display offset, as a fraction of the blood signal.
-        noise: standard deviation of the receiver noise relative to the blood signal.
-        signal: signed IR signal of each tissue class (``N_TISSUES`` values).
+        psir_offset: PSIR display offset, as a fraction of the brightest tissue's signal.
+        noise: standard deviation of the receiver noise relative to the brightest tissue.
+        signal: signed IR signal of each tissue class (``N_TISSUES`` values), scaled so
+            that the brightest tissue's magnitude is 1.
     """
 
     matrix: int
@@ -123,7 +124,7 @@ def draw_acquisition(rng: np.random.Generator, max_matrix: int) -> Acquisition:
     else:  # TI too long: myocardium positive, less contrast
         ti = ti_null * rng.uniform(1.12, 1.35)
     sig = ir_signal(t1, pd, ti, recovery)
-    scale = float(abs(sig[BLOOD])) or 1.0
+    scale = float(np.abs(sig).max())  # the brightest tissue (blood may be near its null)
     psir = bool(rng.random() < 0.55)
     return Acquisition(
         matrix=matrix,
@@ -135,7 +136,7 @@ def draw_acquisition(rng: np.random.Generator, max_matrix: int) -> Acquisition:
         psir=psir,
         psir_offset=float(rng.uniform(0.35, 1.0)),
         noise=float(
-            rng.choice([rng.uniform(0.008, 0.025), rng.uniform(0.025, 0.05)], p=[0.8, 0.2])
+            rng.choice([rng.uniform(0.005, 0.015), rng.uniform(0.015, 0.03)], p=[0.8, 0.2])
         ),
         signal=tuple(float(s) for s in sig / scale),
     )

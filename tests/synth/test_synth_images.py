@@ -67,9 +67,9 @@ def test_ti_nulls_normal_myocardium_and_scar_is_bright() -> None:
     for _ in range(20):
         a = draw_acquisition(rng, 128)
         sig = np.asarray(a.signal)
-        assert sig[BLOOD] == pytest.approx(1.0)
-        if a.nulling == "good":
-            assert abs(sig[MYO]) < 0.3 and sig[SCAR] > 0.8
+        assert np.abs(sig).max() == pytest.approx(1.0)
+        if a.nulling == "good":  # nulled myocardium, bright blood, brighter scar
+            assert abs(sig[MYO]) < 0.15 and sig[SCAR] > sig[BLOOD] > 0.2
     t1 = np.array([450.0])
     null = draw_acquisition(np.random.default_rng(0), 128)  # its own myocardial T1 differs
     assert null.ti_ms > 0
