@@ -34,7 +34,7 @@ HOOK_ID = "mprtm-hf-risk-patient-view"
 #: More segmentation epochs than the preset's 8 and 6 slices per training patient instead
 #: of 4: the demo cohort is small (180 training patients) and its LGE is the anatomical
 #: simulator's (docs/synthetic-cohort.md), so stage 1 needs the extra steps (training took
-#: 3.9 CPU minutes for 300 patients; test Dice myocardium 0.61, enhancement 0.31, measured
+#: 3.7 CPU minutes for 300 patients; test Dice myocardium 0.61, enhancement 0.32, measured
 #: in docs/model-performance.md).
 DEMO_TRAIN_ARGS = ("--epochs=24", "--set=seg_max_slices_train=6")
 
