@@ -200,9 +200,7 @@ def lge_volume(
     thr = thr_mvo = np.inf
     centre_vals: list[np.ndarray] = []
     if pattern is not None:
-        centre_vals = [
-            pattern.field(c.alpha[c.myo], c.level, c.u[c.myo]) for _, (c, *_) in slices
-        ]
+        centre_vals = [pattern.field(c.alpha[c.myo], c.level, c.u[c.myo]) for _, (c, *_) in slices]
         vals = np.concatenate(centre_vals)
         k_enh = int(round(geom.burden * vals.size))
         if k_enh > 0:
