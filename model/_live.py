@@ -50,17 +50,20 @@ class LiveEncoders:
         self.masks: dict[str, list[torch.Tensor | None]] = {}
         if image is not None:
             for k, v in splits.items():
+                boxes = [
+                    None if e.input.image is None else image.crop_box(e.input.image) for e in v
+                ]
                 self.volumes[k] = [
                     None
                     if e.input.image is None
-                    else prepare_volume(e.input.image, cfg.image_size, cfg.max_slices, cfg.crop)
-                    for e in v
+                    else prepare_volume(e.input.image, cfg.image_size, cfg.max_slices, box=b)
+                    for e, b in zip(v, boxes, strict=True)
                 ]
                 self.masks[k] = [
                     None
                     if e.masks is None or e.input.image is None or e.masks.shape[0] > cfg.max_slices
-                    else prepare_mask(e.masks, cfg.image_size, cfg.crop)
-                    for e in v
+                    else prepare_mask(e.masks, cfg.image_size, box=b)
+                    for e, b in zip(v, boxes, strict=True)
                 ]
 
     def parameters(self) -> list[torch.nn.Parameter]:

@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model._augment import augment
 from model.config import ModelConfig
 from model.image_branch import ENHANCEMENT, MYOCARDIUM, ImageBranch, prepare_mask, prepare_volume
+from model.localise import Box, box_from_mask, jitter_box, train_localiser
 from model.types import LabelledExample
 
 log = logging.getLogger("mprtm.train")
@@ -23,6 +25,7 @@ def collect_slices(
     cfg: ModelConfig,
     per_patient: int,
     rng: np.random.Generator,
+    boxes: Sequence[Box | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resized slices (N, 1, s, s) and masks (N, s, s) from examples that have both.
 
@@ -31,9 +34,10 @@ def collect_slices(
         cfg: config (image size).
         per_patient: slices drawn per patient at most (0 = all).
         rng: draws the slices.
+        boxes: each patient's crop (None: the centred crop of ``cfg.crop``).
     """
     xs, ys = [], []
-    for ex in examples:
+    for k, ex in enumerate(examples):
         img, m = ex.input.image, ex.masks
         if img is None or m is None:
             continue
@@ -44,13 +48,23 @@ def collect_slices(
         idx = np.arange(n)
         if per_patient and n > per_patient:
             idx = np.sort(rng.choice(n, per_patient, replace=False))
-        xs.append(prepare_volume(img[idx], cfg.image_size, len(idx), cfg.crop))
-        ys.append(prepare_mask(m[idx], cfg.image_size, cfg.crop))
+        box = boxes[k] if boxes is not None else None
+        xs.append(prepare_volume(img[idx], cfg.image_size, len(idx), cfg.crop, box))
+        ys.append(prepare_mask(m[idx], cfg.image_size, cfg.crop, box))
     if not xs:
         return torch.zeros(0, 1, cfg.image_size, cfg.image_size), torch.zeros(
             0, cfg.image_size, cfg.image_size, dtype=torch.long
         )
     return torch.cat(xs), torch.cat(ys)
+
+
+def _training_box(ex: LabelledExample, cfg: ModelConfig, rng: np.random.Generator) -> Box | None:
+    """A box around the true myocardium with a random margin and shift (None: no heart)."""
+    if ex.masks is None:
+        return None
+    h, w = ex.masks.shape[-2:]
+    box = box_from_mask(ex.masks, cfg.localiser_margin, 0.15 * min(h, w))
+    return None if box is None else jitter_box(box, rng)
 
 
 def limit_patients(
@@ -116,19 +130,35 @@ def train_segmentation(
 ) -> dict[str, list[float]]:
     """Train the segmenter in place; keep the weights of the best validation epoch.
 
+    With a localiser it is trained first (:func:`model.localise.train_localiser`); the
+    segmenter then learns on boxes around the true myocardium with random margins and
+    shifts, and is validated on the localiser's boxes, as it is used.
+
     Returns:
-        history: ``seg_loss``, ``seg_val_dice_myocardium``, ``seg_val_dice_enhancement``.
+        history: ``localiser_loss``, ``seg_loss``, ``seg_val_dice_myocardium``,
+        ``seg_val_dice_enhancement``.
     """
     cap = cfg.seg_max_patients
     train = limit_patients(train, cap, rng)
     val = limit_patients(val, max(1, cap // 4) if cap else 0, rng)
-    x_tr, y_tr = collect_slices(train, cfg, cfg.seg_max_slices_train, rng)
-    x_va, y_va = collect_slices(val, cfg, cfg.seg_max_slices_train, rng)
-    hist: dict[str, list[float]] = {
-        "seg_loss": [],
-        "seg_val_dice_myocardium": [],
-        "seg_val_dice_enhancement": [],
-    }
+    hist: dict[str, list[float]] = {"localiser_loss": []}
+    tr_boxes: list[Box | None] | None = None
+    va_boxes: list[Box | None] | None = None
+    if branch.localiser is not None:
+        hist["localiser_loss"] = train_localiser(
+            branch.localiser, train, rng, device, cfg.localiser_epochs, progress=progress
+        )
+        tr_boxes = [_training_box(ex, cfg, rng) for ex in train]
+        va_boxes = [branch.crop_box(ex.input.image) for ex in val]  # type: ignore[arg-type]
+    x_tr, y_tr = collect_slices(train, cfg, cfg.seg_max_slices_train, rng, tr_boxes)
+    x_va, y_va = collect_slices(val, cfg, cfg.seg_max_slices_train, rng, va_boxes)
+    hist.update(
+        {
+            "seg_loss": [],
+            "seg_val_dice_myocardium": [],
+            "seg_val_dice_enhancement": [],
+        }
+    )
     if len(x_tr) == 0:
         log.warning("no training slices with masks: stage 1 skipped")
         return hist
@@ -151,9 +181,12 @@ def train_segmentation(
         total, count = 0.0, 0
         for s in range(0, len(perm), cfg.seg_batch):
             idx = perm[s : s + cfg.seg_batch]
-            xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
-            if torch.rand((), generator=gen) < 0.5:  # flip augmentation
+            xb, yb = x_tr[idx], y_tr[idx]
+            if cfg.seg_augment:
+                xb, yb = augment(xb, yb, gen)
+            elif torch.rand((), generator=gen) < 0.5:  # flip augmentation
                 xb, yb = xb.flip(-1), yb.flip(-1)
+            xb, yb = xb.to(device), yb.to(device)
             loss = segmentation_loss(seg(xb), yb, class_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -193,7 +226,9 @@ def embed_images(
         for r, ex in enumerate(it):
             if ex.input.image is None:
                 continue
-            x = prepare_volume(ex.input.image, cfg.image_size, cfg.max_slices, cfg.crop).to(device)
+            img = ex.input.image
+            box = branch.crop_box(img)
+            x = prepare_volume(img, cfg.image_size, cfg.max_slices, cfg.crop, box).to(device)
             f = branch.forward_features(x)
             out[r, :-1] = f["embedding"].cpu().numpy()
             out[r, -1] = float(f["burden"])

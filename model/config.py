@@ -30,8 +30,20 @@ class ModelConfig:
         preset: name of the preset this config came from (``small``, ``full`` or ``custom``).
         image_size: side of the square slices fed to DAE-Former (pixels).
         max_slices: slices per series used for the image embedding (evenly sampled).
-        crop: fraction of each side of the field of view kept around its centre (where
-            the heart is on short-axis LGE) before resizing to ``image_size``.
+        crop: fraction of each side of the field of view kept around its centre before
+            resizing to ``image_size``: the crop of every series without a localiser, the
+            fallback where the localiser finds no heart; with ``image_size`` it also sets
+            the in-plane size series are loaded at (:attr:`input_size`).
+        localiser: side of the coarse whole-field-of-view input of the heart localiser
+            (:mod:`model.localise`), whose box around the heart replaces the centred
+            crop; 0 (the field's default, so checkpoints from before localisation read
+            as before) keeps the centred crop.  Both presets set 64.
+        localiser_margin: side of the localised crop over the extent of the heart's
+            myocardium.
+        localiser_epochs: training epochs of the localiser (in stage 1, before the
+            segmenter).
+        seg_augment: augment stage-1 batches (:mod:`model._augment`: elastic and affine
+            deformation, intensity curves, gamma, blur, resolution, noise).
         num_classes: segmentation classes (background, myocardium, enhancement).
         enc_dims: channels of the three encoder stages of DAE-Former.
         enc_depths: dual transformer blocks per encoder stage.
@@ -108,6 +120,10 @@ class ModelConfig:
     image_size: int = 64
     max_slices: int = 6
     crop: float = 0.5
+    localiser: int = 0
+    localiser_margin: float = 1.5
+    localiser_epochs: int = 12
+    seg_augment: bool = True
     num_classes: int = 3
     enc_dims: tuple[int, int, int] = (32, 64, 128)
     enc_depths: tuple[int, int, int] = (1, 1, 1)
@@ -173,6 +189,12 @@ class ModelConfig:
             )
         if not 0.2 <= self.crop <= 1.0:
             raise ValueError(f"crop must be in [0.2, 1], got {self.crop}")
+        if self.localiser and (self.localiser < 32 or self.localiser % 8):
+            raise ValueError(f"localiser must be 0 or a multiple of 8 >= 32, got {self.localiser}")
+        if not 1.0 <= self.localiser_margin <= 4.0:
+            raise ValueError(f"localiser_margin must be in [1, 4], got {self.localiser_margin}")
+        if self.localiser_epochs < 0:
+            raise ValueError(f"localiser_epochs must be >= 0, got {self.localiser_epochs}")
         if self.max_slices <= 0:
             raise ValueError(f"max_slices must be positive, got {self.max_slices}")
         if self.embed_dim <= 0 or self.embed_dim % self.fusion_heads:
@@ -237,17 +259,19 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     """A preset config, with field overrides.
 
     Args:
-        name: ``small`` (CPU-trainable: the central half of the field of view at 64 px,
-            narrow DAE-Former) or ``full`` (the whole field of view at 224 px, the
-            paper's stage widths 128/320/512 and two dual blocks per stage).
+        name: ``small`` (CPU-trainable: series loaded at 128 px, the localised heart
+            crop at 64 px, narrow DAE-Former) or ``full`` (series loaded at 224 px, the
+            heart crop at 224 px, the paper's stage widths 128/320/512 and two dual
+            blocks per stage).
         overrides: fields to change.  Without ``joint`` or ``text_trainable_layers``,
             ``ensemble`` defaults to :data:`PRESET_ENSEMBLE`.
     """
     if name == "small":
-        base: dict[str, Any] = {"preset": "small"}
+        base: dict[str, Any] = {"preset": "small", "localiser": 64}
     elif name == "full":
         base = {
             "preset": "full",
+            "localiser": 64,
             "image_size": 224,
             "max_slices": 12,
             "crop": 1.0,

@@ -11,6 +11,7 @@ from torch import nn
 
 from model.daeformer import DAEFormer
 from model.errors import ModelInputError
+from model.localise import Box, HeartLocaliser, box_from_probability, crop
 
 #: Segmentation labels.
 BACKGROUND, MYOCARDIUM, ENHANCEMENT = 0, 1, 2
@@ -32,15 +33,21 @@ def crop_box(h: int, w: int, crop: float) -> tuple[int, int, int, int]:
 
 
 def prepare_volume(
-    volume: np.ndarray, size: int, max_slices: int, crop: float = 1.0
+    volume: np.ndarray,
+    size: int,
+    max_slices: int,
+    crop: float = 1.0,
+    box: Box | None = None,
 ) -> torch.Tensor:
-    """Check, subsample, centre-crop and resize a series to (S, 1, size, size) float32.
+    """Check, subsample, crop and resize a series to (S, 1, size, size) float32.
 
     Args:
         volume: (S, H, W) slices, intensities about [0, 1].
         size: output side.
         max_slices: slices kept at most (evenly spaced).
-        crop: fraction of each side kept around the centre (the heart) before resizing.
+        crop: without ``box``: fraction of each side kept around the centre.
+        box: (top, left, height, width) crop (the heart's, :mod:`model.localise`);
+            zero-padded where it reaches outside the slices.
     """
     arr = np.asarray(volume)
     if arr.ndim == 2:
@@ -50,9 +57,9 @@ def prepare_volume(
     if not np.isfinite(arr).all():
         raise ModelInputError("image contains NaN or infinite values")
     idx = select_slices(arr.shape[0], max_slices)
-    top, left, ch, cw = crop_box(arr.shape[1], arr.shape[2], crop)
-    arr = arr[idx, top : top + ch, left : left + cw]
-    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[:, None]
+    if box is None:
+        box = crop_box(arr.shape[1], arr.shape[2], crop)
+    x = _crop_array(arr[idx], box, np.float32)[:, None]
     if x.shape[-2:] != (size, size):
         x = F.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
@@ -60,15 +67,35 @@ def prepare_volume(
     return x  # (S, 1, size, size)
 
 
-def prepare_mask(mask: np.ndarray, size: int, crop: float = 1.0) -> torch.Tensor:
-    """Centre-crop and resize label masks (S, H, W) to (S, size, size), nearest neighbour."""
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
-    if m.dim() == 2:
-        m = m[None]
-    top, left, ch, cw = crop_box(m.shape[1], m.shape[2], crop)
-    m = m[:, top : top + ch, left : left + cw]
+def _crop_array(arr: np.ndarray, box: Box, dtype: type) -> torch.Tensor:
+    top, left, h, w = box
+    H, W = arr.shape[-2:]
+    if top >= 0 and left >= 0 and top + h <= H and left + w <= W:  # inside: no copy of it all
+        return torch.from_numpy(
+            np.ascontiguousarray(arr[..., top : top + h, left : left + w], dtype)
+        )
+    return crop(torch.from_numpy(np.ascontiguousarray(arr, dtype)), box)
+
+
+def prepare_mask(
+    mask: np.ndarray, size: int, crop: float = 1.0, box: Box | None = None
+) -> torch.Tensor:
+    """Crop and resize label masks (S, H, W) to (S, size, size), nearest neighbour.
+
+    Args:
+        mask: labels.
+        size: output side.
+        crop: without ``box``: fraction of each side kept around the centre.
+        box: (top, left, height, width) crop, as for :func:`prepare_volume`.
+    """
+    arr = np.asarray(mask)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if box is None:
+        box = crop_box(arr.shape[1], arr.shape[2], crop)
+    m = _crop_array(arr, box, np.int64)
     if m.shape[-2:] != (size, size):
-        m = F.interpolate(m[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+        m = F.interpolate(m[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0].long()
     return m
 
 
@@ -93,9 +120,13 @@ class ImageBranch(nn.Module):
     Args:
         image_size: side of the network input.
         max_slices: slices used per series.
-        crop: fraction of each side kept around the centre before resizing.
+        crop: fraction of each side kept around the centre before resizing (the crop
+            without a localiser, and its fallback when no heart is found).
         num_classes: segmentation classes.
         dims, depths, first_stride, mlp_ratio: DAE-Former sizes.
+        localiser: side of the heart localiser's coarse input; 0: no localiser (the
+            centred crop).
+        margin: side of the localised crop over the heart's extent.
     """
 
     def __init__(
@@ -108,6 +139,8 @@ class ImageBranch(nn.Module):
         first_stride: int,
         mlp_ratio: int,
         crop: float = 1.0,
+        localiser: int = 0,
+        margin: float = 1.5,
     ) -> None:
         super().__init__()
         if image_size <= 0 or max_slices <= 0:
@@ -119,6 +152,20 @@ class ImageBranch(nn.Module):
         self.max_slices = max_slices
         self.segmenter = DAEFormer(1, num_classes, dims, depths, first_stride, 1, mlp_ratio)
         self.embed_dim = 2 * dims[2]
+        self.margin = margin
+        self.localiser = HeartLocaliser(localiser) if localiser else None
+
+    def crop_box(self, volume: np.ndarray) -> Box:
+        """The crop of a series (S, H, W): around the heart the localiser finds, else
+        the centred ``crop``."""
+        vol = volume[None] if volume.ndim == 2 else volume
+        h, w = vol.shape[-2:]
+        if self.localiser is not None and vol.ndim == 3 and vol.shape[0] and min(h, w) >= 8:
+            prob = self.localiser.probability(vol)
+            box = box_from_probability(prob, (h, w), self.margin, 0.15 * min(h, w))
+            if box is not None:
+                return box
+        return crop_box(h, w, self.crop)
 
     def forward_features(self, slices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Segment one series and pool its bottleneck.

@@ -94,6 +94,8 @@ class MPRTM(nn.Module):
             cfg.first_stride,
             cfg.mlp_ratio,
             cfg.crop,
+            cfg.localiser,
+            cfg.localiser_margin,
         )
         self.numeric = NumericEncoder(
             2 * len(cfg.numeric_features), cfg.numeric_hidden, d, cfg.dropout

@@ -15,8 +15,9 @@ from model.attribution import modality_contributions, select_background
 from model.calibration import tier
 from model.checkpoint import Checkpoint, file_sha256, load_checkpoint
 from model.errors import IncompatibleCheckpointError, ModelInputError
-from model.image_branch import crop_box, prepare_volume
+from model.image_branch import prepare_volume
 from model.image_quality import ImageReference, QualityRules, assess
+from model.localise import Box, paste_logits
 from model.mprtm import Network, build_network
 from model.text_branch import TextEncoder, default_text_encoder_path, weights_sha256
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, PatientPrediction
@@ -274,37 +275,43 @@ class Predictor:
             spacings = [None] * len(volumes)
         if len(spacings) != len(volumes):
             raise ValueError(f"{len(spacings)} spacings for {len(volumes)} volumes")
-        arrays, prepared = [], []
+        arrays, prepared, boxes = [], [], []
         for k, volume in enumerate(volumes):
             arr = np.asarray(volume)
             try:
-                prepared.append(prepare_volume(arr, cfg.image_size, cfg.max_slices, cfg.crop))
+                box = self.network.image.crop_box(arr)  # the heart's (or the centred) crop
+                prepared.append(prepare_volume(arr, cfg.image_size, cfg.max_slices, box=box))
             except ModelInputError as exc:
                 if names is None and len(volumes) == 1:
                     raise
                 name = names[k] if names is not None else f"series {k}"
                 raise ModelInputError(f"{name}: {exc}") from exc
             arrays.append(arr)
+            boxes.append(box)
         out: list[ImageFeatures] = []
         start, used = 0, 0
         for k, x in enumerate(prepared):
             if k > start and used + len(x) > self.image_batch_slices:
                 out.extend(
-                    self._encode_group(arrays[start:k], prepared[start:k], spacings[start:k])
+                    self._encode_group(
+                        arrays[start:k], prepared[start:k], boxes[start:k], spacings[start:k]
+                    )
                 )
                 start, used = k, 0
             used += len(x)
         if prepared:
-            out.extend(self._encode_group(arrays[start:], prepared[start:], spacings[start:]))
+            out.extend(
+                self._encode_group(arrays[start:], prepared[start:], boxes[start:], spacings[start:])
+            )
         return out
 
     def _encode_group(
         self,
         arrays: Sequence[np.ndarray],
         prepared: Sequence[torch.Tensor],
+        boxes: Sequence[Box],
         spacings: Sequence[float | None],
     ) -> list[ImageFeatures]:
-        cfg = self.config
         rules = self.quality_rules
         series = [x.to(self.device) for x in prepared]
         if rules.flip:  # the mirrored series ride in the same pass
@@ -313,28 +320,21 @@ class Predictor:
             outs = self.network.image.forward_series(series)
         mirrored = outs[len(prepared) :] if rules.flip else [None] * len(prepared)
         feats = []
-        for arr, x, out, mir, spacing in zip(
-            arrays, prepared, outs, mirrored, spacings, strict=False
+        for arr, box, out, mir, spacing in zip(
+            arrays, boxes, outs, mirrored, spacings, strict=False
         ):
-            logits = out["logits"].float()  # (S, K, h, w) over the centre crop
-            top, left, ch, cw = crop_box(arr.shape[-2], arr.shape[-1], cfg.crop)
+            logits = out["logits"].float()  # (S, K, h, w) over the crop at ``box``
             embedding = out["embedding"].float().cpu().numpy().astype(np.float32)
             verdict = assess(
                 logits,
-                spacing_mm=None if spacing is None else spacing * ch / logits.shape[-2],
+                spacing_mm=None if spacing is None else spacing * box[2] / logits.shape[-2],
                 rules=rules,
                 flipped_logits=None if mir is None else mir["logits"].float().flip(-1),
                 ood_ratio=None
                 if self.image_reference is None
                 else self.image_reference.ratio(embedding),
             )
-            if logits.shape[-2:] != (ch, cw):
-                logits = torch.nn.functional.interpolate(
-                    logits, size=(ch, cw), mode="bilinear", align_corners=False
-                )
-            seg = np.zeros((x.shape[0], *arr.shape[-2:]), dtype=np.uint8)  # (S, H, W)
-            labels = logits.argmax(1).to(torch.uint8).cpu().numpy()
-            seg[:, top : top + ch, left : left + cw] = labels
+            seg = paste_logits(logits, box, arr.shape[-2:])  # (S, H, W)
             feats.append(
                 ImageFeatures(
                     embedding=embedding,

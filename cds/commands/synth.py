@@ -42,7 +42,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-images", action="store_true", help="skip the DICOM series and masks")
     p.add_argument(
-        "--image-size", type=int, default=128, metavar="PX", help="slice size (default 128)"
+        "--image-size",
+        type=int,
+        default=256,
+        metavar="PX",
+        help="largest LGE matrix; each study's is its FOV / pixel spacing (default 256)",
     )
     p.add_argument(
         "--slices", type=int, default=10, metavar="S", help="LGE slices per series (default 10)"

@@ -4,7 +4,9 @@ MR Image Storage (1.2.840.10008.5.1.4.1.1.4), explicit VR little endian, 16-bit 
 with 12 bits stored and a rescale slope/intercept; UIDs from pydicom's hashed root with
 a deterministic entropy source, no timestamps, so the same seed gives the same bytes.
 Slices of a series share an ImageOrientationPatient; ImagePositionPatient advances by
-SpacingBetweenSlices along the slice normal (row x column direction cosines).
+SpacingBetweenSlices along the slice normal (row x column direction cosines).  Matrix,
+pixel spacing, slice thickness, gap, inversion time and the reconstruction (magnitude or
+PSIR) are those of the study's :class:`cds.synth._mr.Acquisition`.
 """
 
 from __future__ import annotations
@@ -19,26 +21,22 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 
 from cds.synth import _ids
+from cds.synth._mr import Acquisition, draw_acquisition, ssfp_signal
 from cds.synth.cohort import Cohort
 from cds.synth.fhir import SeriesInfo, StudyInfo
-from cds.synth.images import MYOCARDIUM, HeartGeometry, lge_volume, localizer
+from cds.synth.images import HeartGeometry, lge_volume, localizer
 from cds.synth.visits import Visits
 
-LGE_DESCRIPTIONS = (
-    "LGE PSIR SAX",
-    "SAX LGE PSIR",
-    "LGE SA PSIR",
-    "PSIR short axis LGE",
-    "DE SAX PSIR",
-)
+LGE_DESCRIPTIONS = {
+    True: ("LGE PSIR SAX", "SAX LGE PSIR", "LGE SA PSIR", "PSIR short axis LGE", "DE SAX PSIR"),
+    False: ("LGE SAX MAG", "SAX LGE", "LGE SA magnitude", "LGE IR SAX", "late gad SAX"),
+}
 LGE_PROTOCOLS = ("LGE_PSIR_SAX", "cardiac_LGE_sax", "DE_PSIR_SA")
 MANUFACTURERS = (
     ("SIEMENS", "Aera", 1.5),
     ("GE MEDICAL SYSTEMS", "SIGNA Artist", 1.5),
     ("Philips", "Ingenia", 3.0),
 )
-SLICE_GAP_MM = 2.0
-SLICE_THICKNESS_MM = 8.0
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -68,9 +66,10 @@ class _SeriesWriter:
     """Shared attributes of one study; writes series of slices."""
 
     def __init__(
-        self, c: Cohort, vis: Visits, i: int, out: Path, size: int, rng: np.random.Generator
+        self, c: Cohort, vis: Visits, i: int, out: Path, acq: Acquisition, rng: np.random.Generator
     ):
-        self.c, self.i, self.size, self.rng = c, i, size, rng
+        self.c, self.i, self.acq, self.rng = c, i, acq, rng
+        self.size = acq.matrix
         seed = c.seed
         self.study_uid = _ids.dicom_uid(seed, i, "study")
         self.frame_uid = _ids.dicom_uid(seed, i, "frame")
@@ -79,7 +78,7 @@ class _SeriesWriter:
         age_days = int(round(c.age[i] * 365.25)) + int(c.index_days[i] % 97)
         self.birth = (c.reference_date - timedelta(days=age_days)).strftime("%Y%m%d")
         self.maker = MANUFACTURERS[int(rng.integers(0, len(MANUFACTURERS)))]
-        self.pixel_mm = float(rng.uniform(280, 340)) / size
+        self.pixel_mm = acq.pixel_mm
         self.rot = _rotation(rng)
         self.centre = rng.normal(0, 15, 3) + np.array([20.0, -10.0, 30.0])
         self.root = out / "dicom" / self.study_uid
@@ -93,13 +92,14 @@ class _SeriesWriter:
         folder.mkdir(parents=True, exist_ok=True)
         slope = float(rng.choice([1.0, 0.5, 2.0]))
         intercept = float(rng.choice([0.0, -1024.0]))
-        gain = rng.uniform(2500, 3600) / max(float(np.percentile(img, 99.5)), 1e-3)
+        sample = img[:, ::2, ::2]  # percentiles of every 4th pixel: a window, not a measurement
+        gain = rng.uniform(2500, 3600) / max(float(np.percentile(sample, 99.5)), 1e-3)
         stored = np.clip(np.rint(img * gain), 0, 4095).astype(np.uint16)
         real = stored * slope + intercept  # the real-world values the rescale defines
-        lo, hi = np.percentile(real, [1, 99.5])
+        lo, hi = np.percentile(real[:, ::2, ::2], [1, 99.5])
         r, col = self.rot[:, 0], self.rot[:, 1]
         normal = np.cross(r, col)
-        spacing = SLICE_THICKNESS_MM + SLICE_GAP_MM
+        spacing = self.acq.spacing_mm
         s_n = img.shape[0]
         ds = self._dataset(series_uid, number, description, protocol, kind)
         ds.ImageOrientationPatient = _ds([*r, *col], 6)
@@ -136,11 +136,12 @@ class _SeriesWriter:
         ds = Dataset()
         ds.file_meta = meta
         ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = (
-            ["ORIGINAL", "PRIMARY", "M", "NONE"]
-            if kind != "loc"
-            else ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-        )
+        if kind == "loc":
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        elif kind == "lge" and self.acq.psir:
+            ds.ImageType = ["DERIVED", "PRIMARY", "PSIR", "NONE"]
+        else:
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
         ds.SOPClassUID = MRImageStorage
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = self.date
         ds.StudyTime = "130000"
@@ -162,13 +163,13 @@ class _SeriesWriter:
         ds.SequenceVariant = ["SP", "MP"] if kind == "lge" else ["SS"]
         ds.ScanOptions = ""
         ds.MRAcquisitionType = "2D"
-        ds.SliceThickness = _ds([SLICE_THICKNESS_MM])[0]
-        ds.SpacingBetweenSlices = _ds([SLICE_THICKNESS_MM + SLICE_GAP_MM])[0]
+        ds.SliceThickness = _ds([self.acq.thickness_mm])[0]
+        ds.SpacingBetweenSlices = _ds([self.acq.spacing_mm])[0]
         ds.RepetitionTime = "700" if kind == "lge" else "40"
         ds.EchoTime = "1.6"
         ds.EchoTrainLength = "1"
         if kind == "lge":
-            ds.InversionTime = "300"
+            ds.InversionTime = _ds([self.acq.ti_ms], 1)[0]
             ds.ContrastBolusAgent = "Gadobutrol"
         ds.MagneticFieldStrength = _ds([self.maker[2]])[0]
         ds.PatientPosition = "HFS"
@@ -190,9 +191,14 @@ class _SeriesWriter:
 
 
 def write_study(c: Cohort, vis: Visits, i: int, out: Path, size: int, n_slices: int) -> StudyInfo:
-    """Write patient ``i``'s study (LGE series, maybe a localizer or cine) and its masks."""
+    """Write patient ``i``'s study (LGE series, maybe a localizer or cine) and its masks.
+
+    Args:
+        size: largest matrix (rows = columns); the study's own is FOV / pixel spacing.
+    """
     rng = np.random.default_rng([c.seed, i, 0xD1C0])
-    w = _SeriesWriter(c, vis, i, out, size, rng)
+    acq = draw_acquisition(rng, size)
+    w = _SeriesWriter(c, vis, i, out, acq, rng)
     geom = HeartGeometry(
         lv_diameter_mm=float(c.values["lvdd"][i]),
         wall_mm=float(c.values["ivstd"][i]),
@@ -202,25 +208,21 @@ def write_study(c: Cohort, vis: Visits, i: int, out: Path, size: int, n_slices: 
     series: list[SeriesInfo] = []
     extra = int(c.extra_series[i])
     if extra == 1:
-        series.append(w.write(1, "localizer", "3-plane localizer", localizer(rng, size), "loc"))
+        loc = localizer(rng, acq.matrix)
+        series.append(w.write(1, "localizer", "3-plane localizer", loc, "loc"))
     elif extra == 2:
-        one, m = lge_volume(
-            rng,
-            HeartGeometry(geom.lv_diameter_mm, geom.wall_mm, 0.0, False),
-            size,
-            1,
-            w.pixel_mm,
-            False,
-        )
-        cine = np.repeat(np.where(m == MYOCARDIUM, one + 0.3, one), 5, axis=0)
+        cine_geom = HeartGeometry(geom.lv_diameter_mm, geom.wall_mm, 0.0, False)
+        one = lge_volume(rng, cine_geom, acq, 1, False, ssfp_signal(rng)).image
+        cine = np.repeat(one, 5, axis=0)
         series.append(w.write(2, "CINE SSFP SAX mid", "cine_ssfp_sax", cine, "cine"))
-    img, mask = lge_volume(rng, geom, size, n_slices, w.pixel_mm)
+    sim = lge_volume(rng, geom, acq, n_slices)
     number = 9 + int(rng.integers(0, 8))
-    desc = LGE_DESCRIPTIONS[int(rng.integers(0, len(LGE_DESCRIPTIONS)))]
+    names = LGE_DESCRIPTIONS[acq.psir]
+    desc = names[int(rng.integers(0, len(names)))]
     proto = LGE_PROTOCOLS[int(rng.integers(0, len(LGE_PROTOCOLS)))]
-    lge = w.write(number, desc, proto, img, "lge")
+    lge = w.write(number, desc, proto, sim.image, "lge")
     series.append(lge)
     masks_dir = out / "truth" / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
-    save_npz(masks_dir / f"{lge.uid}.npz", masks=mask, sop_instance_uids=np.array(lge.sop_uids))
+    save_npz(masks_dir / f"{lge.uid}.npz", masks=sim.mask, sop_instance_uids=np.array(lge.sop_uids))
     return StudyInfo(w.study_uid, w.day, tuple(series))

@@ -10,7 +10,8 @@ Layout of ``out``::
     truth/modality_signal.json        AUROC of the true risk and per modality
     truth/implausible_values.csv      observations given deliberately implausible values
     truth/meta.json                   reference_date, seed, patients, images, image_size
-                                      (+ follow_up, data_cut, shifts when used)
+                                      (the largest LGE matrix; + follow_up, data_cut,
+                                      shifts when used)
     truth/follow_up.csv               with --follow-up: status, last day, death (followup.py)
 
 The same seed gives byte-identical files.
@@ -117,7 +118,7 @@ def generate(
     out: Path,
     *,
     images: bool = True,
-    image_size: int = 128,
+    image_size: int = 256,
     n_slices: int = 10,
     reference_date: date = date(2026, 11, 1),
     progress: bool = True,
