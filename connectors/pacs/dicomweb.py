@@ -93,6 +93,44 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
+def dicomweb_client(
+    *,
+    auth: str,
+    username: str = "",
+    password: str = "",
+    token: str = "",
+    timeout_s: float = 60.0,
+    transport: httpx.BaseTransport | None = None,
+    accept: str | None = None,
+) -> httpx.Client:
+    """The HTTP client of a DICOMweb peer: ``auth`` none, basic (``username``,
+    ``password``) or bearer (``token``); no redirects followed (credentials stay with the
+    configured origin).
+
+    Raises:
+        ValueError: an unknown ``auth`` or a bearer without a token.
+    """
+    headers = {"User-Agent": "mprtm-cds"}
+    if accept:
+        headers["Accept"] = accept
+    client_auth: httpx.Auth | None = None
+    if auth == "basic":
+        client_auth = httpx.BasicAuth(username, password)
+    elif auth == "bearer":
+        if not token:
+            raise ValueError("DICOMweb bearer authentication needs a token")
+        headers["Authorization"] = f"Bearer {token}"
+    elif auth != "none":
+        raise ValueError(f"DICOMweb auth must be none, basic or bearer, got {auth!r}")
+    return httpx.Client(
+        auth=client_auth,
+        headers=headers,
+        timeout=httpx.Timeout(timeout_s),
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
 class DicomWebSource:
     """A PACS reached over DICOMweb; implements ``ImagingSource``.
 
@@ -126,22 +164,13 @@ class DicomWebSource:
         self.base_url = base_url.rstrip("/")
         self.cache = cache
         self.retry = retry or RetryPolicy()
-        headers = {"User-Agent": "mprtm-cds"}
-        client_auth: httpx.Auth | None = None
-        if auth == "basic":
-            client_auth = httpx.BasicAuth(username, password)
-        elif auth == "bearer":
-            if not token:
-                raise ValueError("DICOMweb bearer authentication needs a token")
-            headers["Authorization"] = f"Bearer {token}"
-        elif auth != "none":
-            raise ValueError(f"DICOMweb auth must be none, basic or bearer, got {auth!r}")
-        self._client = httpx.Client(
-            auth=client_auth,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s),
+        self._client = dicomweb_client(
+            auth=auth,
+            username=username,
+            password=password,
+            token=token,
+            timeout_s=timeout_s,
             transport=transport,
-            follow_redirects=False,
         )
         #: HTTP requests sent (diagnostics).
         self.requests = 0

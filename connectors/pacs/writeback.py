@@ -32,6 +32,7 @@ from connectors.errors import DicomInvalid
 from connectors.pacs._assoc import Peer
 from connectors.pacs._retry import RetryPolicy
 from connectors.pacs.cache import check_uid
+from connectors.pacs.dicomweb import dicomweb_client
 from connectors.pacs.store import StoreFailure, StoreSummary, send_files
 
 log = logging.getLogger("connectors.pacs.writeback")
@@ -97,22 +98,14 @@ class StowSender:
             raise ValueError(f"DICOMweb URL must start with http:// or https://: {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
-        headers = {"User-Agent": "mprtm-cds", "Accept": "application/dicom+json"}
-        client_auth: httpx.Auth | None = None
-        if auth == "basic":
-            client_auth = httpx.BasicAuth(username, password)
-        elif auth == "bearer":
-            if not token:
-                raise ValueError("DICOMweb bearer authentication needs a token")
-            headers["Authorization"] = f"Bearer {token}"
-        elif auth != "none":
-            raise ValueError(f"DICOMweb auth must be none, basic or bearer, got {auth!r}")
-        self._client = httpx.Client(
-            auth=client_auth,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s),
+        self._client = dicomweb_client(
+            auth=auth,
+            username=username,
+            password=password,
+            token=token,
+            timeout_s=timeout_s,
             transport=transport,
-            follow_redirects=False,
+            accept="application/dicom+json",
         )
 
     def close(self) -> None:
