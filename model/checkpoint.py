@@ -271,7 +271,35 @@ def model_card(ckpt: Checkpoint) -> str:
     for o in OUTCOMES:
         a, b = ckpt.thresholds.get(o, (float("nan"), float("nan")))
         lines.append(f"| {o} | {a:.3f} | {b:.3f} |")
-    if ckpt.metrics:
-        lines += ["", "## Metrics", "", "```json", json.dumps(ckpt.metrics, indent=1)[:6000], "```"]
+    val = ckpt.metrics.get("val") if isinstance(ckpt.metrics, dict) else None
+    if isinstance(val, dict) and val:
+        lines += ["", "## Validation metrics", "", *_metric_tables(val)]
     lines.append("")
     return "\n".join(lines)
+
+
+def _metric_tables(val: dict[str, Any]) -> list[str]:
+    """Markdown tables of the validation metrics: one row per outcome, one column per
+    model (fusion first, then the single-modality baselines), for AUROC and ECE; then the
+    segmentation Dice.  Other entries (ensemble members, provenance) stay in the file."""
+    models = [
+        k
+        for k, v in val.items()
+        if isinstance(v, dict) and any(isinstance(v.get(o), dict) for o in OUTCOMES)
+    ]
+    out: list[str] = []
+    for metric, label in (("auroc", "AUROC"), ("ece", "ECE (calibration error)")):
+        out += [f"{label}:", "", "| outcome | " + " | ".join(models) + " |"]
+        out.append("|---" * (len(models) + 1) + "|")
+        for o in OUTCOMES:
+            cells = []
+            for m in models:
+                v = val[m].get(o, {}).get(metric) if isinstance(val[m].get(o), dict) else None
+                cells.append("-" if v is None else f"{float(v):.3f}")
+            out.append(f"| {o} | " + " | ".join(cells) + " |")
+        out.append("")
+    seg = val.get("segmentation")
+    if isinstance(seg, dict) and seg:
+        dice = ", ".join(f"{k.removeprefix('dice_')} {float(v):.3f}" for k, v in seg.items())
+        out.append(f"Segmentation Dice (validation): {dice}.")
+    return out

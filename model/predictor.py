@@ -301,7 +301,9 @@ class Predictor:
             used += len(x)
         if prepared:
             out.extend(
-                self._encode_group(arrays[start:], prepared[start:], boxes[start:], spacings[start:])
+                self._encode_group(
+                    arrays[start:], prepared[start:], boxes[start:], spacings[start:]
+                )
             )
         return out
 
