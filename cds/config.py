@@ -177,6 +177,7 @@ class BatchSettings:
     fhir_rate_limit_per_s: float = 20.0
     misfire_grace_s: int = 3600
     lock_file: str = "mprtm-batch.lock"
+    incremental: bool = True
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,18 @@ from cds.db.models import BatchItem, Patient, Prediction
 from cds.explain import stored_contributions
 from cds.imaging_writeback import ResultsWriter, make_results_writer
 from cds.mapping import MappedPatient
-from cds.scoring import Scored, ScoringCore, fill_prediction
+from cds.scoring import (
+    Scored,
+    ScoringCore,
+    fill_prediction,
+    input_fingerprint,
+    unchanged_predictions,
+)
 from model.types import ImageFeatures, PatientPrediction
 
 log = logging.getLogger("mprtm.batch")
+#: BatchItem states a resumed run does not do again
+FINISHED = ("done", "unchanged")
 AUDIT_ACTOR = "M-PRTM CDS batch"
 
 
@@ -61,6 +69,8 @@ class ChunkResult:
     n_done: int = 0
     n_failed: int = 0
     n_alerts: int = 0
+    #: patients whose inputs and model version were those of their newest prediction
+    n_unchanged: int = 0
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
@@ -160,6 +170,7 @@ class Scorer:
         t = res.timings
         core = self.core
         mapped: dict[str, MappedPatient] = {}
+        unchanged: set[str] = set()
         errors: dict[str, str] = {}
         as_of = ctx.as_of.date()
         for pid in patient_ids:
@@ -179,6 +190,11 @@ class Scorer:
                 t["map"] += time.perf_counter() - t1
             except Exception as exc:  # noqa: BLE001  (one patient's failure never stops the batch)
                 errors[pid] = _reason(exc)
+        if self.settings.batch.incremental and mapped:
+            t0 = time.perf_counter()
+            unchanged = self._skip_unchanged(sessions, ctx, mapped)
+            res.n_unchanged = len(unchanged)
+            t["unchanged"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         image_cache = self._image_features(sessions, mapped, errors, t)
         t["image"] += time.perf_counter() - t0
@@ -187,6 +203,8 @@ class Scorer:
         t["predict"] += time.perf_counter() - t0
         # write back and store, one patient per transaction
         for pid in patient_ids:
+            if pid in unchanged:
+                continue
             got = preds.get(pid)
             if pid in errors or got is None or isinstance(got, BaseException):
                 reason = errors.get(pid) or (
@@ -202,6 +220,30 @@ class Scorer:
                 self._mark_failed(sessions, ctx, pid, _reason(exc))
                 res.n_failed += 1
         return res
+
+    def _skip_unchanged(
+        self,
+        sessions: sessionmaker[Session],
+        ctx: RunContext,
+        mapped: dict[str, MappedPatient],
+    ) -> set[str]:
+        """Take out of ``mapped`` the patients whose input fingerprint and model version
+        are those of their newest nightly prediction: their item is marked ``unchanged``
+        and that prediction's ``checked_at`` set, in one transaction; nothing is scored,
+        written back or alerted for them."""
+        fingerprints = {pid: input_fingerprint(m.model_input) for pid, m in mapped.items()}
+        now = dt.datetime.now(dt.UTC)
+        with session_scope(sessions) as s:
+            same = unchanged_predictions(s, fingerprints, ctx.model_version_id)
+            for pid, pred in same.items():
+                pred.checked_at = now
+                patient = s.get(Patient, pred.patient_id)
+                if patient is not None:
+                    patient.last_seen = now
+                _mark_item(s, ctx, pid, "unchanged", None, now)
+        for pid in same:
+            mapped.pop(pid)
+        return set(same)
 
     def _image_features(
         self,

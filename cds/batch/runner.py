@@ -7,6 +7,8 @@ Resumable and idempotent:
 - a patient is marked ``done`` in the same transaction that stores its prediction and
   alerts, after its RiskAssessment was written (by identifier, so a rewrite is an update);
 - running the same ``run_key`` again (after SIGKILL, say) does only the items not done;
+- a patient whose inputs and model version are those of their newest prediction is marked
+  ``unchanged`` and not scored again (``[batch] incremental``; :mod:`cds.scoring.unchanged`);
 - one patient's failure is recorded on its item (reason, no PHI) and the batch goes on.
 """
 
@@ -73,6 +75,8 @@ class RunSummary:
     n_image_unusable: int = 0
     #: alerts raised by this attempt (``n_alerts`` counts every attempt of the run)
     n_new_alerts: int = 0
+    #: patients not scored again: inputs and model version as at their newest prediction
+    n_unchanged: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -88,6 +92,7 @@ class RunSummary:
             "n_skipped_already_done": self.n_skipped_already_done,
             "n_image_unusable": self.n_image_unusable,
             "n_new_alerts": self.n_new_alerts,
+            "n_unchanged": self.n_unchanged,
             "failures": self.failures,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -220,7 +225,7 @@ class BatchRunner:
                 n_open = len(
                     s.scalars(
                         select(BatchItem.id).where(
-                            BatchItem.run_id == run_id, BatchItem.status != "done"
+                            BatchItem.run_id == run_id, BatchItem.status.not_in(_scoring.FINISHED)
                         )
                     ).all()
                 )
@@ -255,7 +260,7 @@ class BatchRunner:
             todo = list(
                 s.scalars(
                     select(BatchItem.patient_fhir_id)
-                    .where(BatchItem.run_id == run_id, BatchItem.status != "done")
+                    .where(BatchItem.run_id == run_id, BatchItem.status.not_in(_scoring.FINISHED))
                     .order_by(BatchItem.id)
                 )
             )
@@ -279,6 +284,7 @@ class BatchRunner:
             items = list(s.scalars(select(BatchItem).where(BatchItem.run_id == run_id)))
             failures = {i.patient_fhir_id: i.error or "" for i in items if i.status == "failed"}
             n_done = sum(1 for i in items if i.status == "done")
+            n_unchanged = sum(1 for i in items if i.status == "unchanged")
             n_unusable = sum(
                 is_unusable(q)
                 for q in s.scalars(
@@ -307,6 +313,7 @@ class BatchRunner:
                 n_skipped_already_done=skipped,
                 n_image_unusable=n_unusable,
                 n_new_alerts=n_alerts,
+                n_unchanged=n_unchanged,
                 failures=failures,
                 timings=dict(timer.totals),
             )
@@ -336,6 +343,7 @@ class BatchRunner:
             n_alerts=run.n_alerts or 0,
             n_skipped_already_done=run.n_total,
             n_image_unusable=int(stored.get("n_image_unusable", 0)),
+            n_unchanged=int(stored.get("n_unchanged", 0)),
             failures={},
             timings={"total": elapsed},
         )

@@ -158,6 +158,8 @@ class Prediction(Base):
     image_quality: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     risk_assessment_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     risk_assessment_identifier: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    #: when a nightly run last found the inputs unchanged (None: only scored, at created_at)
+    checked_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime(), nullable=True)
 
     patient: Mapped[Patient] = relationship(back_populates="predictions")
 

@@ -94,12 +94,15 @@ class CachedImage:
         study_date: the study's date, when recorded.
         features: the cached embedding, fibrosis burden and quality verdict.
         n_slices: slices of the series as the image branch saw it.
+        series_fingerprint: the pixel fingerprint the series was cached under (the same
+            value the batch puts into :func:`input_fingerprint`).
     """
 
     series_instance_uid: str
     study_date: dt.date | None
     features: ImageFeatures
     n_slices: int = 0
+    series_fingerprint: str = ""
 
 
 @dataclass
@@ -157,6 +160,7 @@ def latest_cached_image(session: Session, fhir_id: str, model_version: str) -> C
         study_date=parse_dicom_date(row.study_date),
         features=cached_image_features(row),
         n_slices=int(row.n_slices or 0),
+        series_fingerprint=row.series_fingerprint,
     )
 
 
@@ -321,9 +325,10 @@ class ScoringCore:
 
     # -- predict and store -------------------------------------------------------------
     def use_cached_image(self, mapped: MappedPatient, image: CachedImage) -> dict[str, Any]:
-        """Point the patient's input at a cached series (no pixels: an empty volume plus a
-        fingerprint the predictor finds in the returned image cache)."""
-        key = f"cache:{image.series_instance_uid}"
+        """Point the patient's input at a cached series (no pixels: an empty volume plus the
+        series' pixel fingerprint, which the predictor finds in the returned image cache and
+        which makes :func:`input_fingerprint` equal to the batch's for the same data)."""
+        key = image.series_fingerprint or f"cache:{image.series_instance_uid}"
         mapped.model_input.image = np.zeros((0, 0, 0), dtype=np.float32)
         mapped.model_input.image_fingerprint = key
         return {key: image.features}

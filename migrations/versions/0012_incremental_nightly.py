@@ -1,0 +1,29 @@
+"""Incremental nightly: the time a nightly run last found a prediction's inputs unchanged
+
+Revision ID: 0012_incremental_nightly
+Revises: 0006_terminology_expansions
+Create Date: 2026-12-05
+
+Revisions 0007-0011 are reserved for work merged beside this one; this revision follows
+the head at the time of writing (0006) and is re-parented when those land.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0012_incremental_nightly"
+down_revision: str | None = "0006_terminology_expansions"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("predictions") as batch:
+        batch.add_column(sa.Column("checked_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("predictions") as batch:
+        batch.drop_column("checked_at")
