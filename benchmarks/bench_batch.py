@@ -60,6 +60,7 @@ def main() -> None:
         batch__lock_file=str(work / "batch.lock"),
         batch__cohort="all",
         batch__chunk_size=32,
+        batch__incremental=False,  # the second run scores everyone again, from cached images
     )
     upgrade(settings.database.url)
 
