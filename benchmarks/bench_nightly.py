@@ -46,7 +46,10 @@ def _n_lines(path: Path) -> int:
 def _give_new_data(fhir: Path, patients: list[str], when: dt.datetime) -> None:
     """Half of ``patients`` get a new Observation, the other half a new note."""
     half = len(patients) // 2
-    for resource, group in (("Observation", patients[:half]), ("DocumentReference", patients[half:])):
+    for resource, group in (
+        ("Observation", patients[:half]),
+        ("DocumentReference", patients[half:]),
+    ):
         wanted = {f"Patient/{p}" for p in group}
         added = []
         for line in (fhir / f"{resource}.ndjson").read_text().splitlines():
