@@ -137,6 +137,7 @@ class ModelSettings:
     text_encoder: str = ""
     cpu_threads: int = 0
     batch_size: int = 32
+    segment_cache: bool = True
     image_min_quality: float = 0.3
     image_min_ring_fraction: float = 0.5
     image_max_entropy: float = 0.45
@@ -188,6 +189,7 @@ class RetentionSettings:
     batch_runs_days: int = 0
     issued_cards_days: int = 0
     image_cache_days: int = 0
+    segment_cache_days: int = 0
     dicom_cache_days: int = 0
     after_nightly: bool = False
 

@@ -291,6 +291,22 @@ class ImageFeatureCache(Base):
     quality_signals: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
 
 
+class SegmentEmbedding(Base):
+    """A text segment's embedding by one text encoder (:mod:`cds.text_cache`).
+
+    Keyed by :meth:`model.text_branch.TextEncoder.segment_key` (sha256 of the encoder's
+    weights hash, window, runtime and the segment), so the segment's text is not stored;
+    the batch, CDS Hooks and training read and fill the same rows.
+    """
+
+    __tablename__ = "segment_embeddings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    encoder_id: Mapped[str] = mapped_column(String(64), index=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+
+
 class JwtReplay(Base):
     """A CDS Hooks JWT already used: sha256 of (issuer, jti), until the token expires.
 

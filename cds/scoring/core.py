@@ -225,7 +225,8 @@ class ScoringCore:
 
         Args:
             settings: ``model.*`` (checkpoint, device, threads, text encoder, batch size,
-                image gate thresholds).
+                image gate thresholds, segment cache) and ``database.url`` (the segment
+                cache, :mod:`cds.text_cache`).
             predictor_class: a subclass of ``Predictor`` (CDS Hooks adds a text cache).
             threads: torch CPU threads (default ``model.cpu_threads``).
             batch_size: patients per forward pass (default ``model.batch_size``).
@@ -250,6 +251,10 @@ class ScoringCore:
             batch_size=m.batch_size if batch_size is None else batch_size,
             quality_rules=quality_rules(settings),
         )
+        if m.segment_cache:
+            from cds.text_cache import DbSegmentStore
+
+            predictor.segment_store = DbSegmentStore.open(settings.database.url)
         return cls(settings, predictor, m.checkpoint)
 
     @property

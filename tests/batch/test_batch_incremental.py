@@ -14,7 +14,14 @@ from sqlalchemy import func, select, update
 
 from cds.batch.runner import BatchRunner, RunOptions
 from cds.db import make_engine, session_factory, session_scope
-from cds.db.models import Alert, BatchItem, ModelVersion, Patient, Prediction
+from cds.db.models import (
+    Alert,
+    BatchItem,
+    ModelVersion,
+    Patient,
+    Prediction,
+    SegmentEmbedding,
+)
 from cds.hooks.model_scorer import ModelScorer
 from cds.pipeline import pull_record
 from cds.scoring import latest_batch_predictions, latest_cached_image
@@ -146,11 +153,21 @@ def test_another_model_version_rescores_everyone(
 def test_incremental_off_scores_everyone(
     tmp_path: Path, cohort_dir: Path, checkpoint: Path
 ) -> None:
+    """... and the second night finds every text segment in the database's cache."""
     s = batch_settings(tmp_path, cohort_dir, checkpoint, batch__incremental=False)
+    engine = make_engine(s.database.url)
+
+    def n_segments() -> int:
+        with engine.connect() as c:
+            return int(c.scalar(select(func.count()).select_from(SegmentEmbedding)) or 0)
+
     with BatchRunner(s) as runner:
         runner.run(_opts(0))
+        n_first = n_segments()
         second = runner.run(_opts(1))
     assert second.n_done == N_PATIENTS and second.n_unchanged == 0
+    assert n_first > N_PATIENTS and n_segments() == n_first
+    engine.dispose()
 
 
 def test_batch_and_hooks_compute_the_same_fingerprint(
