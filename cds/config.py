@@ -179,6 +179,7 @@ class BatchSettings:
     misfire_grace_s: int = 3600
     lock_file: str = "mprtm-batch.lock"
     incremental: bool = True
+    overlap: bool = True
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,10 @@ class DbSegmentStore:
             return None
         return cls(engine)
 
+    def close(self) -> None:
+        """Close the database connections of this store."""
+        self.engine.dispose()
+
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         wanted = list(dict.fromkeys(keys))

@@ -366,8 +366,38 @@ class BatchRunner:
 
         total = sum(len(c) for c in chunks)
         with tqdm(total=total, unit="patient", desc="batch", disable=not progress) as bar:
-            for chunk in chunks:
-                result = self.scorer.score_chunk(self.sessions, ctx, chunk)
+            if self.settings.batch.overlap and len(chunks) > 1:
+                results = self._overlapped(ctx, chunks)
+            else:
+                results = (self.scorer.score_chunk(self.sessions, ctx, c) for c in chunks)
+            for chunk, result in zip(chunks, results, strict=True):
                 bar.update(len(chunk))
                 bar.set_postfix(failed=result.n_failed, alerts=result.n_alerts)
                 yield result
+
+    def _overlapped(
+        self, ctx: _scoring.RunContext, chunks: Sequence[list[str]]
+    ) -> Iterator[_scoring.ChunkResult]:
+        """Chunk k is predicted here while chunk k+1 is pulled and mapped in one thread and
+        chunk k-1 is written back and stored in another.  Each patient is still marked
+        done in its own transaction after its RiskAssessment was written, so a kill loses
+        at most the work in flight and the next run does it again."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        scorer = self.scorer
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="batch-pull") as pulling,
+            ThreadPoolExecutor(1, thread_name_prefix="batch-write") as writing,
+        ):
+            nxt = pulling.submit(scorer.prepare_chunk, self.sessions, ctx, chunks[0])
+            written: Future[_scoring.ChunkResult] | None = None
+            for k in range(len(chunks)):
+                chunk = nxt.result()
+                if k + 1 < len(chunks):
+                    nxt = pulling.submit(scorer.prepare_chunk, self.sessions, ctx, chunks[k + 1])
+                scorer.predict_chunk(self.sessions, chunk)
+                if written is not None:
+                    yield written.result()
+                written = writing.submit(scorer.store_chunk, self.sessions, ctx, chunk)
+            if written is not None:
+                yield written.result()

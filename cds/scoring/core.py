@@ -257,6 +257,12 @@ class ScoringCore:
             predictor.segment_store = DbSegmentStore.open(settings.database.url)
         return cls(settings, predictor, m.checkpoint)
 
+    def close(self) -> None:
+        """Close what :meth:`load` opened beside the model (the segment cache's connections)."""
+        store = getattr(self.predictor, "segment_store", None)
+        if store is not None and hasattr(store, "close"):
+            store.close()
+
     @property
     def image_size(self) -> int:
         """In-plane side of the image input (the size the model was trained at)."""
