@@ -139,6 +139,7 @@ class ModelSettings:
     text_encoder: str = ""
     cpu_threads: int = 0
     batch_size: int = 32
+    segment_cache: bool = True
     image_min_quality: float = 0.3
     image_min_ring_fraction: float = 0.5
     image_max_entropy: float = 0.45
@@ -179,6 +180,8 @@ class BatchSettings:
     fhir_rate_limit_per_s: float = 20.0
     misfire_grace_s: int = 3600
     lock_file: str = "mprtm-batch.lock"
+    incremental: bool = True
+    overlap: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class RetentionSettings:
     batch_runs_days: int = 0
     issued_cards_days: int = 0
     image_cache_days: int = 0
+    segment_cache_days: int = 0
     dicom_cache_days: int = 0
     after_nightly: bool = False
 

@@ -96,9 +96,14 @@ def input_groups() -> dict[str, str]:
     return groups
 
 
-def when_text(as_of: dt.datetime | dt.date | None, scored: dt.datetime | None) -> str:
-    """The one wording of a prediction's two times, wherever a prediction is shown:
-    ``data as of 2026-11-02 · scored 2026-12-05 19:31 UTC``."""
+def when_text(
+    as_of: dt.datetime | dt.date | None,
+    scored: dt.datetime | None,
+    checked: dt.datetime | None = None,
+) -> str:
+    """The one wording of a prediction's times, wherever a prediction is shown:
+    ``data as of 2026-11-02 · scored 2026-12-05 19:31 UTC``, plus ``· checked 2026-12-07
+    02:04 UTC, no new data`` when a later nightly run found its inputs unchanged."""
 
     def utc(v: dt.datetime) -> dt.datetime:
         return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
@@ -109,4 +114,6 @@ def when_text(as_of: dt.datetime | dt.date | None, scored: dt.datetime | None) -
         parts.append(f"data as of {day.isoformat()}")
     if scored is not None:
         parts.append(f"scored {utc(scored):%Y-%m-%d %H:%M} UTC")
+    if checked is not None and (scored is None or utc(checked) > utc(scored)):
+        parts.append(f"checked {utc(checked):%Y-%m-%d %H:%M} UTC, no new data")
     return " · ".join(parts)

@@ -10,6 +10,8 @@ Every limit is in days and 0 (the default) keeps that kind of data for ever.
 * ``issued_cards_days``: records of the CDS Hooks cards returned (they only tie later
   feedback to a patient); the feedback itself is kept.
 * ``image_cache_days``: cached image-branch outputs (recomputed from the PACS on need).
+* ``segment_cache_days``: cached text-segment embeddings (:mod:`cds.text_cache`; recomputed
+  by the text encoder on need).
 * ``dicom_cache_days``: series in ``pacs.cache_dir`` not stored or read for that long
   (:meth:`connectors.pacs.cache.SeriesCache.expire`).
 
@@ -37,6 +39,7 @@ from cds.db.models import (
     ImageFeatureCache,
     IssuedCard,
     Prediction,
+    SegmentEmbedding,
 )
 from cds.errors import ConfigError
 
@@ -47,6 +50,7 @@ _DAY_KEYS = (
     "batch_runs_days",
     "issued_cards_days",
     "image_cache_days",
+    "segment_cache_days",
     "dicom_cache_days",
 )
 
@@ -116,6 +120,10 @@ def _purge_db(s: Session, settings: Settings, now: dt.datetime, report: PurgeRep
         cutoff = now - dt.timedelta(days=r.image_cache_days)
         res = s.execute(delete(ImageFeatureCache).where(ImageFeatureCache.created_at < cutoff))
         report.deleted["cached image outputs"] = _count(res)
+    if r.segment_cache_days:
+        cutoff = now - dt.timedelta(days=r.segment_cache_days)
+        res = s.execute(delete(SegmentEmbedding).where(SegmentEmbedding.created_at < cutoff))
+        report.deleted["cached text segments"] = _count(res)
 
 
 def purge(

@@ -19,7 +19,13 @@ from model.image_branch import prepare_volume
 from model.image_quality import ImageReference, QualityRules, assess
 from model.localise import Box, paste_logits
 from model.mprtm import Network, build_network
-from model.text_branch import TextEncoder, default_text_encoder_path, weights_sha256
+from model.text_branch import (
+    SegmentStore,
+    TextEncoder,
+    default_text_encoder_path,
+    state_sha256,
+    weights_sha256,
+)
 from model.types import MODALITIES, OUTCOMES, ImageFeatures, ModelInput, PatientPrediction
 
 log = logging.getLogger("mprtm.model")
@@ -64,6 +70,7 @@ def load_text_encoder(ckpt: Checkpoint, path: str | None = None) -> TextEncoder:
         )
     if ckpt.text_encoder_state is not None:
         enc.bert.load_state_dict(ckpt.text_encoder_state)
+        enc.state_sha256 = state_sha256(ckpt.text_encoder_state)
     return enc
 
 
@@ -127,6 +134,8 @@ class Predictor:
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.text_encoder = text_encoder.to(self.device).eval()
+        #: segment embeddings kept beyond this process (set by the application), or None
+        self.segment_store: SegmentStore | None = None
         self.batch_size = batch_size
         self.bf16 = bf16 and self.device.type == "cuda"
         if image_batch_slices is None:
@@ -354,7 +363,11 @@ class Predictor:
         """Segment embeddings (N, text_max_segments, text_dim) float32."""
         with self._autocast():
             return self.text_encoder.embed(
-                list(texts), batch_size=self.batch_size, progress=progress
+                list(texts),
+                batch_size=self.batch_size,
+                progress=progress,
+                store=self.segment_store,
+                runtime="torch-cuda-bf16" if self.bf16 else "torch-fp32",
             )
 
     def _batches(self, n: int) -> Iterator[slice]:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -108,6 +109,8 @@ class TextEncoder(nn.Module):
         if not (Path(folder) / "config.json").is_file():
             raise TextEncoderError(f"text encoder folder has no config.json: {folder}")
         self.sha256 = weights_sha256(folder)
+        #: sha256 of weights loaded over the folder's (a checkpoint's fine-tuned layers)
+        self.state_sha256 = ""
         expected = expected_sha256 or (BUNDLED_WEIGHTS_SHA256 if not path else "")
         if expected and self.sha256 != expected:
             raise TextEncoderError(
@@ -152,6 +155,22 @@ class TextEncoder(nn.Module):
             "sha256": self.sha256,
             "hidden_size": self.hidden_size,
         }
+
+    @property
+    def cache_id(self) -> str:
+        """What the embeddings depend on: the folder's weights, and those loaded over them."""
+        if not self.state_sha256:
+            return self.sha256
+        return hashlib.sha256(f"{self.sha256}|{self.state_sha256}".encode()).hexdigest()
+
+    def segment_key(self, segment: str, runtime: str = "torch-fp32") -> str:
+        """sha256 key of one segment's embedding by this encoder, window and runtime."""
+        h = hashlib.sha256(self.cache_id.encode())
+        if runtime != "torch-fp32":
+            h.update(f"|{runtime}".encode())
+        h.update(f"|segment|{self.window}|".encode())
+        h.update(segment.encode("utf-8"))
+        return h.hexdigest()
 
     def segments(self, text: str) -> list[str]:
         """The segments of ``text`` that are embedded (at most ``max_segments``; a text
@@ -211,9 +230,17 @@ class TextEncoder(nn.Module):
         return out
 
     @torch.inference_mode()
-    def embed(self, texts: list[str], batch_size: int = 16, progress: bool = False) -> np.ndarray:
+    def embed(
+        self,
+        texts: list[str],
+        batch_size: int = 16,
+        progress: bool = False,
+        store: SegmentStore | None = None,
+        runtime: str = "torch-fp32",
+    ) -> np.ndarray:
         """Inference-only segment embeddings (N, max_segments, H) float32, zero rows for
-        padding.
+        padding.  With a ``store``, segments it holds (under :meth:`segment_key` with
+        ``runtime``) are not encoded, and new ones are put into it.
 
         A segment that occurs in several texts (a medication line, a templated sentence
         of a note) is encoded once, and segments are encoded in order of length,
@@ -224,8 +251,20 @@ class TextEncoder(nn.Module):
         self.eval()
         per_text = [self.segments(t) for t in texts]
         unique = list(dict.fromkeys(seg for segs in per_text for seg in segs))
-        order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
         vecs = np.zeros((len(unique), self.hidden_size), dtype=np.float32)
+        todo = list(range(len(unique)))
+        keys: list[str] = []
+        if store is not None:
+            keys = [self.segment_key(u, runtime) for u in unique]
+            found = store.get_many(keys)
+            todo = []
+            for i, k in enumerate(keys):
+                got = found.get(k)
+                if got is not None and got.shape == (self.hidden_size,):
+                    vecs[i] = got
+                else:
+                    todo.append(i)
+        order = sorted(todo, key=lambda i: len(unique[i]))
         step = max(1, batch_size) * 8
         starts = range(0, len(order), step)
         if progress:
@@ -237,12 +276,37 @@ class TextEncoder(nn.Module):
             emb = self.encode_segments([unique[i] for i in rows])
             vecs[rows] = emb.float().cpu().numpy()
         self.train(was_training)
+        if store is not None and order:
+            store.put_many(self.cache_id, {keys[i]: vecs[i] for i in order})
         where = {seg: i for i, seg in enumerate(unique)}
         out = np.zeros((len(texts), self.max_segments, self.hidden_size), dtype=np.float32)
         for i, segs in enumerate(per_text):
             if segs:
                 out[i, : len(segs)] = vecs[[where[seg] for seg in segs]]
         return out
+
+
+class SegmentStore(Protocol):
+    """Segment embeddings kept beyond one process (the application database implements
+    it: :class:`cds.text_cache.DbSegmentStore`).  Keys are :meth:`TextEncoder.segment_key`
+    values, so one store serves any number of encoders and runtimes."""
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored embeddings (H,) of those keys that are stored."""
+        ...
+
+    def put_many(self, encoder_id: str, items: Mapping[str, np.ndarray]) -> None:
+        """Keep new embeddings; ``encoder_id`` is :attr:`TextEncoder.cache_id`."""
+        ...
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names and values (a fine-tuned encoder's weights)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode() + b"\0")
+        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 class SentencePooling(nn.Module):
@@ -367,9 +431,16 @@ class TextEmbeddingCache:
     Args:
         encoder: the (frozen) encoder that computes missing entries.
         folder: optional directory where entries persist as ``<key>.npy``.
+        store: optional :class:`SegmentStore` shared with inference (the application
+            database), read for what memory and ``folder`` lack and filled with new entries.
     """
 
-    def __init__(self, encoder: TextEncoder, folder: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        folder: str | os.PathLike[str] | None = None,
+        store: SegmentStore | None = None,
+    ) -> None:
         if not encoder.frozen:
             raise ValueError("only a frozen text encoder's embeddings can be cached")
         self.encoder = encoder
@@ -377,12 +448,10 @@ class TextEmbeddingCache:
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
         self._mem: dict[str, np.ndarray] = {}
+        self.store = store
 
     def key(self, segment: str) -> str:
-        h = hashlib.sha256(self.encoder.sha256.encode())
-        h.update(f"|segment|{self.encoder.window}|".encode())
-        h.update(segment.encode("utf-8"))
-        return h.hexdigest()
+        return self.encoder.segment_key(segment)
 
     def get_many(
         self, texts: list[str], batch_size: int = 64, progress: bool = False
@@ -400,6 +469,11 @@ class TextEmbeddingCache:
                     self._mem[k] = np.load(self.folder / f"{k}.npy")
                 else:
                     todo[k] = seg
+        if todo and self.store is not None:
+            for k, v in self.store.get_many(list(todo)).items():
+                if v.shape == (enc.hidden_size,):
+                    self._mem[k] = v
+                    todo.pop(k, None)
         if todo:
             items = sorted(todo.items(), key=lambda kv: len(kv[1]))  # similar lengths batch well
             it = range(0, len(items), batch_size)
@@ -418,6 +492,8 @@ class TextEmbeddingCache:
                         if self.folder:
                             np.save(self.folder / f"{k}.npy", self._mem[k])
             enc.train(was_training)
+            if self.store is not None:
+                self.store.put_many(enc.cache_id, {k: self._mem[k] for k in todo})
         out = np.zeros((len(texts), enc.max_segments, enc.hidden_size), dtype=np.float32)
         for i, ks in enumerate(keys):
             for r, k in enumerate(ks):

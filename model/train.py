@@ -43,7 +43,7 @@ from model.image_quality import ImageReference
 from model.metrics import binary_metrics
 from model.mprtm import IMAGE, MPRTM, TEXT, MPRTMEnsemble, build_model
 from model.numeric_branch import FeatureSchema
-from model.text_branch import TextEmbeddingCache, TextEncoder
+from model.text_branch import SegmentStore, TextEmbeddingCache, TextEncoder
 from model.types import MODALITIES, OUTCOMES, LabelledExample
 from model.validation import training_reference
 
@@ -162,6 +162,7 @@ def train_mprtm(
     text_cache_dir: str | Path | None = None,
     synthetic: bool = False,
     baselines: bool = True,
+    segment_store: SegmentStore | None = None,
 ) -> TrainResult:
     """Train M-PRTM end to end and (optionally) write the checkpoint.
 
@@ -175,6 +176,8 @@ def train_mprtm(
         text_cache_dir: folder for cached frozen-text embeddings.
         synthetic: mark the checkpoint as trained on simulated data.
         baselines: also train the single-modality networks.
+        segment_store: frozen-text segment embeddings shared with inference (the
+            application database's cache), read and filled.
     """
     t0 = time.perf_counter()
     seed_everything(seed)
@@ -206,7 +209,7 @@ def train_mprtm(
         if encoder.frozen
         else TextEncoder(cfg.text_encoder, 0, cfg.text_window, cfg.text_max_segments)
     )
-    cache = TextEmbeddingCache(frozen, text_cache_dir)
+    cache = TextEmbeddingCache(frozen, text_cache_dir, segment_store)
     tensors = {}
     for name, part in (("train", train), ("val", val)):
         temb, tpres = text_embeddings(part, cache, progress)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,10 +42,18 @@ from cds.db.models import BatchItem, Patient, Prediction
 from cds.explain import stored_contributions
 from cds.imaging_writeback import ResultsWriter, make_results_writer
 from cds.mapping import MappedPatient
-from cds.scoring import Scored, ScoringCore, fill_prediction
+from cds.scoring import (
+    Scored,
+    ScoringCore,
+    fill_prediction,
+    input_fingerprint,
+    unchanged_predictions,
+)
 from model.types import ImageFeatures, PatientPrediction
 
 log = logging.getLogger("mprtm.batch")
+#: BatchItem states a resumed run does not do again
+FINISHED = ("done", "unchanged")
 AUDIT_ACTOR = "M-PRTM CDS batch"
 
 
@@ -61,7 +70,30 @@ class ChunkResult:
     n_done: int = 0
     n_failed: int = 0
     n_alerts: int = 0
+    #: patients whose inputs and model version were those of their newest prediction
+    n_unchanged: int = 0
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+@dataclass
+class Chunk:
+    """One chunk between the stages of :class:`Scorer` (prepare -> predict -> store).
+
+    Args:
+        patient_ids: the chunk's patients, in cohort order.
+        mapped: mapped patients still to be scored, by id.
+        errors: failure reasons by patient id (ids only).
+        unchanged: patients found unchanged (not scored).
+        preds: predictions (or the error of that patient) by id, after the predict stage.
+        result: counts and stage timings.
+    """
+
+    patient_ids: list[str]
+    mapped: dict[str, MappedPatient] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    unchanged: set[str] = field(default_factory=set)
+    preds: dict[str, PatientPrediction | BaseException] = field(default_factory=dict)
+    result: ChunkResult = field(default_factory=ChunkResult)
 
 
 def make_writer(settings: Settings) -> Writer:
@@ -113,6 +145,8 @@ class Scorer:
         self.audit = make_auditor(settings)  # AuditEvents: FHIR reads, RiskAssessment writes
         #: SEG + SR of newly segmented series to the PACS (``[pacs] writeback``), or None
         self.results: ResultsWriter | None = None
+        #: one user of the imaging source at a time (pulling thread, SEG + SR write-back)
+        self._imaging_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:
@@ -146,7 +180,7 @@ class Scorer:
 
     def close(self) -> None:
         """Close the sources and the writer (connections, associations, threads)."""
-        for part in (self.fhir, self.imaging, self.writer, self.results, self.audit):
+        for part in (self.fhir, self.imaging, self.writer, self.results, self.audit, self.core):
             if part is not None:
                 part.close()
 
@@ -154,13 +188,19 @@ class Scorer:
     def score_chunk(
         self, sessions: sessionmaker[Session], ctx: RunContext, patient_ids: list[str]
     ) -> ChunkResult:
+        """Pull, map, predict, write and store one chunk (the three stages in turn)."""
+        chunk = self.prepare_chunk(sessions, ctx, patient_ids)
+        self.predict_chunk(sessions, chunk)
+        return self.store_chunk(sessions, ctx, chunk)
+
+    def prepare_chunk(
+        self, sessions: sessionmaker[Session], ctx: RunContext, patient_ids: list[str]
+    ) -> Chunk:
+        """Stage 1: pull and map each patient; take out the unchanged ones."""
         from cds.pipeline import assemble, pull_record
 
-        res = ChunkResult()
-        t = res.timings
-        core = self.core
-        mapped: dict[str, MappedPatient] = {}
-        errors: dict[str, str] = {}
+        chunk = Chunk(patient_ids=list(patient_ids))
+        t = chunk.result.timings
         as_of = ctx.as_of.date()
         for pid in patient_ids:
             try:
@@ -168,40 +208,84 @@ class Scorer:
                 record = pull_record(pid, self.fhir, as_of=as_of, settings=self.settings)
                 self.audit.record(patient_read_event(patient_id=pid, reader=AUDIT_ACTOR))
                 t1 = time.perf_counter()
-                mapped[pid] = assemble(
-                    record,
-                    self.imaging,
-                    as_of=as_of,
-                    image_size=core.image_size,
-                    settings=self.settings,
-                )
+                with self._imaging_lock:
+                    chunk.mapped[pid] = assemble(
+                        record,
+                        self.imaging,
+                        as_of=as_of,
+                        image_size=self.core.image_size,
+                        settings=self.settings,
+                    )
                 t["pull"] += t1 - t0
                 t["map"] += time.perf_counter() - t1
             except Exception as exc:  # noqa: BLE001  (one patient's failure never stops the batch)
-                errors[pid] = _reason(exc)
+                chunk.errors[pid] = _reason(exc)
+        if self.settings.batch.incremental and chunk.mapped:
+            t0 = time.perf_counter()
+            chunk.unchanged = self._skip_unchanged(sessions, ctx, chunk.mapped)
+            chunk.result.n_unchanged = len(chunk.unchanged)
+            t["unchanged"] += time.perf_counter() - t0
+        return chunk
+
+    def predict_chunk(self, sessions: sessionmaker[Session], chunk: Chunk) -> None:
+        """Stage 2: image features (cache or image branch) and the model's predictions."""
+        t = chunk.result.timings
         t0 = time.perf_counter()
-        image_cache = self._image_features(sessions, mapped, errors, t)
+        image_cache = self._image_features(sessions, chunk.mapped, chunk.errors, t)
         t["image"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        preds = core.predict(list(mapped.values()), image_cache)
+        chunk.preds = self.core.predict(list(chunk.mapped.values()), image_cache)
         t["predict"] += time.perf_counter() - t0
-        # write back and store, one patient per transaction
-        for pid in patient_ids:
-            got = preds.get(pid)
-            if pid in errors or got is None or isinstance(got, BaseException):
-                reason = errors.get(pid) or (
+
+    def store_chunk(
+        self, sessions: sessionmaker[Session], ctx: RunContext, chunk: Chunk
+    ) -> ChunkResult:
+        """Stage 3: write back and store, one patient per transaction (item marked done
+        with its Prediction and alerts, after its RiskAssessment was written)."""
+        res = chunk.result
+        t = res.timings
+        for pid in chunk.patient_ids:
+            if pid in chunk.unchanged:
+                continue
+            got = chunk.preds.get(pid)
+            if pid in chunk.errors or got is None or isinstance(got, BaseException):
+                reason = chunk.errors.get(pid) or (
                     _reason(got) if isinstance(got, BaseException) else "no prediction produced"
                 )
                 self._mark_failed(sessions, ctx, pid, reason)
                 res.n_failed += 1
                 continue
             try:
-                res.n_alerts += self._write_and_store(sessions, ctx, mapped[pid], got, t)
+                res.n_alerts += self._write_and_store(sessions, ctx, chunk.mapped[pid], got, t)
                 res.n_done += 1
             except Exception as exc:  # noqa: BLE001
                 self._mark_failed(sessions, ctx, pid, _reason(exc))
                 res.n_failed += 1
         return res
+
+    def _skip_unchanged(
+        self,
+        sessions: sessionmaker[Session],
+        ctx: RunContext,
+        mapped: dict[str, MappedPatient],
+    ) -> set[str]:
+        """Take out of ``mapped`` the patients whose input fingerprint and model version
+        are those of their newest nightly prediction: their item is marked ``unchanged``
+        and that prediction's ``checked_at`` set, in one transaction; nothing is scored,
+        written back or alerted for them."""
+        fingerprints = {pid: input_fingerprint(m.model_input) for pid, m in mapped.items()}
+        now = dt.datetime.now(dt.UTC)
+        with session_scope(sessions) as s:
+            same = unchanged_predictions(s, fingerprints, ctx.model_version_id)
+            for pid, pred in same.items():
+                pred.checked_at = now
+                patient = s.get(Patient, pred.patient_id)
+                if patient is not None:
+                    patient.last_seen = now
+                _mark_item(s, ctx, pid, "unchanged", None, now)
+        for pid in same:
+            mapped.pop(pid)
+        return set(same)
 
     def _image_features(
         self,
@@ -246,7 +330,8 @@ class Scorer:
         if self.results is not None:  # SEG + SR to the PACS: cds/imaging_writeback.py
             t0 = time.perf_counter()
             for m, got in new_series:  # after the transaction: no lock held during I/O
-                self.results.write(m, got)  # never raises; unusable series get nothing
+                with self._imaging_lock:  # the pulling thread retrieves from the same source
+                    self.results.write(m, got)  # never raises; unusable series get nothing
             t["pacs_write"] += time.perf_counter() - t0
         return image_cache
 

@@ -20,7 +20,7 @@ from typing import Any, cast
 from celery import Celery
 from sqlalchemy import select
 
-from cds.batch._scoring import ChunkResult, RunContext, Scorer
+from cds.batch._scoring import FINISHED, ChunkResult, RunContext, Scorer
 from cds.config import Settings
 from cds.db import make_engine, session_factory, session_scope
 from cds.db.models import BatchItem
@@ -141,7 +141,7 @@ def make_celery(settings: Settings) -> Celery:
                     select(BatchItem.patient_fhir_id).where(
                         BatchItem.run_id == run_id,
                         BatchItem.patient_fhir_id.in_(patient_ids),
-                        BatchItem.status == "done",
+                        BatchItem.status.in_(FINISHED),
                     )
                 )
             )
@@ -161,6 +161,7 @@ def make_celery(settings: Settings) -> Celery:
             "n_done": res.n_done,
             "n_failed": res.n_failed,
             "n_alerts": res.n_alerts,
+            "n_unchanged": res.n_unchanged,
             "timings": dict(res.timings),
         }
 
@@ -203,7 +204,10 @@ def dispatch_chunks(
                     out = res.get(propagate=False)
                     if isinstance(out, dict):
                         r = ChunkResult(
-                            n_done=out["n_done"], n_failed=out["n_failed"], n_alerts=out["n_alerts"]
+                            n_done=out["n_done"],
+                            n_failed=out["n_failed"],
+                            n_alerts=out["n_alerts"],
+                            n_unchanged=int(out.get("n_unchanged", 0)),
                         )
                         r.timings.update(out["timings"])
                         yield r

@@ -7,6 +7,8 @@ Resumable and idempotent:
 - a patient is marked ``done`` in the same transaction that stores its prediction and
   alerts, after its RiskAssessment was written (by identifier, so a rewrite is an update);
 - running the same ``run_key`` again (after SIGKILL, say) does only the items not done;
+- a patient whose inputs and model version are those of their newest prediction is marked
+  ``unchanged`` and not scored again (``[batch] incremental``; :mod:`cds.scoring.unchanged`);
 - one patient's failure is recorded on its item (reason, no PHI) and the batch goes on.
 """
 
@@ -75,6 +77,8 @@ class RunSummary:
     n_image_unusable: int = 0
     #: alerts raised by this attempt (``n_alerts`` counts every attempt of the run)
     n_new_alerts: int = 0
+    #: patients not scored again: inputs and model version as at their newest prediction
+    n_unchanged: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -90,6 +94,7 @@ class RunSummary:
             "n_skipped_already_done": self.n_skipped_already_done,
             "n_image_unusable": self.n_image_unusable,
             "n_new_alerts": self.n_new_alerts,
+            "n_unchanged": self.n_unchanged,
             "failures": self.failures,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -222,7 +227,7 @@ class BatchRunner:
                 n_open = len(
                     s.scalars(
                         select(BatchItem.id).where(
-                            BatchItem.run_id == run_id, BatchItem.status != "done"
+                            BatchItem.run_id == run_id, BatchItem.status.not_in(_scoring.FINISHED)
                         )
                     ).all()
                 )
@@ -261,7 +266,7 @@ class BatchRunner:
             todo = list(
                 s.scalars(
                     select(BatchItem.patient_fhir_id)
-                    .where(BatchItem.run_id == run_id, BatchItem.status != "done")
+                    .where(BatchItem.run_id == run_id, BatchItem.status.not_in(_scoring.FINISHED))
                     .order_by(BatchItem.id)
                 )
             )
@@ -285,6 +290,7 @@ class BatchRunner:
             items = list(s.scalars(select(BatchItem).where(BatchItem.run_id == run_id)))
             failures = {i.patient_fhir_id: i.error or "" for i in items if i.status == "failed"}
             n_done = sum(1 for i in items if i.status == "done")
+            n_unchanged = sum(1 for i in items if i.status == "unchanged")
             n_unusable = sum(
                 is_unusable(q)
                 for q in s.scalars(
@@ -313,6 +319,7 @@ class BatchRunner:
                 n_skipped_already_done=skipped,
                 n_image_unusable=n_unusable,
                 n_new_alerts=n_alerts,
+                n_unchanged=n_unchanged,
                 failures=failures,
                 timings=dict(timer.totals),
             )
@@ -342,6 +349,7 @@ class BatchRunner:
             n_alerts=run.n_alerts or 0,
             n_skipped_already_done=run.n_total,
             n_image_unusable=int(stored.get("n_image_unusable", 0)),
+            n_unchanged=int(stored.get("n_unchanged", 0)),
             failures={},
             timings={"total": elapsed},
         )
@@ -364,8 +372,38 @@ class BatchRunner:
 
         total = sum(len(c) for c in chunks)
         with tqdm(total=total, unit="patient", desc="batch", disable=not progress) as bar:
-            for chunk in chunks:
-                result = self.scorer.score_chunk(self.sessions, ctx, chunk)
+            if self.settings.batch.overlap and len(chunks) > 1:
+                results = self._overlapped(ctx, chunks)
+            else:
+                results = (self.scorer.score_chunk(self.sessions, ctx, c) for c in chunks)
+            for chunk, result in zip(chunks, results, strict=True):
                 bar.update(len(chunk))
                 bar.set_postfix(failed=result.n_failed, alerts=result.n_alerts)
                 yield result
+
+    def _overlapped(
+        self, ctx: _scoring.RunContext, chunks: Sequence[list[str]]
+    ) -> Iterator[_scoring.ChunkResult]:
+        """Chunk k is predicted here while chunk k+1 is pulled and mapped in one thread and
+        chunk k-1 is written back and stored in another.  Each patient is still marked
+        done in its own transaction after its RiskAssessment was written, so a kill loses
+        at most the work in flight and the next run does it again."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        scorer = self.scorer
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="batch-pull") as pulling,
+            ThreadPoolExecutor(1, thread_name_prefix="batch-write") as writing,
+        ):
+            nxt = pulling.submit(scorer.prepare_chunk, self.sessions, ctx, chunks[0])
+            written: Future[_scoring.ChunkResult] | None = None
+            for k in range(len(chunks)):
+                chunk = nxt.result()
+                if k + 1 < len(chunks):
+                    nxt = pulling.submit(scorer.prepare_chunk, self.sessions, ctx, chunks[k + 1])
+                scorer.predict_chunk(self.sessions, chunk)
+                if written is not None:
+                    yield written.result()
+                written = writing.submit(scorer.store_chunk, self.sessions, ctx, chunk)
+            if written is not None:
+                yield written.result()

@@ -62,7 +62,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             )
         else:
             print(
-                f"  patients {summary.n_total}: {summary.n_done} done, {summary.n_failed} failed "
+                f"  patients {summary.n_total}: {summary.n_done} done, "
+                f"{summary.n_unchanged} unchanged (checked, not scored), {summary.n_failed} failed "
                 f"({summary.n_skipped_already_done} already done before this attempt); "
                 f"{summary.n_new_alerts} new alerts"
             )

@@ -107,6 +107,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _segment_store(settings: Settings) -> Any:
+    """The application database's segment-embedding cache (``[model] segment_cache``), so
+    training and inference encode a segment once; None when turned off."""
+    if not settings.model.segment_cache:
+        return None
+    from cds.text_cache import DbSegmentStore
+
+    return DbSegmentStore.open(settings.database.url)
+
+
 def _handler(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
@@ -152,6 +162,7 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
             progress=not args.quiet,
             text_cache_dir=args.text_cache,
             synthetic=is_synthetic(args.data),
+            segment_store=_segment_store(settings),
         )
     except ValueError as exc:
         raise UsageError(f"cannot train: {exc}") from exc

@@ -158,6 +158,8 @@ class Prediction(Base):
     image_quality: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     risk_assessment_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     risk_assessment_identifier: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    #: when a nightly run last found the inputs unchanged (None: only scored, at created_at)
+    checked_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime(), nullable=True)
 
     patient: Mapped[Patient] = relationship(back_populates="predictions")
 
@@ -287,6 +289,22 @@ class ImageFeatureCache(Base):
     usable: Mapped[bool] = mapped_column(Boolean, default=True)
     quality_reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
     quality_signals: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+
+
+class SegmentEmbedding(Base):
+    """A text segment's embedding by one text encoder (:mod:`cds.text_cache`).
+
+    Keyed by :meth:`model.text_branch.TextEncoder.segment_key` (sha256 of the encoder's
+    weights hash, window, runtime and the segment), so the segment's text is not stored;
+    the batch, CDS Hooks and training read and fill the same rows.
+    """
+
+    __tablename__ = "segment_embeddings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    encoder_id: Mapped[str] = mapped_column(String(64), index=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
 
 
 class JwtReplay(Base):

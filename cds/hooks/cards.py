@@ -141,6 +141,8 @@ def summary_of(view: RiskView, outcome: str) -> str:
         text += f", {'+' if delta >= 0 else '−'}{abs(delta)} pts since last run"
     if view.stale:
         text = f"Not refreshed, last known ({view.computed_at:%Y-%m-%d}): " + text
+    elif view.origin == "nightly" and view.checked_at is not None:
+        text += f" (nightly {view.computed_at:%Y-%m-%d}, checked {view.checked_at:%Y-%m-%d})"
     elif view.origin == "nightly":
         text += f" (nightly {view.computed_at:%Y-%m-%d})"
     else:
@@ -212,7 +214,7 @@ def _age(iso: str | None, now: dt.datetime) -> str:
 
 def detail_markdown(view: RiskView, ctx: CardContext) -> str:
     lines: list[str] = []
-    when = when_text(view.data_as_of, view.computed_at)
+    when = when_text(view.data_as_of, view.computed_at, view.checked_at)
     if view.stale:
         lines.append(
             f"**Not refreshed.** This is the last known result of the nightly run ({when}); "

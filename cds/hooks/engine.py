@@ -46,7 +46,7 @@ from cds.hooks.request import ABSENT, HookRequest
 from cds.hooks.scoring import CachedImage, OnDemandScorer
 from cds.hooks.services import ServiceDefinition
 from cds.hooks.view import RiskView, view_from_prediction, view_from_score
-from cds.scoring import latest_cached_image
+from cds.scoring import checked_time, latest_cached_image
 from connectors.pacs.recognition import classify_description
 
 log = logging.getLogger("mprtm.hooks")
@@ -132,7 +132,9 @@ class HooksEngine:
             last_lge_date=last_lge,
             systems=canonical(self.settings),
         )
-        age_h = (now - store.as_utc(latest.created_at)).total_seconds() / 3600 if latest else None
+        # a nightly run that found the inputs unchanged keeps the prediction fresh
+        checked = store.as_utc(checked_time(latest)) if latest is not None else None
+        age_h = (now - checked).total_seconds() / 3600 if checked is not None else None
         if latest is not None and age_h is not None and age_h <= hooks.fresh_hours:
             view = view_from_prediction(latest, mv, before)
             answer = _Answer("nightly", [risk_card(view, ctx)], latest.id)

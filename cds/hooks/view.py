@@ -27,6 +27,7 @@ class RiskView:
             (``cds/explain.py``); empty when not recorded.
         fibrosis_burden: LGE enhancement / myocardium, or None.
         computed_at: when the score was computed.
+        checked_at: when a later nightly run found its inputs unchanged (None: not since).
         data_as_of: the clinical as-of time of its inputs (None: not recorded).
         origin: "nightly" or "on-demand".
         model: the model that scored.
@@ -59,6 +60,7 @@ class RiskView:
     contributions: dict[str, dict[str, float]] = field(default_factory=dict)
     image_quality: dict[str, Any] | None = None
     data_as_of: dt.datetime | None = None
+    checked_at: dt.datetime | None = None
 
 
 def model_info_of(mv: ModelVersion | None) -> ModelInfo:
@@ -89,6 +91,7 @@ def view_from_prediction(
         contributions=dict(pred.contributions or {}),
         fibrosis_burden=pred.fibrosis_burden,
         computed_at=as_utc(pred.created_at),
+        checked_at=as_utc(pred.checked_at) if pred.checked_at is not None else None,
         data_as_of=as_utc(pred.as_of) if pred.as_of else None,
         origin="nightly",
         model=model_info_of(mv),

@@ -94,12 +94,15 @@ class CachedImage:
         study_date: the study's date, when recorded.
         features: the cached embedding, fibrosis burden and quality verdict.
         n_slices: slices of the series as the image branch saw it.
+        series_fingerprint: the pixel fingerprint the series was cached under (the same
+            value the batch puts into :func:`input_fingerprint`).
     """
 
     series_instance_uid: str
     study_date: dt.date | None
     features: ImageFeatures
     n_slices: int = 0
+    series_fingerprint: str = ""
 
 
 @dataclass
@@ -157,6 +160,7 @@ def latest_cached_image(session: Session, fhir_id: str, model_version: str) -> C
         study_date=parse_dicom_date(row.study_date),
         features=cached_image_features(row),
         n_slices=int(row.n_slices or 0),
+        series_fingerprint=row.series_fingerprint,
     )
 
 
@@ -221,7 +225,8 @@ class ScoringCore:
 
         Args:
             settings: ``model.*`` (checkpoint, device, threads, text encoder, batch size,
-                image gate thresholds).
+                image gate thresholds, segment cache) and ``database.url`` (the segment
+                cache, :mod:`cds.text_cache`).
             predictor_class: a subclass of ``Predictor`` (CDS Hooks adds a text cache).
             threads: torch CPU threads (default ``model.cpu_threads``).
             batch_size: patients per forward pass (default ``model.batch_size``).
@@ -246,7 +251,17 @@ class ScoringCore:
             batch_size=m.batch_size if batch_size is None else batch_size,
             quality_rules=quality_rules(settings),
         )
+        if m.segment_cache:
+            from cds.text_cache import DbSegmentStore
+
+            predictor.segment_store = DbSegmentStore.open(settings.database.url)
         return cls(settings, predictor, m.checkpoint)
+
+    def close(self) -> None:
+        """Close what :meth:`load` opened beside the model (the segment cache's connections)."""
+        store = getattr(self.predictor, "segment_store", None)
+        if store is not None and hasattr(store, "close"):
+            store.close()
 
     @property
     def image_size(self) -> int:
@@ -321,9 +336,10 @@ class ScoringCore:
 
     # -- predict and store -------------------------------------------------------------
     def use_cached_image(self, mapped: MappedPatient, image: CachedImage) -> dict[str, Any]:
-        """Point the patient's input at a cached series (no pixels: an empty volume plus a
-        fingerprint the predictor finds in the returned image cache)."""
-        key = f"cache:{image.series_instance_uid}"
+        """Point the patient's input at a cached series (no pixels: an empty volume plus the
+        series' pixel fingerprint, which the predictor finds in the returned image cache and
+        which makes :func:`input_fingerprint` equal to the batch's for the same data)."""
+        key = image.series_fingerprint or f"cache:{image.series_instance_uid}"
         mapped.model_input.image = np.zeros((0, 0, 0), dtype=np.float32)
         mapped.model_input.image_fingerprint = key
         return {key: image.features}

@@ -114,7 +114,7 @@ def test_batch_against_fhir_engine_and_orthanc(
     with BatchRunner(s) as runner:
         second = runner.run(RunOptions(as_of=AS_OF, progress=False))
     assert second.n_skipped_already_done == N_PATIENTS
-    with BatchRunner(s) as runner:
+    with BatchRunner(s.replace(batch__incremental=False)) as runner:  # forced: score everyone
         third = runner.run(RunOptions(as_of=AS_OF, progress=False, run_key="rescore-same-day"))
     assert third.n_done == N_PATIENTS
     assert _count(loaded_engine, "RiskAssessment") == N_PATIENTS

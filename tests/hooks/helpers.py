@@ -173,9 +173,13 @@ def add_prediction(
     synthetic: bool = True,
     fibrosis: float | None = 0.18,
     freshness: dict[str, Any] | None = None,
+    checked_hours: float | None = None,
 ) -> int:
-    """Insert a nightly prediction made ``age_hours`` ago; returns its id."""
-    created = dt.datetime.now(dt.UTC) - dt.timedelta(hours=age_hours)
+    """Insert a nightly prediction made ``age_hours`` ago (and found unchanged by a nightly
+    run ``checked_hours`` ago, when given); returns its id."""
+    now = dt.datetime.now(dt.UTC)
+    created = now - dt.timedelta(hours=age_hours)
+    checked = None if checked_hours is None else now - dt.timedelta(hours=checked_hours)
     probs = {o: max(0.01, p_death - 0.03 * i) for i, o in enumerate(OUTCOMES)}
     with sessions() as s, s.begin():
         mv = add_model_version(s, synthetic=synthetic)
@@ -184,6 +188,7 @@ def add_prediction(
             model_version_id=mv.id,
             source=source,
             created_at=created,
+            checked_at=checked,
             as_of=created,
             probabilities=probs,
             tiers={o: tier_of(v) for o, v in probs.items()},

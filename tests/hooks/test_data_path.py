@@ -58,6 +58,21 @@ def test_fresh_nightly_result_is_used_without_scoring(
     assert scorer.calls == []
 
 
+def test_nightly_result_checked_unchanged_is_fresh_and_says_so(
+    client: FlaskClient, token: TokenFactory, sessions: Any, scorer: RuleScorer
+) -> None:
+    """Scored 80 hours ago, found unchanged by last night's run: the nightly card, with
+    both times, and no scoring."""
+    add_prediction(sessions, "p-chk", age_hours=80, checked_hours=3)  # fresh_hours = 36
+    body = post(client, token, hook_body("p-chk", prefetch=full_prefetch("p-chk"))).get_json()
+    check_response(body)
+    card = body["cards"][0]
+    assert "nightly" in card["summary"] and "checked" in card["summary"]
+    assert "Not refreshed" not in card["summary"]
+    assert "no new data" in card["detail"] and "scored" in card["detail"]
+    assert scorer.calls == []
+
+
 def test_stale_nightly_means_on_demand_from_prefetch(
     app: Flask, client: FlaskClient, token: TokenFactory, sessions: Any, scorer: RuleScorer
 ) -> None:

@@ -48,7 +48,11 @@ def batch_live(
     from .browser import serve
 
     tmp = tmp_path_factory.mktemp("inbox-batch")
-    s = batch_settings(tmp, cohort_dir, checkpoint, alerts__fibrosis_burden=0.0)
+    # two scored nights (a trend); whether a night may skip unchanged patients is
+    # tests/batch/test_batch_incremental.py's subject
+    s = batch_settings(
+        tmp, cohort_dir, checkpoint, alerts__fibrosis_burden=0.0, batch__incremental=False
+    )
     with BatchRunner(s) as runner:
         for as_of in (AS_OF - dt.timedelta(days=7), AS_OF):
             runner.run(RunOptions(as_of=as_of, run_date=as_of.date(), progress=False))

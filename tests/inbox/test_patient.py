@@ -167,3 +167,25 @@ def test_one_action_bar_acknowledges_every_open_alert(clinician: Any, dbs: Any, 
     assert resp.status_code in (302, 303)
     dbs.expire_all()
     assert {dbs.get(Alert, int(i)).status for i in ids} == {"acknowledged"}
+
+
+def test_patient_page_shows_scored_and_checked_times(clinician: Any, dbs: Any, data: Any) -> None:
+    """A nightly run that found the inputs unchanged: the page says when it was scored
+    and when it was checked."""
+    import datetime as dt
+
+    from cds.db.models import Patient
+
+    patient = dbs.scalar(select(Patient).where(Patient.fhir_id == "p-high"))
+    latest = dbs.scalars(
+        select(Prediction)
+        .where(Prediction.patient_id == patient.id)
+        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
+    ).first()
+    html = clinician.get("/inbox/patients/p-high").get_data(as_text=True)
+    assert "no new data" not in html
+    latest.checked_at = latest.created_at.replace(tzinfo=dt.UTC) + dt.timedelta(days=2, hours=1)
+    dbs.commit()
+    html = clinician.get("/inbox/patients/p-high").get_data(as_text=True)
+    when = f"checked {latest.checked_at:%Y-%m-%d %H:%M} UTC, no new data"
+    assert when in html and "scored " in html
