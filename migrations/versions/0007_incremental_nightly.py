@@ -4,9 +4,6 @@ and the persistent segment-embedding cache
 Revision ID: 0007_incremental_nightly
 Revises: 0006_terminology_expansions
 Create Date: 2026-12-05
-
-Revisions 0007-0011 are reserved for work merged beside this one; this revision follows
-the head at the time of writing (0006) and is re-parented when those land.
 """
 
 from collections.abc import Sequence
