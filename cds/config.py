@@ -191,6 +191,18 @@ class RetentionSettings:
     after_nightly: bool = False
 
 
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Minima a ``mprtm validate`` report must meet before a version may become active
+    (:mod:`cds.registry`)."""
+
+    gate_outcome: str = "death"
+    min_auroc_ci_lower: float = 0.7
+    max_ece: float = 0.1
+    flag_rate_ratio_min: float = 0.5
+    flag_rate_ratio_max: float = 2.0
+
+
 #: JWS algorithms an issuer may be configured to use (asymmetric only: never HMAC or none).
 JwtAlgorithm = Literal["ES384", "RS384", "ES256", "RS256", "PS384"]
 
@@ -277,6 +289,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
     cds_hooks: CdsHooksSettings = field(default_factory=CdsHooksSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     terminology: TerminologySettings = field(default_factory=TerminologySettings)
