@@ -116,8 +116,10 @@ class Scorer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:
+        from cds.registry_serving import active_settings
         from cds.sources import make_fhir_source, make_imaging_source
 
+        settings = active_settings(settings)  # the registry's active version
         scorer = cls(
             settings,
             core=ScoringCore.load(settings),
