@@ -147,8 +147,16 @@ def register(session: Session, path: str | Path, *, actor: str, reason: str = ""
     )
     session.add(mv)
     session.flush()
-    _event(session, mv, actor=actor, action="register", from_state=None, to_state="candidate",
-           reason=reason, detail={"path": str(path)})  # fmt: skip
+    _event(
+        session,
+        mv,
+        actor=actor,
+        action="register",
+        from_state=None,
+        to_state="candidate",
+        reason=reason,
+        detail={"path": str(path)},
+    )
     return mv
 
 
@@ -243,8 +251,15 @@ def attach_validation(
     )
     session.add(row)
     session.flush()
-    _event(session, mv, actor=actor, action="validation", from_state=mv.state,
-           to_state=mv.state, detail={"validation_id": row.id, "source": source[:200]})  # fmt: skip
+    _event(
+        session,
+        mv,
+        actor=actor,
+        action="validation",
+        from_state=mv.state,
+        to_state=mv.state,
+        detail={"validation_id": row.id, "source": source[:200]},
+    )
     return row
 
 
@@ -316,8 +331,15 @@ def promote(
         try:
             if old is not None:
                 _set_state(session, old, "active", "retired")
-                _event(session, old, actor=actor, action="retire", from_state="active",
-                       to_state="retired", reason=f"replaced by model version {mv.id}")  # fmt: skip
+                _event(
+                    session,
+                    old,
+                    actor=actor,
+                    action="retire",
+                    from_state="active",
+                    to_state="retired",
+                    reason=f"replaced by model version {mv.id}",
+                )
             _set_state(session, mv, start, "active")
             session.flush()
         except IntegrityError as exc:
@@ -327,8 +349,17 @@ def promote(
             ) from exc
     else:
         _set_state(session, mv, start, to)
-    _event(session, mv, actor=actor, action="promote", from_state=start, to_state=to,
-           reason=reason, forced=bool(force and detail.get("gate_failures")), detail=detail)  # fmt: skip
+    _event(
+        session,
+        mv,
+        actor=actor,
+        action="promote",
+        from_state=start,
+        to_state=to,
+        reason=reason,
+        forced=bool(force and detail.get("gate_failures")),
+        detail=detail,
+    )
     session.flush()
     session.refresh(mv)
     return mv
@@ -346,8 +377,15 @@ def retire(session: Session, version_id: int, *, actor: str, reason: str = "") -
         raise RegistryError(f"model version {mv.id} is {mv.state}: it cannot be retired")
     start = mv.state
     _set_state(session, mv, start, "retired")
-    _event(session, mv, actor=actor, action="retire", from_state=start, to_state="retired",
-           reason=reason)  # fmt: skip
+    _event(
+        session,
+        mv,
+        actor=actor,
+        action="retire",
+        from_state=start,
+        to_state="retired",
+        reason=reason,
+    )
     session.flush()
     session.refresh(mv)
     return mv
@@ -370,8 +408,15 @@ def bootstrap(session: Session, settings: Settings) -> ModelVersion | None:
         return None
     mv = register(session, path, actor="bootstrap", reason="[model] checkpoint")
     _set_state(session, mv, "candidate", "active")
-    _event(session, mv, actor="bootstrap", action="promote", from_state="candidate",
-           to_state="active", reason="[model] checkpoint with an empty registry")  # fmt: skip
+    _event(
+        session,
+        mv,
+        actor="bootstrap",
+        action="promote",
+        from_state="candidate",
+        to_state="active",
+        reason="[model] checkpoint with an empty registry",
+    )
     session.flush()
     session.refresh(mv)
     return mv

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds.audit import make_auditor, patient_read_event, resource_write_event
+from cds.batch._shadow import ShadowPass
 from cds.batch.alerts import apply_findings, evaluate_rules
 from cds.batch.fhir_out import build_device, build_risk_assessment, ra_identifier_value
 from cds.batch.writeback import NdjsonWriter, NullWriter, Writer
@@ -113,6 +114,8 @@ class Scorer:
         self.audit = make_auditor(settings)  # AuditEvents: FHIR reads, RiskAssessment writes
         #: SEG + SR of newly segmented series to the PACS (``[pacs] writeback``), or None
         self.results: ResultsWriter | None = None
+        #: the registry's shadow versions, scored beside the active one and stored apart
+        self.shadow = ShadowPass(settings, core)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:
@@ -187,6 +190,9 @@ class Scorer:
         t0 = time.perf_counter()
         preds = core.predict(list(mapped.values()), image_cache)
         t["predict"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.shadow.run(sessions, ctx, mapped, image_cache)  # stored apart, never shown
+        t["shadow"] += time.perf_counter() - t0
         # write back and store, one patient per transaction
         for pid in patient_ids:
             got = preds.get(pid)

@@ -23,8 +23,12 @@ def register(sub: Any) -> None:
     msub.required = True
     reg = msub.add_parser("register", help="register a checkpoint as a candidate")
     reg.add_argument("checkpoint", type=Path, metavar="CKPT")
-    reg.add_argument("--validation", type=Path, metavar="validation.json",
-                     help="store this `mprtm validate` report with it")  # fmt: skip
+    reg.add_argument(
+        "--validation",
+        type=Path,
+        metavar="validation.json",
+        help="store this `mprtm validate` report with it",
+    )
     reg.add_argument("--reason", default="")
     reg.set_defaults(handler=_register)
     ls = msub.add_parser("list", help="every version with its state and latest validation")
@@ -71,8 +75,14 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
         with session_scope(session_factory(engine)) as s:
             mv = registry.register(s, args.checkpoint, actor=_actor(args), reason=args.reason)
             if report is not None:
-                registry.attach_validation(s, mv.id, report, limits=settings.registry,
-                                           actor=_actor(args), source=str(args.validation))  # fmt: skip
+                registry.attach_validation(
+                    s,
+                    mv.id,
+                    report,
+                    limits=settings.registry,
+                    actor=_actor(args),
+                    source=str(args.validation),
+                )
             print(f"registered {args.checkpoint} as candidate ({mv.version})")
             print(mv.id)
     finally:
@@ -109,8 +119,14 @@ def _validation(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(settings.database.url)
     try:
         with session_scope(session_factory(engine)) as s:
-            row = registry.attach_validation(s, args.version, report, limits=settings.registry,
-                                             actor=_actor(args), source=str(args.report))  # fmt: skip
+            row = registry.attach_validation(
+                s,
+                args.version,
+                report,
+                limits=settings.registry,
+                actor=_actor(args),
+                source=str(args.report),
+            )
             failures = registry.gate_failures(row.summary, settings.registry)
             print(f"stored validation {row.id} for model version {args.version}")
             print("gate: passes" if not failures else "gate: fails: " + "; ".join(failures))
@@ -125,8 +141,15 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
     engine = make_engine(settings.database.url)
     try:
         with session_scope(session_factory(engine)) as s:
-            mv = registry.promote(s, args.version, args.to, limits=settings.registry,
-                                  actor=_actor(args), force=args.force, reason=args.reason)  # fmt: skip
+            mv = registry.promote(
+                s,
+                args.version,
+                args.to,
+                limits=settings.registry,
+                actor=_actor(args),
+                force=args.force,
+                reason=args.reason,
+            )
             print(f"model version {mv.id} is now {mv.state}")
     finally:
         engine.dispose()

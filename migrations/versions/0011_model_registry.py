@@ -38,8 +38,7 @@ def upgrade() -> None:
         )
     op.execute("UPDATE model_versions SET state = 'retired'")
     op.execute(
-        "UPDATE model_versions SET state = 'active' "
-        "WHERE id = (SELECT MAX(id) FROM model_versions)"
+        "UPDATE model_versions SET state = 'active' WHERE id = (SELECT MAX(id) FROM model_versions)"
     )
     op.create_index(
         "uq_model_versions_one_active",
