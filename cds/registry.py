@@ -286,6 +286,7 @@ def _set_state(session: Session, mv: ModelVersion, expected: str, new: str) -> N
             f"model version {mv.id} is no longer {expected!r}: another change was made "
             "at the same time; run `mprtm model list` and try again"
         )
+    session.expire(mv, ["state", "state_changed_at"])
 
 
 def promote(
