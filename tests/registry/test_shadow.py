@@ -5,18 +5,55 @@ apart.  A promotion is picked up by the same runner at its next run (no restart)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
 
 from sqlalchemy import select
 
+from cds.app import create_app
 from cds.batch.runner import BatchRunner, RunOptions
-from cds.config import RegistrySettings
+from cds.config import RegistrySettings, Settings
 from cds.db import make_engine, session_factory, session_scope
 from cds.db.models import Alert, ModelVersion, Prediction, ShadowPrediction
 from cds.registry import promote, register
+from cds.users import add_user
 from tests.batch.conftest import AS_OF, N_PATIENTS, batch_settings
+from tests.inbox.conftest import login
+
+
+def _comparison_page_shows(
+    settings: Settings, shadow_id: int, shadow_version: str, active_version: str
+) -> None:
+    """The admin comparison page, rendered from what the batch stored; the clinicians'
+    inbox never names the shadow version."""
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, secret_key="k" * 40)
+    )
+    app = create_app(settings, TESTING=True)
+    with session_scope(session_factory(app.extensions["mprtm.engine"])) as db:
+        add_user(db, "root-admin", "admin", "correct horse battery")
+        add_user(db, "dr-lee", "clinician", "correct horse battery")
+        would = sum(
+            len(r.would_alert)
+            for r in db.scalars(
+                select(ShadowPrediction).where(ShadowPrediction.model_version_id == shadow_id)
+            )
+        )
+    admin = app.test_client()
+    assert login(admin, "root-admin", "correct horse battery").status_code == 302
+    page = admin.get("/inbox/admin/registry").get_data(as_text=True)
+    assert f"Shadow version {shadow_id} ({shadow_version})" in page
+    assert f"{N_PATIENTS} paired predictions" in page
+    assert f'would have raised</th><td class="num">{would}</td>' in page
+    assert "Tier changes" in page and "High-tier flag rate by subgroup" in page
+    clinician = app.test_client()
+    assert login(clinician, "dr-lee", "correct horse battery").status_code == 302
+    assert clinician.get("/inbox/admin/registry").status_code == 403
+    inbox = clinician.get("/inbox/").get_data(as_text=True)
+    assert shadow_version not in inbox
+    app.extensions["mprtm.engine"].dispose()
 
 
 def _ras(path: Path) -> list[dict]:
@@ -70,6 +107,8 @@ def test_shadow_is_scored_stored_apart_and_silent(
         alerts = db.scalars(select(Alert)).all()
         pred_ids = {p.id for p in db.scalars(select(Prediction))}
         assert all(a.prediction_id in pred_ids for a in alerts)  # alerts come only from Predictions
+
+    _comparison_page_shows(s, shadow_id, shadow_version, active_version)
 
     # promotion (forced: no validation stored) reaches the running runner at its next run
     with session_scope(sessions) as db:
