@@ -203,6 +203,26 @@ class RegistrySettings:
     flag_rate_ratio_max: float = 2.0
 
 
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """Thresholds of ``mprtm monitor`` (:mod:`cds.monitor`); crossing one raises an admin
+    alert and exits with status 4."""
+
+    min_patients: int = 20
+    psi_max: float = 0.25
+    missing_change_max: float = 0.15
+    modality_change_max: float = 0.15
+    baseline_runs: int = 7
+    mean_risk_change_max: float = 0.05
+    high_tier_share_change_max: float = 0.1
+    alerts_ratio_max: float = 2.0
+    failed_share_max: float = 0.05
+    mature_days: int = 365
+    realised_auroc_min: float = 0.65
+    realised_ece_max: float = 0.1
+    after_nightly: bool = True
+
+
 #: JWS algorithms an issuer may be configured to use (asymmetric only: never HMAC or none).
 JwtAlgorithm = Literal["ES384", "RS384", "ES256", "RS256", "PS384"]
 
@@ -290,6 +310,7 @@ class Settings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     cds_hooks: CdsHooksSettings = field(default_factory=CdsHooksSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     terminology: TerminologySettings = field(default_factory=TerminologySettings)

@@ -21,10 +21,18 @@ def _engine(url: str) -> Engine:
 def active_settings(settings: Settings, engine: Engine | None = None) -> Settings:
     """``settings`` with ``model.checkpoint`` pointing at the active version's file; an
     empty registry is bootstrapped from ``[model] checkpoint`` (:func:`cds.registry.bootstrap`)."""
-    from cds.registry import serving_settings
+    from sqlalchemy.exc import IntegrityError
 
-    with session_scope(session_factory(engine or _engine(settings.database.url))) as s:
-        return serving_settings(settings, s)
+    from cds.registry import RegistryError, serving_settings
+
+    sessions = session_factory(engine or _engine(settings.database.url))
+    try:
+        with session_scope(sessions) as s:
+            return serving_settings(settings, s)
+    except (IntegrityError, RegistryError):
+        # another process bootstrapped the empty registry at the same moment: read its row
+        with session_scope(sessions) as s:
+            return serving_settings(settings, s)
 
 
 def active_sha256(settings: Settings, engine: Engine | None = None) -> str | None:

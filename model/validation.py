@@ -181,7 +181,9 @@ def training_reference(
     rows: Sequence[Mapping[str, float]], present: np.ndarray, modalities: Sequence[str]
 ) -> dict[str, Any]:
     """What a checkpoint keeps of its training data for the shift table: per numeric
-    input its mean, SD and missing share (raw units), per modality its missing share."""
+    input its mean, SD, missing share and deciles (raw units; the deciles are what
+    ``mprtm monitor`` bins its population stability index by), per modality its missing
+    share."""
     names = sorted({k for r in rows for k in r})
     feats = {}
     for name in names:
@@ -191,6 +193,9 @@ def training_reference(
             "mean": float(vals.mean()) if len(vals) else None,
             "sd": float(vals.std(ddof=1)) if len(vals) > 1 else None,
             "missing": 1 - len(vals) / max(1, len(rows)),
+            "deciles": [float(q) for q in np.quantile(vals, np.arange(1, 10) / 10)]
+            if len(vals) >= 10
+            else None,
         }
     mods = {m: float(1 - present[:, j].mean()) for j, m in enumerate(modalities)}
     return {"n": len(rows), "features": feats, "modalities_missing": mods}

@@ -401,3 +401,40 @@ class TerminologyExpansion(Base):
     total: Mapped[int] = mapped_column(Integer)
     #: [[system, code, display], ...]
     codes: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class MonitorResult(Base):
+    """One ``mprtm monitor`` check of one model version after one nightly run: every
+    signal with its value, threshold and whether it crossed (``cds.monitor``)."""
+
+    __tablename__ = "monitor_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("batch_runs.id", ondelete="SET NULL"), nullable=True
+    )
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    signals: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    crossed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AdminAlert(Base):
+    """An alert for administrators (monitoring thresholds crossed); clinicians never see
+    these.  ``open_key`` makes a repeated check of the same run raise no second alert."""
+
+    __tablename__ = "admin_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), default="monitoring")
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id"), nullable=True
+    )
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("batch_runs.id", ondelete="SET NULL"), nullable=True
+    )
+    message: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="new", index=True)
+    open_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)

@@ -5,7 +5,9 @@
 newest existing version (the one the service ran last) becomes ``active``; older ones
 become ``retired``.  New tables: ``model_version_events`` (who, when, why of each
 change), ``model_validations`` (stored ``mprtm validate`` reports) and
-``shadow_predictions`` (scores of shadow versions, never shown or written back).
+``shadow_predictions`` (scores of shadow versions, never shown or written back),
+``monitor_results`` (``mprtm monitor`` signals per version and run) and ``admin_alerts``
+(alerts clinicians never see).
 
 Revisions 0007-0010 are reserved for other work and unused; this one follows
 ``0006_terminology_expansions`` directly.
@@ -127,9 +129,67 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_shadow_predictions_model_version_id"), "shadow_predictions", ["model_version_id"]
     )
+    op.create_table(
+        "monitor_results",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=True),
+        sa.Column("model_version_id", sa.Integer(), nullable=False),
+        sa.Column("signals", sa.JSON(), nullable=False),
+        sa.Column("crossed", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["batch_runs.id"],
+            name=op.f("fk_monitor_results_run_id_batch_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["model_version_id"],
+            ["model_versions.id"],
+            name=op.f("fk_monitor_results_model_version_id_model_versions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_monitor_results")),
+    )
+    op.create_index(op.f("ix_monitor_results_created_at"), "monitor_results", ["created_at"])
+    op.create_index(
+        op.f("ix_monitor_results_model_version_id"), "monitor_results", ["model_version_id"]
+    )
+    op.create_table(
+        "admin_alerts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=40), nullable=False),
+        sa.Column("model_version_id", sa.Integer(), nullable=True),
+        sa.Column("run_id", sa.Integer(), nullable=True),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("open_key", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["model_version_id"],
+            ["model_versions.id"],
+            name=op.f("fk_admin_alerts_model_version_id_model_versions"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["batch_runs.id"],
+            name=op.f("fk_admin_alerts_run_id_batch_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_alerts")),
+        sa.UniqueConstraint("open_key", name=op.f("uq_admin_alerts_open_key")),
+    )
+    op.create_index(op.f("ix_admin_alerts_created_at"), "admin_alerts", ["created_at"])
+    op.create_index(op.f("ix_admin_alerts_status"), "admin_alerts", ["status"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_admin_alerts_status"), table_name="admin_alerts")
+    op.drop_index(op.f("ix_admin_alerts_created_at"), table_name="admin_alerts")
+    op.drop_table("admin_alerts")
+    op.drop_index(op.f("ix_monitor_results_model_version_id"), table_name="monitor_results")
+    op.drop_index(op.f("ix_monitor_results_created_at"), table_name="monitor_results")
+    op.drop_table("monitor_results")
     op.drop_index(op.f("ix_shadow_predictions_model_version_id"), table_name="shadow_predictions")
     op.drop_table("shadow_predictions")
     op.drop_index(op.f("ix_model_validations_model_version_id"), table_name="model_validations")
