@@ -209,7 +209,7 @@ class MonitoringSettings:
     alert and exits with status 4."""
 
     min_patients: int = 20
-    psi_max: float = 0.25
+    psi_max: float = 0.1
     missing_change_max: float = 0.15
     modality_change_max: float = 0.15
     baseline_runs: int = 7

@@ -19,8 +19,10 @@ Signals (each with its value, its ``[monitoring]`` threshold and whether it cros
   (reported).
 
 PSI = sum over bins of (a - e) * ln(a / e), with e the training share (1/10 per decile bin)
-and a the run's share (Siddiqi, *Credit Risk Scorecards*, 2006: above 0.25 a significant
-shift).  Input figures come from what the model saw (``Prediction.inputs``); a shadow
+and a the run's share (Siddiqi, *Credit Risk Scorecards*, 2006: 0.1-0.25 a moderate, above
+0.25 a significant shift), less the PSI that sampling alone gives on average
+(:func:`sampling_psi`); inputs whose training deciles take fewer than five values (flags,
+NYHA class) get no PSI, nor a missing-share figure, since absent flags are not stored.  Input figures come from what the model saw (``Prediction.inputs``); a shadow
 version sees the same inputs and is compared with its own training reference.
 """
 
@@ -58,6 +60,8 @@ from cds.scoring.inputs import StoredInputs
 log = logging.getLogger("mprtm.monitor")
 #: ``mprtm monitor`` exit status when a threshold was crossed.
 EXIT_CROSSED = 4
+#: Inputs whose training deciles take fewer distinct values are categorical: no PSI.
+MIN_DISTINCT_EDGES = 5
 _Z_DECILES = (-1.2816, -0.8416, -0.5244, -0.2533, 0.0, 0.2533, 0.5244, 0.8416, 1.2816)
 
 
@@ -81,6 +85,13 @@ def psi(values: Sequence[float], edges: Sequence[float]) -> float:
     actual = np.clip(counts / max(1, len(values)), 1e-4, None)
     expected = np.full(k, 1.0 / k)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def sampling_psi(bins: int, n: int, m: float) -> float:
+    """PSI two samples of ``n`` and ``m`` from one population show on average
+    (``n m / (n + m) * PSI`` is about chi-square with ``bins - 1`` degrees of freedom):
+    subtracted, so that a small night is not drift by chance alone.  ``m`` 0: unknown."""
+    return (bins - 1) * (1 / n + (1 / m if m > 0 else 0.0)) if n > 0 else 0.0
 
 
 def _edges(ref: Mapping[str, Any]) -> list[float] | None:
@@ -110,10 +121,14 @@ def input_signals(
         with_lge += any(i.group == "lge" and i.source for i in si.items)
     out: list[Signal] = []
     for name, ref in sorted((reference.get("features") or {}).items()):
+        dec = ref.get("deciles")
+        if dec and len(set(dec)) < MIN_DISTINCT_EDGES:
+            continue  # a flag or a few-level code (absent flags are not stored): not judged
         vals = values.get(name, [])
         edges = _edges(ref)
         if edges is not None and len(vals) >= cfg.min_patients:
-            v = psi(vals, edges)
+            m = float(reference.get("n") or 0) * (1 - float(ref.get("missing") or 0))
+            v = psi(vals, edges) - sampling_psi(len(edges) + 1, len(vals), m)
             out.append(Signal("input", f"psi:{name}", v, cfg.psi_max, v > cfg.psi_max, len(vals)))
         if ref.get("missing") is not None and n:
             change = abs((1 - len(vals) / n) - float(ref["missing"]))
