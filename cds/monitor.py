@@ -18,12 +18,14 @@ Signals (each with its value, its ``[monitoring]`` threshold and whether it cros
 - operations: share of the run's patients that failed; card override rate by reason
   (reported).
 
-PSI = sum over bins of (a - e) * ln(a / e), with e the training share (1/10 per decile bin)
-and a the run's share (Siddiqi, *Credit Risk Scorecards*, 2006: 0.1-0.25 a moderate, above
-0.25 a significant shift), less the PSI that sampling alone gives on average
-(:func:`sampling_psi`); inputs whose training deciles take fewer than five values (flags,
-NYHA class) get no PSI, nor a missing-share figure, since absent flags are not stored.  Input figures come from what the model saw (``Prediction.inputs``); a shadow
-version sees the same inputs and is compared with its own training reference.
+PSI = sum over bins of (a - e) * ln(a / e), with e the training share of the bin (bins cut
+at the distinct training deciles, shares stored with them) and a the run's share
+(Siddiqi, *Credit Risk Scorecards*, 2006: 0.1-0.25 a moderate, above 0.25 a significant
+shift), less the PSI that sampling alone gives on average (:func:`sampling_psi`).  Inputs
+whose training deciles take fewer than five distinct values (flags, NYHA class) get no
+PSI, nor a missing-share figure, since absent flags are not stored.  Input figures come
+from what the model saw (``Prediction.inputs``); a shadow version sees the same inputs and
+is compared with its own training reference.
 """
 
 from __future__ import annotations
@@ -78,13 +80,14 @@ class Signal:
     n: int = 0
 
 
-def psi(values: Sequence[float], edges: Sequence[float]) -> float:
-    """Population stability index of ``values`` against equal-share bins cut at ``edges``."""
+def psi(values: Sequence[float], edges: Sequence[float], expected: Sequence[float]) -> float:
+    """Population stability index of ``values`` over the bins cut at ``edges`` (a value
+    ``v`` in bin ``searchsorted(edges, v, side="right")``) against the ``expected`` shares."""
     k = len(edges) + 1
     counts = np.bincount(np.searchsorted(np.asarray(edges), values, side="right"), minlength=k)
     actual = np.clip(counts / max(1, len(values)), 1e-4, None)
-    expected = np.full(k, 1.0 / k)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
+    exp = np.clip(np.asarray(expected, float), 1e-4, None)
+    return float(np.sum((actual - exp) * np.log(actual / exp)))
 
 
 def sampling_psi(bins: int, n: int, m: float) -> float:
@@ -94,13 +97,16 @@ def sampling_psi(bins: int, n: int, m: float) -> float:
     return (bins - 1) * (1 / n + (1 / m if m > 0 else 0.0)) if n > 0 else 0.0
 
 
-def _edges(ref: Mapping[str, Any]) -> list[float] | None:
-    dec = ref.get("deciles")
-    if dec:
-        return [float(x) for x in dec]
+def _bins(ref: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
+    """(edges, expected shares) of an input: the checkpoint's training bins, else (older
+    checkpoints) the deciles of a normal with the training mean and SD."""
+    bins = ref.get("bins")
+    if bins:
+        return [float(x) for x in bins["edges"]], [float(x) for x in bins["shares"]]
     if ref.get("mean") is None or not ref.get("sd"):
         return None
-    return [float(ref["mean"]) + z * float(ref["sd"]) for z in _Z_DECILES]
+    edges = [float(ref["mean"]) + z * float(ref["sd"]) for z in _Z_DECILES]
+    return edges, [0.1] * 10
 
 
 def _over(value: float | None, limit: float, n: int, cfg: MonitoringSettings) -> bool:
@@ -121,14 +127,13 @@ def input_signals(
         with_lge += any(i.group == "lge" and i.source for i in si.items)
     out: list[Signal] = []
     for name, ref in sorted((reference.get("features") or {}).items()):
-        dec = ref.get("deciles")
-        if dec and len(set(dec)) < MIN_DISTINCT_EDGES:
+        bins = _bins(ref)
+        if bins is not None and len(bins[0]) < MIN_DISTINCT_EDGES:
             continue  # a flag or a few-level code (absent flags are not stored): not judged
         vals = values.get(name, [])
-        edges = _edges(ref)
-        if edges is not None and len(vals) >= cfg.min_patients:
+        if bins is not None and len(vals) >= cfg.min_patients:
             m = float(reference.get("n") or 0) * (1 - float(ref.get("missing") or 0))
-            v = psi(vals, edges) - sampling_psi(len(edges) + 1, len(vals), m)
+            v = psi(vals, *bins) - sampling_psi(len(bins[1]), len(vals), m)
             out.append(Signal("input", f"psi:{name}", v, cfg.psi_max, v > cfg.psi_max, len(vals)))
         if ref.get("missing") is not None and n:
             change = abs((1 - len(vals) / n) - float(ref["missing"]))
