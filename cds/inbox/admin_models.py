@@ -47,3 +47,45 @@ def registry() -> Any:
         last_runs=last_runs,
         outcome=outcome,
     )
+
+
+#: Monitor results per version the monitoring page shows (newest last).
+MONITOR_HISTORY = 30
+
+
+@bp.get("/monitoring")
+@admin_required
+def monitoring() -> Any:
+    """Admin alerts of the monitor and each version's signals over its latest checks."""
+    from cds.db.models import AdminAlert, MonitorResult
+
+    session = db()
+    alerts = list(
+        session.scalars(select(AdminAlert).order_by(AdminAlert.created_at.desc()).limit(50))
+    )
+    histories = []
+    for mv in session.scalars(
+        select(ModelVersion).where(ModelVersion.state.in_(("active", "shadow")))
+    ):
+        results = list(
+            session.scalars(
+                select(MonitorResult)
+                .where(MonitorResult.model_version_id == mv.id)
+                .order_by(MonitorResult.created_at.desc(), MonitorResult.id.desc())
+                .limit(MONITOR_HISTORY)
+            )
+        )[::-1]
+        names: dict[str, tuple[str, float | None]] = {}
+        for r in results:
+            for sig in r.signals:
+                names.setdefault(sig["name"], (sig["kind"], sig.get("threshold")))
+        table = [
+            (name, kind, threshold, [_signal(r.signals, name) for r in results])
+            for name, (kind, threshold) in sorted(names.items(), key=lambda kv: kv[1][0])
+        ]
+        histories.append((mv, results, table))
+    return render_template("inbox/admin/monitoring.html", alerts=alerts, histories=histories)
+
+
+def _signal(signals: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((s for s in signals if s["name"] == name), None)

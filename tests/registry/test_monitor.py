@@ -7,6 +7,7 @@ raises none)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from cds.app import create_app
 from cds.batch.runner import BatchRunner, RunOptions
 from cds.cli import main
 from cds.config import load_settings
@@ -23,8 +25,10 @@ from cds.model_data import cause_classes, load_model_examples
 from cds.monitor import psi
 from cds.synth.generate import generate
 from cds.synth.shifts import parse_shifts
+from cds.users import add_user
 from model.train import train_mprtm
 from tests.batch.conftest import AS_OF, batch_settings, write_config
+from tests.inbox.conftest import login
 from tests.model.helpers import tiny_config, write_tiny_bert
 
 N = 300
@@ -92,3 +96,16 @@ def test_assay_shift_is_caught_once(
         assert len(alerts) == 1 and "psi:nt_probnp" in alerts[0].message
         assert alerts[0].run_id == night2.run_id
         assert len(db.scalars(select(MonitorResult)).all()) == 3
+    # the admin monitoring page, from what the monitor stored
+    app = create_app(
+        dataclasses.replace(s, server=dataclasses.replace(s.server, secret_key="k" * 40)),
+        TESTING=True,
+    )
+    with session_scope(session_factory(app.extensions["mprtm.engine"])) as db:
+        add_user(db, "root-admin", "admin", "correct horse battery")
+    client = app.test_client()
+    assert login(client, "root-admin", "correct horse battery").status_code == 302
+    page = client.get("/inbox/admin/monitoring").get_data(as_text=True)
+    assert f"run {night2.run_id}: " in page and "psi:nt_probnp" in page
+    assert '<strong class="badge">' in page  # the crossed value is marked
+    app.extensions["mprtm.engine"].dispose()
