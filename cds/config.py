@@ -273,6 +273,7 @@ class ServerSettings:
     smart_key_alg: Literal["RS384", "ES384"] = "RS384"
     smart_key_id: str = ""
     threads: int = 8
+    metrics_allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
