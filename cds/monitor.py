@@ -227,7 +227,7 @@ def realised_signals(
         select(Patient.fhir_id, Prediction.as_of, Prediction.probabilities)
         .join(Patient, Patient.id == Prediction.patient_id)
         .where(Prediction.model_version_id == version_id, Prediction.as_of <= cutoff)
-        .order_by(Prediction.as_of)
+        .order_by(Prediction.as_of, Prediction.id)
     ).all()
     by_month: dict[str, dict[str, float]] = defaultdict(dict)
     for pid, as_of, probs in rows:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import roc_auc_score
 from sqlalchemy import select
 
 from cds.app import create_app
@@ -20,9 +21,9 @@ from cds.batch.runner import BatchRunner, RunOptions
 from cds.cli import main
 from cds.config import load_settings
 from cds.db import make_engine, session_factory, session_scope
-from cds.db.models import AdminAlert, MonitorResult
+from cds.db.models import AdminAlert, MonitorResult, Prediction
 from cds.model_data import cause_classes, load_model_examples
-from cds.monitor import psi
+from cds.monitor import check, psi, read_labels
 from cds.synth.generate import generate
 from cds.synth.shifts import parse_shifts
 from cds.users import add_user
@@ -96,6 +97,24 @@ def test_assay_shift_is_caught_once(
         assert len(alerts) == 1 and "psi:nt_probnp" in alerts[0].message
         assert alerts[0].run_id == night2.run_id
         assert len(db.scalars(select(MonitorResult)).all()) == 3
+    # realised performance: the nights' predictions once a year old, joined with labels
+    labels = read_labels(site["base"] / "truth" / "labels.csv", "death")
+    with session_scope(session_factory(make_engine(s.database.url))) as db:
+        young = check(db, s, run_id=night2.run_id, labels=labels, now=AS_OF + dt.timedelta(100))
+        old = check(db, s, run_id=night2.run_id, labels=labels, now=AS_OF + dt.timedelta(366))
+        latest = {  # each patient's latest prediction of the month: night 2's
+            p.patient.fhir_id: p.probabilities["death"]
+            for p in db.scalars(select(Prediction).where(Prediction.run_id == night2.run_id))
+        }
+    assert not [x for x in young[0]["signals"] if x["kind"] == "performance"]
+    perf = {x["name"]: x for x in old[0]["signals"] if x["kind"] == "performance"}
+    auc = perf[f"realised_auroc:{AS_OF:%Y-%m}"]
+    ids = [pid for pid in latest if pid in labels]
+    assert auc["n"] == len(ids) >= 100
+    expected = roc_auc_score([labels[i] for i in ids], [latest[i] for i in ids])
+    assert auc["value"] == pytest.approx(expected, abs=1e-9)
+    assert f"realised_ece:{AS_OF:%Y-%m}" in perf and f"realised_citl:{AS_OF:%Y-%m}" in perf
+
     # the admin monitoring page, from what the monitor stored
     app = create_app(
         dataclasses.replace(s, server=dataclasses.replace(s.server, secret_key="k" * 40)),
