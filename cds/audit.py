@@ -407,7 +407,20 @@ def init_app(app: Any, settings: Settings) -> Auditor:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(auditor.metrics_text(), mimetype="text/plain; version=0.0.4")
+        from flask import abort, request
+        from prometheus_client import generate_latest
+
+        from cds.metrics import client_allowed, registry_for
+
+        if not client_allowed(request.remote_addr, settings.server.metrics_allow):
+            abort(403)
+        engine = app.extensions.get("mprtm.engine")
+        text = auditor.metrics_text()
+        if engine is not None:
+            if "mprtm.metrics" not in app.extensions:
+                app.extensions["mprtm.metrics"] = registry_for(engine)
+            text += generate_latest(app.extensions["mprtm.metrics"]).decode()
+        return Response(text, mimetype="text/plain; version=0.0.4")
 
     return auditor
 

@@ -197,6 +197,38 @@ class RetentionSettings:
     after_nightly: bool = False
 
 
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Minima a ``mprtm validate`` report must meet before a version may become active
+    (:mod:`cds.registry`)."""
+
+    gate_outcome: str = "death"
+    min_auroc_ci_lower: float = 0.7
+    max_ece: float = 0.1
+    flag_rate_ratio_min: float = 0.5
+    flag_rate_ratio_max: float = 2.0
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """Thresholds of ``mprtm monitor`` (:mod:`cds.monitor`); crossing one raises an admin
+    alert and exits with status 4."""
+
+    min_patients: int = 20
+    psi_max: float = 0.1
+    missing_change_max: float = 0.15
+    modality_change_max: float = 0.15
+    baseline_runs: int = 7
+    mean_risk_change_max: float = 0.05
+    high_tier_share_change_max: float = 0.1
+    alerts_ratio_max: float = 2.0
+    failed_share_max: float = 0.05
+    mature_days: int = 365
+    realised_auroc_min: float = 0.65
+    realised_ece_max: float = 0.1
+    after_nightly: bool = True
+
+
 #: JWS algorithms an issuer may be configured to use (asymmetric only: never HMAC or none).
 JwtAlgorithm = Literal["ES384", "RS384", "ES256", "RS256", "PS384"]
 
@@ -247,6 +279,7 @@ class ServerSettings:
     smart_key_alg: Literal["RS384", "ES384"] = "RS384"
     smart_key_id: str = ""
     threads: int = 8
+    metrics_allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -298,6 +331,8 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     cds_hooks: CdsHooksSettings = field(default_factory=CdsHooksSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     terminology: TerminologySettings = field(default_factory=TerminologySettings)

@@ -177,11 +177,24 @@ def subgroup_rows(
     return rows
 
 
+def _bins(vals: np.ndarray) -> dict[str, list[float]] | None:
+    """``edges``: the distinct training deciles; ``shares``: the training share in each bin
+    (a value ``v`` falls in bin ``searchsorted(edges, v, side="right")``), exact even when a
+    detection limit puts many values on one decile.  None below 10 values."""
+    if len(vals) < 10:
+        return None
+    edges = np.unique(np.quantile(vals, np.arange(1, 10) / 10))
+    counts = np.bincount(np.searchsorted(edges, vals, side="right"), minlength=len(edges) + 1)
+    return {"edges": [float(e) for e in edges], "shares": [float(c) for c in counts / len(vals)]}
+
+
 def training_reference(
     rows: Sequence[Mapping[str, float]], present: np.ndarray, modalities: Sequence[str]
 ) -> dict[str, Any]:
     """What a checkpoint keeps of its training data for the shift table: per numeric
-    input its mean, SD and missing share (raw units), per modality its missing share."""
+    input its mean, SD, missing share and bins (:func:`_bins`, what ``mprtm monitor``
+    computes its population stability index over; raw units), per modality its missing
+    share."""
     names = sorted({k for r in rows for k in r})
     feats = {}
     for name in names:
@@ -191,6 +204,7 @@ def training_reference(
             "mean": float(vals.mean()) if len(vals) else None,
             "sd": float(vals.std(ddof=1)) if len(vals) > 1 else None,
             "missing": 1 - len(vals) / max(1, len(rows)),
+            "bins": _bins(vals),
         }
     mods = {m: float(1 - present[:, j].mean()) for j, m in enumerate(modalities)}
     return {"n": len(rows), "features": feats, "modalities_missing": mods}

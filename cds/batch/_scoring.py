@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cds.audit import make_auditor, patient_read_event, resource_write_event
+from cds.batch._shadow import ShadowPass
 from cds.batch.alerts import apply_findings, evaluate_rules
 from cds.batch.fhir_out import build_device, build_risk_assessment, ra_identifier_value
 from cds.batch.writeback import NdjsonWriter, NullWriter, Writer
@@ -86,12 +87,14 @@ class Chunk:
         unchanged: patients found unchanged (not scored).
         preds: predictions (or the error of that patient) by id, after the predict stage.
         result: counts and stage timings.
+        ctx: the run the chunk belongs to (the shadow pass stores under it).
     """
 
     patient_ids: list[str]
     mapped: dict[str, MappedPatient] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     unchanged: set[str] = field(default_factory=set)
+    ctx: RunContext | None = None
     preds: dict[str, PatientPrediction | BaseException] = field(default_factory=dict)
     result: ChunkResult = field(default_factory=ChunkResult)
 
@@ -147,11 +150,15 @@ class Scorer:
         self.results: ResultsWriter | None = None
         #: one user of the imaging source at a time (pulling thread, SEG + SR write-back)
         self._imaging_lock = threading.Lock()
+        #: the registry's shadow versions, scored beside the active one and stored apart
+        self.shadow = ShadowPass(settings, core)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scorer:
+        from cds.registry_serving import active_settings
         from cds.sources import make_fhir_source, make_imaging_source
 
+        settings = active_settings(settings)  # the registry's active version
         scorer = cls(
             settings,
             core=ScoringCore.load(settings),
@@ -199,7 +206,7 @@ class Scorer:
         """Stage 1: pull and map each patient; take out the unchanged ones."""
         from cds.pipeline import assemble, pull_record
 
-        chunk = Chunk(patient_ids=list(patient_ids))
+        chunk = Chunk(patient_ids=list(patient_ids), ctx=ctx)
         t = chunk.result.timings
         as_of = ctx.as_of.date()
         for pid in patient_ids:
@@ -236,6 +243,10 @@ class Scorer:
         t0 = time.perf_counter()
         chunk.preds = self.core.predict(list(chunk.mapped.values()), image_cache)
         t["predict"] += time.perf_counter() - t0
+        if chunk.ctx is not None:
+            t0 = time.perf_counter()
+            self.shadow.run(sessions, chunk.ctx, chunk.mapped, image_cache)  # never shown
+            t["shadow"] += time.perf_counter() - t0
 
     def store_chunk(
         self, sessions: sessionmaker[Session], ctx: RunContext, chunk: Chunk

@@ -16,13 +16,26 @@ numbers and adds an audit event instead of opening a second one.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cds.config import AlertSettings
 from cds.db.models import Alert, AlertEvent, Prediction
+
+
+class Scores(Protocol):
+    """What the rules read of a stored score (a Prediction, or a shadow version's row)."""
+
+    @property
+    def probabilities(self) -> Mapping[str, float]: ...
+    @property
+    def tiers(self) -> Mapping[str, str]: ...
+    @property
+    def fibrosis_burden(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -33,8 +46,8 @@ class Finding:
 
 def evaluate_rules(
     rules: AlertSettings,
-    current: Prediction,
-    previous: Prediction | None,
+    current: Scores,
+    previous: Scores | None,
 ) -> list[Finding]:
     """What the rules say about ``current`` given the patient's ``previous`` prediction."""
     outcome = rules.outcome

@@ -113,7 +113,10 @@ def make_celery(settings: Settings) -> Celery:
     )
     state: dict[str, Any] = {}
 
-    def scorer() -> Scorer:
+    def scorer(model_version_id: int) -> Scorer:
+        if state.get("model_version_id") not in (None, model_version_id):
+            state.pop("scorer").close()  # a promotion since: load the run's active version
+        state["model_version_id"] = model_version_id
         if "scorer" not in state:
             sc = Scorer.from_settings(settings)
             rate = settings.batch.fhir_rate_limit_per_s
@@ -133,7 +136,7 @@ def make_celery(settings: Settings) -> Celery:
         model_version_id: int,
         patient_ids: list[str],
     ) -> dict[str, Any]:
-        sc = scorer()
+        sc = scorer(model_version_id)
         sessions = state["sessions"]
         with session_scope(sessions) as s:
             done = set(

@@ -184,6 +184,19 @@ class BatchRunner:
             self._scorer = _scoring.Scorer.from_settings(self.settings)
         return self._scorer
 
+    def _follow_registry(self) -> None:
+        """Drop a scorer this runner built when a promotion has changed the active version
+        since it loaded (the next use loads the new one: no restart needed)."""
+        from cds.registry_serving import active_sha256
+
+        if self._scorer is None or not self._owns_scorer:
+            return
+        sha = active_sha256(self.settings, self.engine)
+        if sha is not None and sha != self._scorer.core.checkpoint_sha256:
+            log.info("active model version changed: loading it")
+            self._scorer.close()
+            self._scorer = None
+
     def default_run_key(self, run_date: dt.date) -> str:
         return f"{self.settings.batch.cohort}|{self.scorer.model_version}|{run_date.isoformat()}"
 
@@ -204,6 +217,7 @@ class BatchRunner:
         timer = StageTimer()
         run_date = opts.run_date or dt.datetime.now(dt.UTC).date()
         as_of = opts.as_of or dt.datetime.now(dt.UTC)
+        self._follow_registry()
         scorer = self.scorer
         run_key = opts.run_key or self.default_run_key(run_date)
         with session_scope(self.sessions) as s:

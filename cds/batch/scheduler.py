@@ -112,6 +112,14 @@ class NightlyScheduler:
         except BatchError as exc:
             log.info("tick %s not run here: %s", run_key, exc)
             return
+        if self.settings.monitoring.after_nightly:
+            from cds.monitor import check
+
+            try:
+                with session_scope(self.runner.sessions) as s:
+                    check(s, self.settings, run_id=summary.run_id)
+            except Exception:  # a failed check must not stop the scheduler
+                log.exception("tick %s: monitoring failed", run_key)
         if self.settings.retention.after_nightly:
             from cds.retention import purge
 

@@ -42,12 +42,26 @@ def TZDateTime() -> DateTime:  # noqa: N802  (reads like a column type)
 ALERT_STATUSES = ("new", "acknowledged", "snoozed", "resolved")
 ALERT_REASONS = ("high_tier", "threshold_crossing", "rise", "fibrosis")
 ROLES = ("clinician", "admin")
+#: States of a registered model version (``cds.registry``): exactly one is ``active``.
+MODEL_STATES = ("candidate", "shadow", "active", "retired")
 
 
 class ModelVersion(Base):
-    """A checkpoint the service has used: its hash, metrics and model card."""
+    """A registered checkpoint: its hash, metrics, model card and lifecycle state.
+
+    At most one row is ``active`` (a partial unique index guards it, so that two
+    concurrent promotions cannot both win)."""
 
     __tablename__ = "model_versions"
+    __table_args__ = (
+        Index(
+            "uq_model_versions_one_active",
+            "state",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -59,6 +73,64 @@ class ModelVersion(Base):
     synthetic_training_data: Mapped[bool] = mapped_column(Boolean, default=True)
     device_fhir_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow)
+    state: Mapped[str] = mapped_column(String(20), default="candidate", server_default="candidate")
+    state_changed_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime(), nullable=True)
+
+
+class ModelVersionEvent(Base):
+    """One audited change of a model version: who, when, why (and whether forced)."""
+
+    __tablename__ = "model_version_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(40))
+    from_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class ModelValidation(Base):
+    """A stored ``mprtm validate`` report (``validation.json``) of one model version."""
+
+    __tablename__ = "model_validations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class ShadowPrediction(Base):
+    """A shadow version's score of one patient in one nightly run.
+
+    Stored only here: never a RiskAssessment, an alert, a card or an inbox row.
+    ``would_alert`` lists the alert rules it would have fired."""
+
+    __tablename__ = "shadow_predictions"
+    __table_args__ = (UniqueConstraint("run_id", "model_version_id", "patient_fhir_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("batch_runs.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    patient_fhir_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow)
+    as_of: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow)
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    tiers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    fibrosis_burden: Mapped[float | None] = mapped_column(Float, nullable=True)
+    input_fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    would_alert: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class Patient(Base):
@@ -347,3 +419,40 @@ class TerminologyExpansion(Base):
     total: Mapped[int] = mapped_column(Integer)
     #: [[system, code, display], ...]
     codes: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class MonitorResult(Base):
+    """One ``mprtm monitor`` check of one model version after one nightly run: every
+    signal with its value, threshold and whether it crossed (``cds.monitor``)."""
+
+    __tablename__ = "monitor_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("batch_runs.id", ondelete="SET NULL"), nullable=True
+    )
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    signals: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    crossed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AdminAlert(Base):
+    """An alert for administrators (monitoring thresholds crossed); clinicians never see
+    these.  ``open_key`` makes a repeated check of the same run raise no second alert."""
+
+    __tablename__ = "admin_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), default="monitoring")
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id"), nullable=True
+    )
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("batch_runs.id", ondelete="SET NULL"), nullable=True
+    )
+    message: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="new", index=True)
+    open_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)

@@ -95,21 +95,40 @@ class ModelScorer:
         except ScoringError as exc:
             log.warning("on-demand scorer not ready: %s", exc)
 
+    def _active_sha(self) -> str | None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from cds.registry_serving import active_sha256
+
+        try:
+            return active_sha256(self._settings)
+        except SQLAlchemyError as exc:
+            raise ScoringError(f"model registry unreadable: {type(exc).__name__}") from None
+
     def _load(self) -> ScoringCore:
-        if self._core is not None:
-            return self._core
+        core = self._core
+        if core is not None and self._active_sha() in (None, core.checkpoint_sha256):
+            return core
         with self._load_lock:
-            if self._core is not None:
-                return self._core
+            if self._core is not None and self._core is not core:
+                return self._core  # another thread loaded the new active version
+            self._core = None
             if self._failure and time.monotonic() - self._failed_at < _RETRY_LOAD_AFTER_S:
                 raise ScoringError(self._failure)
+            from sqlalchemy.exc import SQLAlchemyError
+
+            from cds.registry_serving import active_settings
             from model.errors import ModelError
             from model.predictor import Predictor
 
-            m = self._settings.model
+            try:
+                settings = active_settings(self._settings)
+            except (SQLAlchemyError, ModelError) as exc:
+                raise ScoringError(f"model registry: {type(exc).__name__}: {exc}") from None
+            m = settings.model
             try:
                 core = ScoringCore.load(
-                    self._settings,
+                    settings,
                     predictor_class=_caching_predictor(Predictor),
                     threads=self._settings.cds_hooks.torch_threads or m.cpu_threads,
                     batch_size=1,

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from cds import __version__, labels
 from cds.explain import signed_points
-from cds.inbox import admin, auth, csrf, present, smart, views
+from cds.inbox import admin, admin_models, auth, csrf, present, smart, views
 from cds.inbox._db import close_db, settings
 
 #: Content Security Policy of every inbox page: nothing from other origins, no inline
@@ -86,6 +86,8 @@ def _error_page(exc: HTTPException) -> Any:
 
 
 BLUEPRINTS = (auth.bp, views.bp, smart.bp, admin.bp, admin.public)
+#: modules that add routes to ``admin.bp`` (imported for that)
+ADMIN_PAGES = (admin_models,)
 for _bp in BLUEPRINTS:  # once, at import: blueprints are shared by every app instance
     _bp.before_request(auth.load_principal)
     _bp.before_request(csrf.protect)

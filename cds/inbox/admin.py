@@ -141,8 +141,12 @@ _SUMMARY_SHOWN = {"failures", "timings_s", "run_id", "run_key", "status"}
 
 
 def model_in_use() -> ModelVersion | None:
-    """The model of the latest batch run, else the newest registered version."""
+    """The registry's active version, else the model of the latest batch run, else the
+    newest registered version."""
     session = db()
+    active = session.scalar(select(ModelVersion).where(ModelVersion.state == "active"))
+    if active is not None:
+        return active
     mv_id = session.scalar(
         select(BatchRun.model_version_id)
         .where(BatchRun.model_version_id.is_not(None))
