@@ -131,6 +131,7 @@ def test_concurrent_promotions_one_wins(
     promote(setup, ids[0], "active", limits=LIMITS, actor="setup")
     setup.commit()
     setup.close()
+    setup.get_bind().dispose()  # no pooled connection outlives the scratch database
     engine = make_engine(pg_url)
     sessions = session_factory(engine)
     first = sessions()

@@ -64,7 +64,10 @@ def test_shadow_is_scored_stored_apart_and_silent(
     tmp_path: Path, cohort_dir: Path, checkpoint: Path, other_checkpoint: Path
 ) -> None:
     # alerts on every high tier and on a low threshold: both models would raise some
-    s = batch_settings(tmp_path, cohort_dir, checkpoint, alerts__threshold=0.01)
+    # both nights score everyone (the incremental night would skip the unchanged patients)
+    s = batch_settings(
+        tmp_path, cohort_dir, checkpoint, alerts__threshold=0.01, batch__incremental=False
+    )
     sessions = session_factory(make_engine(s.database.url))
     runner = BatchRunner(s)
     first = runner.run(RunOptions(as_of=AS_OF, progress=False, run_date=dt.date(2026, 11, 2)))
