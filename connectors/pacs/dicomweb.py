@@ -39,7 +39,9 @@ from connectors.pacs.query import (
     StudyRef,
     check_patient_id,
     dataset_recognition_fields,
+    dataset_text,
     date_range,
+    study_ref,
 )
 
 log = logging.getLogger("connectors.pacs.dicomweb")
@@ -82,15 +84,6 @@ def _retry_after(value: str | None) -> float:
     except (TypeError, ValueError):
         return 0.0
     return max(0.0, when.timestamp() - time.time())
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
 
 
 def dicomweb_client(
@@ -272,22 +265,7 @@ class DicomWebSource:
             params.append(("StudyDate", dates))
         params += [("includefield", tag) for tag in _STUDY_FIELDS]
         rows = self._qido("studies", params, f"QIDO-RS studies of patient {pid}")
-        studies = []
-        for row in rows:
-            if _text(row, "PatientID") not in ("", pid):
-                continue
-            mods = _text(row, "ModalitiesInStudy")
-            studies.append(
-                StudyRef(
-                    patient_id=pid,
-                    study_instance_uid=check_uid(
-                        _text(row, "StudyInstanceUID"), "StudyInstanceUID"
-                    ),
-                    study_date=_text(row, "StudyDate"),
-                    modalities=tuple(m for m in mods.split("\\") if m),
-                )
-            )
-        return studies
+        return [study_ref(pid, r) for r in rows if dataset_text(r, "PatientID") in ("", pid)]
 
     def find_series(
         self,
@@ -309,7 +287,7 @@ class DicomWebSource:
                 f"QIDO-RS series of study {st.study_instance_uid}",
             )
             for row in rows:
-                if _text(row, "Modality") not in ("", modality):
+                if dataset_text(row, "Modality") not in ("", modality):
                     continue
                 try:
                     n = int(row.get("NumberOfSeriesRelatedInstances") or 0)
@@ -320,11 +298,11 @@ class DicomWebSource:
                         patient_id=st.patient_id,
                         study_instance_uid=st.study_instance_uid,
                         series_instance_uid=check_uid(
-                            _text(row, "SeriesInstanceUID"), "SeriesInstanceUID"
+                            dataset_text(row, "SeriesInstanceUID"), "SeriesInstanceUID"
                         ),
-                        modality=_text(row, "Modality") or modality,
-                        series_description=_text(row, "SeriesDescription"),
-                        protocol_name=_text(row, "ProtocolName"),
+                        modality=dataset_text(row, "Modality") or modality,
+                        series_description=dataset_text(row, "SeriesDescription"),
+                        protocol_name=dataset_text(row, "ProtocolName"),
                         study_date=st.study_date,
                         n_instances=n,
                         **dataset_recognition_fields(row),

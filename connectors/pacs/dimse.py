@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar
 
 from pydicom import Dataset
@@ -42,21 +42,14 @@ from connectors.pacs.query import (
     StudyRef,
     check_patient_id,
     dataset_recognition_fields,
+    dataset_text,
     date_range,
+    study_ref,
 )
 
 log = logging.getLogger("connectors.pacs.dimse")
 
 T = TypeVar("T")
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    if value is None:
-        return ""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
 
 
 def _int(ds: Dataset, keyword: str) -> int:
@@ -161,7 +154,7 @@ class DimseSource:
             what=what,
             require=FIND_MODEL,
         )
-        return [self._study_ref(pid, r) for r in rows if _text(r, "PatientID") in ("", pid)]
+        return [study_ref(pid, r) for r in rows if dataset_text(r, "PatientID") in ("", pid)]
 
     def find_series(
         self,
@@ -179,9 +172,9 @@ class DimseSource:
         def op(assoc: Association) -> list[SeriesRef]:
             found: list[SeriesRef] = []
             for study in list(iter_find(assoc, study_q, FIND_MODEL, what)):
-                if _text(study, "PatientID") not in ("", pid):
+                if dataset_text(study, "PatientID") not in ("", pid):
                     continue
-                st = self._study_ref(pid, study)
+                st = study_ref(pid, study)
                 series_q = Dataset()
                 series_q.QueryRetrieveLevel = "SERIES"
                 series_q.StudyInstanceUID = st.study_instance_uid
@@ -193,18 +186,18 @@ class DimseSource:
                 for keyword in RECOGNITION_TAGS:  # optional keys: may come back empty
                     setattr(series_q, keyword, "")
                 for row in iter_find(assoc, series_q, FIND_MODEL, what):
-                    if _text(row, "Modality") not in ("", modality):
+                    if dataset_text(row, "Modality") not in ("", modality):
                         continue
                     found.append(
                         SeriesRef(
                             patient_id=pid,
                             study_instance_uid=st.study_instance_uid,
                             series_instance_uid=check_uid(
-                                _text(row, "SeriesInstanceUID"), "SeriesInstanceUID"
+                                dataset_text(row, "SeriesInstanceUID"), "SeriesInstanceUID"
                             ),
-                            modality=_text(row, "Modality") or modality,
-                            series_description=_text(row, "SeriesDescription"),
-                            protocol_name=_text(row, "ProtocolName"),
+                            modality=dataset_text(row, "Modality") or modality,
+                            series_description=dataset_text(row, "SeriesDescription"),
+                            protocol_name=dataset_text(row, "ProtocolName"),
                             study_date=st.study_date,
                             n_instances=_int(row, "NumberOfSeriesRelatedInstances"),
                             **dataset_recognition_fields(row),
@@ -234,16 +227,18 @@ class DimseSource:
             require=FIND_MODEL,
         )
         for row in rows:
-            if _text(row, "SeriesInstanceUID") != uid:
+            if dataset_text(row, "SeriesInstanceUID") != uid:
                 continue
             return SeriesRef(
-                patient_id=_text(row, "PatientID"),
-                study_instance_uid=check_uid(_text(row, "StudyInstanceUID"), "StudyInstanceUID"),
+                patient_id=dataset_text(row, "PatientID"),
+                study_instance_uid=check_uid(
+                    dataset_text(row, "StudyInstanceUID"), "StudyInstanceUID"
+                ),
                 series_instance_uid=uid,
-                modality=_text(row, "Modality"),
-                series_description=_text(row, "SeriesDescription"),
-                protocol_name=_text(row, "ProtocolName"),
-                study_date=_text(row, "StudyDate"),
+                modality=dataset_text(row, "Modality"),
+                series_description=dataset_text(row, "SeriesDescription"),
+                protocol_name=dataset_text(row, "ProtocolName"),
+                study_date=dataset_text(row, "StudyDate"),
                 n_instances=_int(row, "NumberOfSeriesRelatedInstances"),
             )
         return None
@@ -258,20 +253,6 @@ class DimseSource:
         q.ModalitiesInStudy = modality
         q.NumberOfStudyRelatedSeries = ""
         return q
-
-    @staticmethod
-    def _study_ref(pid: str, row: Dataset) -> StudyRef:
-        mods = row.get("ModalitiesInStudy", "")
-        if isinstance(mods, str):
-            modalities = tuple(m for m in mods.split("\\") if m)
-        else:
-            modalities = tuple(str(m) for m in mods)
-        return StudyRef(
-            patient_id=pid,
-            study_instance_uid=check_uid(_text(row, "StudyInstanceUID"), "StudyInstanceUID"),
-            study_date=_text(row, "StudyDate"),
-            modalities=modalities,
-        )
 
     # -- retrieval ---------------------------------------------------------------------
 

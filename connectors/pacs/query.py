@@ -91,6 +91,23 @@ def dataset_text(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
+def study_ref(patient_id: str, row: Dataset) -> StudyRef:
+    """A study-level C-FIND or QIDO-RS answer row as a :class:`StudyRef`.
+
+    Raises:
+        DicomInvalid: the row's StudyInstanceUID is not a valid UID.
+    """
+    from connectors.pacs.cache import check_uid
+
+    mods = dataset_text(row, "ModalitiesInStudy")
+    return StudyRef(
+        patient_id=patient_id,
+        study_instance_uid=check_uid(dataset_text(row, "StudyInstanceUID"), "StudyInstanceUID"),
+        study_date=dataset_text(row, "StudyDate"),
+        modalities=tuple(m for m in mods.split("\\") if m),
+    )
+
+
 def _number(text: str) -> float | None:
     try:
         value = float(text.split("\\")[0])
