@@ -205,13 +205,17 @@ def test_ndjson_folder(tmp_path: Path) -> None:
     _write_ndjson(tmp_path)
     with NdjsonFolderSource(tmp_path) as src:
         record = src.patient_record(PID, loinc_codes=observation_search_codes())
-    _check(map_record(record, as_of=AS_OF))
+    m = map_record(record, as_of=AS_OF)
+    _check(m)
+    assert m.model_input.numeric["sbp"] == 128.0  # the US Core panel's component
 
 
 def test_rest_connector(engine: FhirEngine) -> None:
     with from_settings(base_url=engine.base_url) as src:
         record = src.patient_record(PID, loinc_codes=observation_search_codes())
-    _check(map_record(record, as_of=AS_OF))
+    m = map_record(record, as_of=AS_OF)
+    _check(m)
+    assert m.model_input.numeric["dbp"] == 78.0  # the US Core panel's component
 
 
 def _hook_body(engine: FhirEngine, prefetch: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,8 @@ def _psnr(ref: np.ndarray, got: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(4095.0**2 / mse)
 
 
-def _check_all(refs: list[SeriesRef], retrieve: Callable[[SeriesRef], list]) -> None:
+def _check_all(refs: list[SeriesRef], retrieve: Callable[[SeriesRef], list]) -> int:
+    """Checks every expected form against the original; returns how many were checked."""
     raw_ref, vol_ref, spacing_ref = _reference()
     by_name = {r.series_description: r for r in refs}
     assert set(EXPECTED) <= set(by_name), sorted(by_name)
@@ -86,15 +87,16 @@ def _check_all(refs: list[SeriesRef], retrieve: Callable[[SeriesRef], list]) -> 
         else:
             psnr = _psnr(raw_ref, raw)
             assert 40.0 <= psnr < float("inf"), (name, psnr)
+    return len(EXPECTED)
 
 
 @pytest.mark.parametrize("retrieve", ["get", "move"])
 @IGNORE_PYNETDICOM_SOCKET_LEAK
 def test_dimse_retrieval_decodes_every_syntax(loaded: Pacs, tmp_path: Path, retrieve: str) -> None:
     with loaded.dimse(tmp_path / "cache", retrieve=retrieve) as src:
-        _check_all(src.find_series(PATIENT_ID), src.retrieve_series)
+        assert _check_all(src.find_series(PATIENT_ID), src.retrieve_series) == len(EXPECTED)
 
 
 def test_wado_rs_retrieval_decodes_every_syntax(loaded: Pacs, tmp_path: Path) -> None:
     with loaded.dicomweb(tmp_path / "cache") as src:
-        _check_all(src.find_series(PATIENT_ID), src.retrieve_series)
+        assert _check_all(src.find_series(PATIENT_ID), src.retrieve_series) == len(EXPECTED)

@@ -118,7 +118,8 @@ def study_pacs(
     return Pacs(server=server, move_port=0, series=[]), uids, folder
 
 
-def _check(refs: list[SeriesRef], uids: dict[str, str]) -> None:
+def _check(refs: list[SeriesRef], uids: dict[str, str]) -> str:
+    """Checks the attributes, kinds and picks; returns the default pick's series UID."""
     by_uid = {r.series_instance_uid: r for r in refs}
     assert set(by_uid) == set(uids.values())
     role = {uid: name for name, uid in uids.items()}
@@ -138,8 +139,8 @@ def _check(refs: list[SeriesRef], uids: dict[str, str]) -> None:
     assert psir.series_number == 1102
     assert "IR" in psir.scanning_sequence.split("\\")
     cfg = PacsSettings()
-    pick = select_lge_series(refs, include=cfg.lge_patterns, exclude=cfg.exclude_patterns)
-    assert pick is not None and pick.series_instance_uid == uids["psir"]
+    chosen = select_lge_series(refs, include=cfg.lge_patterns, exclude=cfg.exclude_patterns)
+    assert chosen is not None and chosen.series_instance_uid == uids["psir"]
     pick = select_lge_series(
         refs, include=cfg.lge_patterns, exclude=cfg.exclude_patterns, prefer_phase_sensitive=False
     )
@@ -150,6 +151,7 @@ def _check(refs: list[SeriesRef], uids: dict[str, str]) -> None:
     twins = {uids["psir"], uids["magnitude"]}
     pick = select_lge_series(bare, include=cfg.lge_patterns, exclude=cfg.exclude_patterns)
     assert pick is not None and pick.series_instance_uid == max(twins)
+    return chosen.series_instance_uid
 
 
 def test_c_find_gives_the_psir_series(
@@ -157,7 +159,7 @@ def test_c_find_gives_the_psir_series(
 ) -> None:
     pacs, uids, _ = study_pacs
     with pacs.dimse(tmp_path) as src:
-        _check(src.find_series(PID), uids)
+        assert _check(src.find_series(PID), uids) == uids["psir"]
 
 
 def test_qido_rs_gives_the_psir_series(
@@ -165,9 +167,9 @@ def test_qido_rs_gives_the_psir_series(
 ) -> None:
     pacs, uids, _ = study_pacs
     with pacs.dicomweb(tmp_path) as src:
-        _check(src.find_series(PID), uids)
+        assert _check(src.find_series(PID), uids) == uids["psir"]
 
 
 def test_folder_gives_the_psir_series(study_pacs: tuple[Pacs, dict[str, str], Path]) -> None:
     _, uids, folder = study_pacs
-    _check(DicomFolderSource(folder).find_series(PID), uids)
+    assert _check(DicomFolderSource(folder).find_series(PID), uids) == uids["psir"]
