@@ -75,3 +75,33 @@ def unseen(examples: Sequence[LabelledExample], ck: Any) -> list[LabelledExample
     seen = set(ck.split.get("train", [])) | set(ck.split.get("val", []))
     seen |= set(ck.metrics.get("recalibration", {}).get("fit_ids", []))
     return [e for e in examples if e.input.patient_id not in seen]
+
+
+def site_scoring(
+    args: argparse.Namespace, settings: Settings, *, minimum: int, what: str
+) -> tuple[Any, list[LabelledExample]]:
+    """The checkpoint's Predictor (with the site's ``[model] image_*`` quality gate, as in
+    production) and the site's labelled patients it has not seen.
+
+    Raises:
+        UsageError: an unusable checkpoint, or fewer than ``minimum`` patients (``what``
+            says which patients).
+    """
+    import torch
+
+    from cds.image_gate import quality_rules
+    from model.errors import ModelError
+    from model.predictor import Predictor
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        pred = Predictor.from_checkpoint(
+            args.checkpoint, threads=args.threads, quality_rules=quality_rules(settings)
+        )
+    except ModelError as exc:
+        raise UsageError(f"--checkpoint: {exc}") from exc
+    examples = unseen(load_site(args, settings, pred.config.input_size), pred.checkpoint)
+    if len(examples) < minimum:
+        raise UsageError(f"only {len(examples)} {what}: need at least {minimum}")
+    return pred, examples

@@ -36,29 +36,18 @@ def register(sub: Any) -> None:
 
 
 def _handler(args: argparse.Namespace, settings: Settings) -> int:
-    import torch
 
-    from cds.commands._site import label_matrix, load_site, site_fingerprint, unseen
+    from cds.commands._site import label_matrix, site_fingerprint, site_scoring
     from model.checkpoint import file_sha256, save_checkpoint
-    from model.errors import ModelError
     from model.evaluate import score_examples
-    from model.predictor import Predictor
     from model.recalibrate import recalibrate
 
     if not 0.1 <= args.fit_fraction <= 1.0:
         raise UsageError("--fit-fraction must be between 0.1 and 1")
     if args.out.resolve() == args.checkpoint.resolve():
         raise UsageError("--out must differ from --checkpoint (a new model version)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        pred = Predictor.from_checkpoint(args.checkpoint, threads=args.threads)
-    except ModelError as exc:
-        raise UsageError(f"--checkpoint: {exc}") from exc
+    pred, examples = site_scoring(args, settings, minimum=40, what="labelled patients")
     ck = pred.checkpoint
-    examples = unseen(load_site(args, settings, ck.config.input_size), ck)
-    if len(examples) < 40:
-        raise UsageError(f"only {len(examples)} labelled patients: need at least 40")
     _, logits, _ = score_examples(pred, examples, not args.quiet)
     y = label_matrix(examples)
     order = np.random.default_rng(args.seed).permutation(len(examples))

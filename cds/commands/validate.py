@@ -33,30 +33,21 @@ def register(sub: Any) -> None:
 
 
 def _handler(args: argparse.Namespace, settings: Settings) -> int:
-    import torch
 
-    from cds.commands._site import label_matrix, load_site, subgroups, unseen
+    from cds.commands._site import label_matrix, site_scoring, subgroups
     from model._validation_html import plots, render
     from model.checkpoint import file_sha256
-    from model.errors import ModelError
     from model.evaluate import score_examples
     from model.maggic import maggic_one_year_mortality
-    from model.predictor import Predictor
     from model.types import MODALITIES
     from model.validation import CITL_LIMIT, RATIO_BAND, shift_rows, validation_report
 
     if args.bootstrap < 0 or args.threads < 0:
         raise UsageError("--bootstrap and --threads must be >= 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        pred = Predictor.from_checkpoint(args.checkpoint, threads=args.threads)
-    except ModelError as exc:
-        raise UsageError(f"--checkpoint: {exc}") from exc
+    pred, examples = site_scoring(
+        args, settings, minimum=10, what="labelled patients the checkpoint has not seen"
+    )
     ck = pred.checkpoint
-    examples = unseen(load_site(args, settings, ck.config.input_size), ck)
-    if len(examples) < 10:
-        raise UsageError(f"only {len(examples)} labelled patients the checkpoint has not seen")
     p, _, data = score_examples(pred, examples, not args.quiet)
     y = label_matrix(examples)
     mag = np.array([maggic_one_year_mortality(e.input.numeric) for e in examples], float)
