@@ -42,7 +42,7 @@ lock-upgrade: $(STAMP)
 audit: $(STAMP)
 	$(PY) tools/audit.py $(LOCK)
 
-demo: $(STAMP)
+demo: setup
 	$(PY) -m cds.demo
 
 # What the tests need (.ci/setup): Debian packages (.ci/apt-packages.txt), the venv,
